@@ -1,0 +1,109 @@
+"""Response schemas: one family per resource (`JobPublic`, `JobsPublic(data, count)`)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.registry.entities import Job, JobState, ModelSummary, ModelVersion
+
+
+class EpochPublic(BaseModel):
+    epoch: int
+    loss: float
+    val_loss: float | None
+    metrics: dict[str, float]
+    duration_s: float
+
+
+class JobSummary(BaseModel):
+    id: uuid.UUID
+    state: JobState
+    model_name: str
+    queue: str
+    attempt: int
+    error: str | None
+    version: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobSummary":
+        return cls(**{name: getattr(job, name) for name in cls.model_fields})
+
+
+class JobPublic(JobSummary):
+    epoch: int = Field(description="The last finished epoch; 0 until the first ends.")
+    epochs: int = Field(description="Epochs asked for.")
+    history: list[EpochPublic]
+
+    @classmethod
+    def of(cls, job: Job) -> "JobPublic":
+        summary = JobSummary.of(job).model_dump()
+        history = [EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s) for e in job.history]
+        return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history)
+
+
+class JobsPublic(BaseModel):
+    data: list[JobSummary]
+    count: int
+
+
+class ModelPublic(BaseModel):
+    name: str
+    created_at: datetime
+    latest_version: int | None
+    version_count: int
+
+    @classmethod
+    def of(cls, model: ModelSummary) -> "ModelPublic":
+        return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count)
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelPublic]
+    count: int
+
+
+class ArtifactPublic(BaseModel):
+    sha256: str
+    size: int
+
+
+class VersionPublic(BaseModel):
+    model: str
+    version: int
+    job_id: uuid.UUID | None
+    artifact: ArtifactPublic
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    spec: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    dataset: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, v: ModelVersion) -> "VersionPublic":
+        return cls(
+            model=v.model_name, version=v.version, job_id=v.job_id,
+            artifact=ArtifactPublic(sha256=v.artifact_sha256, size=v.artifact_size), signature=v.signature,
+            metrics=v.metrics, spec=v.spec, hyperparameters=v.hyperparameters, dataset=v.dataset, created_at=v.created_at,
+        )
+
+
+class VersionsPublic(BaseModel):
+    data: list[VersionPublic]
+    count: int
+
+
+class PredictRequest(BaseModel):
+    inputs: list[Any] = Field(description="One row per sample, each shaped like the model's input_shape.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    outputs: list[Any]

@@ -1,0 +1,106 @@
+"""`make run`: migrate, then start the API and one worker on the embedded defaults; Ctrl-C stops both.
+
+Set KILN_DATABASE_URL / KILN_BROKER_URL to use PostgreSQL and Redis instead of the SQLite files.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+
+from services.config import Settings  # noqa: E402
+
+STOP_GRACE_S = 60.0  # a worker finishes the epoch-bound task it holds; a second Ctrl-C forces it
+
+
+def migrate(settings: Settings) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = settings.database_url
+    command.upgrade(config, "head")
+
+
+def start(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+    python = sys.executable
+    api = [python, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", settings.host, "--port", str(settings.port)]
+    # Children get their own process group: the terminal's Ctrl-C reaches only this supervisor,
+    # which then stops them in order.
+    spawn = dict(cwd=ROOT, start_new_session=True)
+    return {
+        "api": subprocess.Popen(api, **spawn),  # type: ignore[call-overload]
+        "worker": subprocess.Popen([python, "-m", "worker"], **spawn),  # type: ignore[call-overload]
+    }
+
+
+def wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs.values()):
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def stop(procs: dict[str, subprocess.Popen[bytes]], forced: Callable[[], bool]) -> None:
+    """TERM both (uvicorn and Celery shut down gracefully on it); KILL after the grace or on a second Ctrl-C."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while any(p.poll() is None for p in procs.values()):
+        if forced() or time.monotonic() > deadline:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+        time.sleep(0.1)
+
+
+def main() -> int:
+    settings = Settings()
+    settings.ensure_dirs()
+    os.environ["KILN_DATA_DIR"] = str(settings.data_dir)  # children resolve the same folder
+    migrate(settings)
+    procs = start(settings)
+    signals_seen = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            print("\nkiln: stopping (Ctrl-C again to force)", flush=True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    url = f"http://{settings.host}:{settings.port}"
+    try:
+        if wait_ready(url, procs):
+            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True)
+        while not signals_seen:
+            exited = [name for name, p in procs.items() if p.poll() is not None]
+            if exited:
+                print(f"kiln: {', '.join(exited)} exited; stopping", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        stop(procs, forced=lambda: signals_seen > 1)
+        print("kiln: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

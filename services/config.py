@@ -1,0 +1,65 @@
+"""One typed Settings object for every process; built by the entrypoints, never at import time."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Kiln's configuration, read from `KILN_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+
+    # Embedded defaults live under one folder so `make run` needs nothing installed.
+    data_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite:///<data_dir>/kiln.db
+    broker_url: str = ""  # default: sqla+sqlite:///<data_dir>/broker.db
+    artifact_dir: Path | None = None  # default: <data_dir>/artifacts
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # SQLite waits this long for a lock instead of failing at once (API and worker share the file).
+    sqlite_busy_timeout_ms: int = 10_000
+
+    # Worker: prefork children on a CPU host; one per GPU on a GPU host.
+    worker_concurrency: int = Field(default=1, ge=1)
+    torch_threads: int = Field(default=0, ge=0)  # 0: cores divided by concurrency
+    # A GPU worker counts as present while its heartbeat is younger than this.
+    worker_heartbeat_s: float = 15.0
+    worker_stale_after_s: float = 60.0
+
+    # ONNX must agree with PyTorch on held-out rows within this absolute difference.
+    parity_max_abs_diff: float = Field(default=1e-4, gt=0)
+    parity_rows: int = Field(default=256, ge=1)
+
+    max_loaded_models: int = Field(default=16, ge=1)
+    readiness_timeout_s: float = 2.0
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> "Settings":
+        data_dir = self.data_dir.resolve()
+        self.data_dir = data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'kiln.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+        if self.artifact_dir is None:
+            self.artifact_dir = data_dir / "artifacts"
+        self.artifact_dir = self.artifact_dir.resolve()
+        return self
+
+    @property
+    def artifacts(self) -> Path:
+        """The artifact root, always set after validation."""
+        assert self.artifact_dir is not None
+        return self.artifact_dir
+
+    def ensure_dirs(self) -> None:
+        """Create the local folders the embedded defaults write to."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.artifacts.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,84 @@
+"""Plain records that leave the registry; ORM rows never do."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based, as Keras prints it
+    train_loss: float
+    val_loss: float | None
+    metrics: dict[str, float]
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    model_name: str
+    spec: dict[str, Any]
+    state: JobState
+    queue: str
+    error: str | None
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: int | None
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (0 before the first ends)."""
+        return self.history[-1].epoch if self.history else 0
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    created_at: datetime
+    latest_version: int | None
+    version_count: int
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What a caller supplies to register a version; the registry picks the number."""
+
+    model_name: str
+    job_id: uuid.UUID | None
+    artifact_sha256: str
+    artifact_size: int
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    spec: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    dataset: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_name: str
+    version: int
+    job_id: uuid.UUID | None
+    artifact_sha256: str
+    artifact_size: int
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    spec: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    dataset: dict[str, Any]
+    created_at: datetime

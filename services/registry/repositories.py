@@ -1,0 +1,176 @@
+"""Repositories: queries over one session. They never commit; the unit of work does."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from services.registry.entities import EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
+from services.registry.tables import JobEpochRow, JobRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
+
+
+def _job(row: JobRow, history: list[EpochRecord]) -> Job:
+    return Job(
+        id=row.id, model_name=row.model_name, spec=row.spec, state=JobState(row.state), queue=row.queue,
+        error=row.error, attempt=row.attempt, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, version=row.version, history=history,
+    )
+
+
+def _epoch(row: JobEpochRow) -> EpochRecord:
+    return EpochRecord(row.epoch, row.train_loss, row.val_loss, row.metrics, row.duration_s)
+
+
+class JobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str) -> None:
+        self.session.add(JobRow(
+            id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue,
+            attempt=0, created_at=utcnow(),
+        ))
+
+    def get(self, job_id: uuid.UUID, *, with_history: bool = True) -> Job | None:
+        row = self.session.get(JobRow, job_id)
+        if row is None:
+            return None
+        return _job(row, self.history(job_id) if with_history else [])
+
+    def history(self, job_id: uuid.UUID) -> list[EpochRecord]:
+        rows = self.session.scalars(select(JobEpochRow).where(JobEpochRow.job_id == job_id).order_by(JobEpochRow.epoch))
+        return [_epoch(r) for r in rows]
+
+    def list(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
+        query = select(JobRow)
+        if state is not None:
+            query = query.where(JobRow.state == state)
+        count = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self.session.scalars(query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
+        return [_job(r, []) for r in rows], count
+
+    def count_by_state(self) -> dict[str, int]:
+        rows = self.session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+        return {state: count for state, count in rows}
+
+    def claim(self, job_id: uuid.UUID) -> bool:
+        """queued -> running, once: a duplicate delivery of the same message claims nothing."""
+        result = self.session.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
+            .values(state=JobState.RUNNING, attempt=JobRow.attempt + 1, started_at=utcnow())
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
+        self.session.add(JobEpochRow(
+            job_id=job_id, epoch=record.epoch, train_loss=record.train_loss, val_loss=record.val_loss,
+            metrics=record.metrics, duration_s=record.duration_s, created_at=utcnow(),
+        ))
+
+    def finish(
+        self, job_id: uuid.UUID, *, state: JobState, error: str | None = None, version: int | None = None,
+        from_state: JobState = JobState.RUNNING,
+    ) -> bool:
+        """Move a job from `from_state` to its final state; a job in any other state is left as it is."""
+        result = self.session.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.state == from_state)
+            .values(state=state, error=error, version=version, finished_at=utcnow())
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _version(row: ModelVersionRow, model_name: str) -> ModelVersion:
+    return ModelVersion(
+        model_name=model_name, version=row.version, job_id=row.job_id, artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size, signature=row.signature, metrics=row.metrics, spec=row.spec,
+        hyperparameters=row.hyperparameters, dataset=row.dataset, created_at=row.created_at,
+    )
+
+
+class ModelRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _model_id(self, name: str) -> int | None:
+        return self.session.scalar(select(ModelRow.id).where(ModelRow.name == name))
+
+    def exists(self, name: str) -> bool:
+        return self._model_id(name) is not None
+
+    def list(self) -> list[ModelSummary]:
+        stats = (
+            select(ModelVersionRow.model_id, func.max(ModelVersionRow.version).label("latest"), func.count().label("n"))
+            .group_by(ModelVersionRow.model_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(ModelRow.name, ModelRow.created_at, stats.c.latest, stats.c.n)
+            .outerjoin(stats, stats.c.model_id == ModelRow.id)
+            .order_by(ModelRow.name)
+        )
+        return [ModelSummary(name, created, latest, n or 0) for name, created, latest, n in rows]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        rows = self.session.scalars(
+            select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name).order_by(ModelVersionRow.version)
+        )
+        return [_version(r, name) for r in rows]
+
+    def get_version(self, name: str, version: int) -> ModelVersion | None:
+        row = self.session.scalar(
+            select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name, ModelVersionRow.version == version)
+        )
+        return _version(row, name) if row else None
+
+    def version_for_job(self, job_id: uuid.UUID) -> ModelVersion | None:
+        row = self.session.execute(
+            select(ModelVersionRow, ModelRow.name).join(ModelRow).where(ModelVersionRow.job_id == job_id)
+        ).first()
+        return _version(row[0], row[1]) if row else None
+
+    def add_version(self, new: NewVersion) -> int:
+        """Insert `new` as max + 1; the unique constraint turns a concurrent duplicate into IntegrityError."""
+        model_id = self._model_id(new.model_name)
+        if model_id is None:
+            model = ModelRow(name=new.model_name, created_at=utcnow())
+            self.session.add(model)
+            self.session.flush()
+            model_id = model.id
+        latest = self.session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
+        version = (latest or 0) + 1
+        self.session.add(ModelVersionRow(
+            model_id=model_id, version=version, job_id=new.job_id, artifact_sha256=new.artifact_sha256,
+            artifact_size=new.artifact_size, signature=new.signature, metrics=new.metrics, spec=new.spec,
+            hyperparameters=new.hyperparameters, dataset=new.dataset, created_at=utcnow(),
+        ))
+        self.session.flush()
+        return version
+
+    def artifact_in_use(self, sha256: str) -> bool:
+        return self.session.scalar(select(func.count()).where(ModelVersionRow.artifact_sha256 == sha256)) != 0
+
+
+class WorkerRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def heartbeat(self, *, name: str, queue: str, gpus: int) -> None:
+        row = self.session.get(WorkerRow, name)
+        if row is None:
+            self.session.add(WorkerRow(name=name, queue=queue, gpus=gpus, last_seen=utcnow()))
+        else:
+            row.queue, row.gpus, row.last_seen = queue, gpus, utcnow()
+
+    def remove(self, name: str) -> None:
+        row = self.session.get(WorkerRow, name)
+        if row is not None:
+            self.session.delete(row)
+
+    def any_alive(self, *, queue: str, since: datetime) -> bool:
+        return self.session.scalar(
+            select(func.count()).where(WorkerRow.queue == queue, WorkerRow.last_seen >= since)
+        ) != 0

@@ -1,0 +1,1 @@
+"""onnxruntime sessions, signature checks and predictions. Never imports torch."""

@@ -1,0 +1,72 @@
+"""Submitting and reading training jobs."""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Protocol
+
+from services.data.catalogue import get_dataset_info
+from services.errors import NotFound, Unavailable
+from services.registry.entities import Job, JobState
+from services.registry.tables import utcnow
+from services.registry.unit_of_work import SqlUnitOfWork
+from services.spec import JobSpec, check_job_against_dataset
+
+log = logging.getLogger(__name__)
+
+UowFactory = Callable[[], SqlUnitOfWork]
+GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
+
+
+class JobDispatcher(Protocol):
+    """Sends a job id to a worker queue (Celery in production)."""
+
+    def send(self, job_id: uuid.UUID, *, queue: str) -> None: ...
+
+
+def choose_queue(device: str, uow: SqlUnitOfWork, *, stale_after_s: float) -> str:
+    """`cpu`/`gpu` as asked; `auto` picks `gpu` only while a GPU worker's heartbeat is fresh."""
+    if device != "auto":
+        return GPU_QUEUE if device == "gpu" else CPU_QUEUE
+    since = utcnow() - timedelta(seconds=stale_after_s)
+    return GPU_QUEUE if uow.workers.any_alive(queue=GPU_QUEUE, since=since) else CPU_QUEUE
+
+
+def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float) -> Job:
+    """Validate the spec against its dataset, record the job as queued, then send it to a worker."""
+    check_job_against_dataset(spec, get_dataset_info(spec.data.dataset))
+    job_id = uuid.uuid4()
+    with uow_factory() as uow:
+        queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
+        uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue=queue)
+        uow.commit()
+    # Only after the commit: a worker that picks the message up must find the row.
+    try:
+        dispatcher.send(job_id, queue=queue)
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job_id)
+        with uow_factory() as uow:
+            uow.jobs.finish(job_id, state=JobState.FAILED, error=f"could not enqueue: {exc}", from_state=JobState.QUEUED)
+            uow.commit()
+        raise Unavailable("the job queue cannot be reached; the job was not started, try again") from exc
+    return get_job(job_id, uow_factory=uow_factory)
+
+
+def get_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
+    with uow_factory() as uow:
+        job = uow.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}", field="job_id")
+    return job
+
+
+def list_jobs(*, uow_factory: UowFactory, limit: int, offset: int, state: JobState | None) -> tuple[list[Job], int]:
+    with uow_factory() as uow:
+        return uow.jobs.list(limit=limit, offset=offset, state=state)
+
+
+def count_jobs_by_state(*, uow_factory: UowFactory) -> dict[str, int]:
+    with uow_factory() as uow:
+        return uow.jobs.count_by_state()

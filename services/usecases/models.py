@@ -1,0 +1,28 @@
+"""Reading the model registry."""
+from __future__ import annotations
+
+from services.errors import NotFound
+from services.registry.entities import ModelSummary, ModelVersion
+from services.usecases.jobs import UowFactory
+
+
+def list_models(*, uow_factory: UowFactory) -> list[ModelSummary]:
+    with uow_factory() as uow:
+        return uow.models.list()
+
+
+def list_versions(name: str, *, uow_factory: UowFactory) -> list[ModelVersion]:
+    with uow_factory() as uow:
+        if not uow.models.exists(name):
+            raise NotFound(f"no model named '{name}'", field="name")
+        return uow.models.versions(name)
+
+
+def get_version(name: str, version: int, *, uow_factory: UowFactory) -> ModelVersion:
+    with uow_factory() as uow:
+        found = uow.models.get_version(name, version)
+        if found is None:
+            if not uow.models.exists(name):
+                raise NotFound(f"no model named '{name}'", field="name")
+            raise NotFound(f"model '{name}' has no version {version}", field="version")
+        return found

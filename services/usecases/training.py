@@ -1,0 +1,124 @@
+"""Running a job on a worker: claim, train, export, store the artifact, register the version."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sqlalchemy.exc import IntegrityError
+
+from services.data.builtins import LoadedDataset, load_builtin
+from services.errors import KilnError
+from services.registry.artifacts import LocalArtifactStore, StoredArtifact
+from services.registry.entities import EpochRecord, JobState, NewVersion
+from services.serving.sessions import load_session
+from services.serving.signature import read_signature
+from services.spec import JobSpec
+from services.training.loop import Diverged, EpochResult
+from services.training.pipeline import TrainingOutcome, train_and_export
+from services.usecases.jobs import UowFactory
+
+log = logging.getLogger(__name__)
+REGISTER_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker process holds for the jobs it runs."""
+
+    uow_factory: UowFactory
+    store: LocalArtifactStore
+    device: torch.device
+    parity_rows: int
+    parity_tolerance: float
+
+
+def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
+    """Run one job to its end; a job this call cannot claim (a duplicate delivery) is left alone."""
+    with ctx.uow_factory() as uow:
+        claimed = uow.jobs.claim(job_id)
+        job = uow.jobs.get(job_id, with_history=False)
+        uow.commit()
+    if not claimed or job is None:
+        log.info("job %s not claimed (state %s): nothing to do", job_id, job.state if job else "missing")
+        return
+    log.info("job %s started on %s, attempt %d", job_id, ctx.device, job.attempt)
+    try:
+        version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
+    except Exception as exc:  # every failure ends the job with a readable reason
+        reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        log.exception("job %s failed: %s", job_id, reason)
+        with ctx.uow_factory() as uow:
+            uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)
+            uow.commit()
+        return
+    log.info("job %s succeeded: %s version %d", job_id, job.model_name, version)
+
+
+def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) -> int:
+    data = load_builtin(spec.data.dataset)
+    onnx_path = ctx.store.temp_path()
+    try:
+        outcome = train_and_export(
+            spec, data, device=ctx.device, onnx_path=onnx_path, parity_rows=ctx.parity_rows,
+            parity_tolerance=ctx.parity_tolerance, on_epoch_end=lambda r: _record_epoch(job_id, r, ctx),
+        )
+        signature = read_signature(load_session(onnx_path)).to_dict()
+        artifact = ctx.store.put(onnx_path)
+    finally:
+        onnx_path.unlink(missing_ok=True)
+    try:
+        return _register(job_id, spec, data, outcome, artifact, signature, ctx)
+    except BaseException:
+        _discard_unreferenced(artifact, ctx)
+        raise
+
+
+def _record_epoch(job_id: uuid.UUID, result: EpochResult, ctx: WorkerContext) -> None:
+    metrics = result.metrics
+    with ctx.uow_factory() as uow:
+        uow.jobs.add_epoch(job_id, EpochRecord(
+            result.epoch, metrics["loss"], metrics.get("val_loss"), metrics, result.duration_s,
+        ))
+        uow.commit()
+    log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"))
+
+
+def _register(
+    job_id: uuid.UUID, spec: JobSpec, data: LoadedDataset, outcome: TrainingOutcome,
+    artifact: StoredArtifact, signature: dict, ctx: WorkerContext,
+) -> int:
+    """Register the next version and finish the job in one transaction, retrying a version-number race."""
+    new = NewVersion(
+        model_name=spec.model_name, job_id=job_id, artifact_sha256=artifact.sha256, artifact_size=artifact.size,
+        signature=signature, metrics=outcome.metrics, spec=spec.model.model_dump(mode="json"),
+        hyperparameters=spec.training.model_dump(mode="json") | {"validation_split": spec.data.validation_split},
+        dataset={"name": data.info.name, "sha256": data.sha256, "train_rows": len(data.x_train), "test_rows": len(data.x_test)},
+    )
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        try:
+            with ctx.uow_factory() as uow:
+                version = uow.models.add_version(new)
+                if not uow.jobs.finish(job_id, state=JobState.SUCCEEDED, version=version):
+                    raise KilnError("the job stopped running before its version could be registered")
+                uow.commit()
+                return version
+        except IntegrityError:
+            with ctx.uow_factory() as uow:
+                existing = uow.models.version_for_job(job_id)
+            if existing is not None:  # registered by an earlier delivery of this job
+                return existing.version
+            log.warning("version number race for %s, retry %d", spec.model_name, attempt)
+            time.sleep(0.05 * attempt)
+    raise KilnError(f"could not register a version of '{spec.model_name}' after {REGISTER_ATTEMPTS} attempts")
+
+
+def _discard_unreferenced(artifact: StoredArtifact, ctx: WorkerContext) -> None:
+    """Remove an artifact no version points to, so a failed registration leaves no orphan file."""
+    with ctx.uow_factory() as uow:
+        in_use = uow.models.artifact_in_use(artifact.sha256)
+    if not in_use:
+        ctx.store.delete(artifact.sha256)

@@ -1,0 +1,88 @@
+"""`python -m worker`: start a Celery worker on the `gpu` queue (one process per GPU) or the `cpu` queue."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+from celery import signals
+
+from services.config import Settings
+from services.registry.db import make_engine, make_session_factory
+from services.registry.unit_of_work import SqlUnitOfWork
+from services.usecases.workers import record_worker_heartbeat, remove_worker
+from worker.app import create_celery
+from worker.context import WorkerPlan, configure
+
+log = logging.getLogger("kiln.worker")
+
+
+def count_gpus() -> int:
+    """GPUs torch can use, asked in a child process so CUDA is never initialised before the fork."""
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return int(result.stdout.strip() or 0)
+
+
+def plan_worker(settings: Settings) -> WorkerPlan:
+    gpus = count_gpus()
+    if gpus:
+        return WorkerPlan(settings, "gpu", gpus)
+    return WorkerPlan(settings, "cpu", settings.worker_concurrency)
+
+
+class Heartbeat:
+    """Keeps this worker's row fresh in SQL while it runs, and removes it on a clean shutdown."""
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        settings = plan.settings
+        sessions = make_session_factory(make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms))
+        self.uow_factory = lambda: SqlUnitOfWork(sessions)
+        self.name = f"{plan.queue}@{socket.gethostname()}:{os.getpid()}"
+        self.plan = plan
+        self.stop = threading.Event()
+
+    def beat(self) -> None:
+        gpus = self.plan.concurrency if self.plan.queue == "gpu" else 0
+        record_worker_heartbeat(uow_factory=self.uow_factory, name=self.name, queue=self.plan.queue, gpus=gpus)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.plan.settings.worker_heartbeat_s):
+            try:
+                self.beat()
+            except Exception:
+                log.exception("worker heartbeat failed; retrying")
+
+    def start(self, **_: object) -> None:
+        self.beat()
+        threading.Thread(target=self.run, name="kiln-heartbeat", daemon=True).start()
+
+    def shutdown(self, **_: object) -> None:
+        self.stop.set()
+        remove_worker(uow_factory=self.uow_factory, name=self.name)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    settings.ensure_dirs()
+    plan = plan_worker(settings)
+    configure(plan)
+    app = create_celery(settings)
+    heartbeat = Heartbeat(plan)
+    signals.worker_ready.connect(heartbeat.start, weak=False)
+    signals.worker_shutdown.connect(heartbeat.shutdown, weak=False)
+    log.info("kiln worker: queue %s, %d process(es)", plan.queue, plan.concurrency)
+    app.worker_main([
+        "worker", "--loglevel", settings.log_level.upper(), "--pool", "prefork",
+        "--concurrency", str(plan.concurrency), "--queues", plan.queue, "--hostname", heartbeat.name,
+        # Gossip, mingle and worker heartbeats use broadcast messages; Kiln's state lives in SQL.
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The Celery app. Imports no torch and no tasks, so the API can send tasks by name through it."""
+from __future__ import annotations
+
+from celery import Celery
+
+from services.config import Settings
+
+RUN_JOB_TASK = "kiln.run_job"
+
+
+class KilnCelery(Celery):
+    """A Celery app that carries the Settings it was built from."""
+
+    settings: Settings
+
+
+def create_celery(settings: Settings) -> KilnCelery:
+    app = KilnCelery("kiln", broker=settings.broker_url, include=["worker.tasks"], set_as_current=False)
+    app.settings = settings
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_default_queue="cpu",
+        # A job runs for minutes: take one message at a time and acknowledge it only when done.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app

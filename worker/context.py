@@ -1,0 +1,61 @@
+"""Per-process state of a worker, built on first use inside the pool child (never before the fork)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from billiard.process import current_process
+
+from services.config import Settings
+from services.registry.artifacts import LocalArtifactStore
+from services.registry.db import make_engine, make_session_factory
+from services.registry.unit_of_work import SqlUnitOfWork
+from services.usecases.training import WorkerContext
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What this worker consumes and how many training processes it runs."""
+
+    settings: Settings
+    queue: str  # "gpu" on a host with GPUs, else "cpu"
+    concurrency: int  # one process per GPU on a GPU host
+
+
+_plan: WorkerPlan | None = None
+_context: WorkerContext | None = None
+
+
+def configure(plan: WorkerPlan) -> None:
+    """Called by the worker entrypoint before the pool forks."""
+    global _plan
+    _plan = plan
+
+
+def worker_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = _build(_plan or WorkerPlan(Settings(), "cpu", 1))
+    return _context
+
+
+def _build(plan: WorkerPlan) -> WorkerContext:
+    import torch
+
+    from services.training.device import training_device
+
+    settings = plan.settings
+    # Pool children are numbered 0..concurrency-1 (a restarted child takes the free number):
+    # on a GPU host, child i trains on GPU i, so each GPU has exactly one training process.
+    index = getattr(current_process(), "index", 0)
+    device = training_device(index if plan.queue == "gpu" else None)
+    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // plan.concurrency))
+    engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    sessions = make_session_factory(engine)
+    return WorkerContext(
+        uow_factory=lambda: SqlUnitOfWork(sessions),
+        store=LocalArtifactStore(settings.artifacts),
+        device=device,
+        parity_rows=settings.parity_rows,
+        parity_tolerance=settings.parity_max_abs_diff,
+    )
