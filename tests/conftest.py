@@ -1,0 +1,88 @@
+"""Shared fixtures: real PostgreSQL and Redis (started by `make test`), migrated databases, free ports."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from services.registry.db import make_engine, make_session_factory
+from services.registry.unit_of_work import SqlUnitOfWork
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KILN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def migrate(url: str, revision: str = "head", *, down: bool = False) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    (command.downgrade if down else command.upgrade)(config, revision)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the real PostgreSQL server, dropped at the end of the session."""
+    name = f"kiln_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis, on a database number the suite empties first."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    client.flushdb()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_url: str) -> str:
+    migrate(postgres_url)
+    return postgres_url
+
+
+def _truncate_all(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_epochs, model_versions, models, jobs, workers CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated registry on each backend: SQLite (the embedded default) and PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kiln.db'}"
+        migrate(url)
+        return url
+    url = request.getfixturevalue("migrated_postgres")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def uow_factory(database_url: str) -> Iterator[Callable[[], SqlUnitOfWork]]:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    yield lambda: SqlUnitOfWork(sessions)
+    engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

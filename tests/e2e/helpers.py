@@ -1,0 +1,102 @@
+"""Start Kiln's real processes for end-to-end tests and drive them over HTTP."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from services.data.builtins import load_builtin
+from tests.conftest import ROOT
+from tests.factories import DIGITS_MLP
+
+FINAL_STATES = {"succeeded", "failed", "cancelled"}
+
+
+def kiln_env(**values: str) -> dict[str, str]:
+    """This environment without any KILN_ variable of the caller's, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    return env | {f"KILN_{k.upper()}": v for k, v in values.items()}
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def wait_until_ready(base_url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc, log in zip(procs, logs):
+            assert proc.poll() is None, f"process exited early:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base_url} never became ready:\n" + "\n".join(p.read_text()[-2000:] for p in logs))
+
+
+def wait_for_job(client: httpx.Client, location: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(location).json()
+        if job["state"] in FINAL_STATES:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job did not finish in {timeout}s: {job}")
+
+
+def api_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def train_digits_and_predict(base_url: str) -> dict[str, Any]:
+    """POST examples/digits_mlp.json, wait for it, predict the held-out test split over HTTP."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        started = time.monotonic()
+        response = client.post("/v1/jobs", json=DIGITS_MLP)
+        assert response.status_code == 202, response.text
+        job = wait_for_job(client, response.headers["location"])
+        wall_s = time.monotonic() - started
+        assert job["state"] == "succeeded", job["error"]
+        assert job["epoch"] == 20 and [e["epoch"] for e in job["history"]] == list(range(1, 21))
+        test = load_builtin("digits")
+        predicted = client.post(
+            f"/v1/models/digits-mlp/versions/{job['version']}/predict", json={"inputs": test.x_test.tolist()}
+        )
+        assert predicted.status_code == 200, predicted.text
+        body = predicted.json()
+        outputs = np.asarray(body["outputs"])
+        assert outputs.shape == (len(test.x_test), 10)
+        np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=1e-5)  # probabilities, not logits
+        version = client.get(f"/v1/models/digits-mlp/versions/{job['version']}").json()
+        return {
+            "job": job, "version": version, "wall_s": wall_s,
+            "accuracy": float((outputs.argmax(axis=1) == test.y_test).mean()),
+        }

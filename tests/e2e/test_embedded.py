@@ -1,0 +1,53 @@
+"""End to end on the embedded defaults, started exactly as `make run` starts them (scripts/run_local.py)."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+from tests.e2e.helpers import kiln_env, spawn, stop, train_digits_and_predict, wait_until_ready
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") == -1
+    except FileNotFoundError:
+        return False
+
+
+def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "run.log"
+    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port)), log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, [proc], [log])
+        children = _children(proc.pid)
+        assert len(children) == 2  # the API and the worker
+        result = train_digits_and_predict(url)
+        print(f"\n[e2e embedded] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}")
+        assert result["accuracy"] >= 0.95
+        assert (tmp_path / "var" / "kiln.db").exists() and (tmp_path / "var" / "broker.db").exists()
+        assert f"Kiln is running at http://127.0.0.1:{port}" in log.read_text()
+    finally:
+        started = time.monotonic()
+        code = stop(proc, sig=signal.SIGINT, timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    assert time.monotonic() - started < 30
+    assert not [c for c in children if _alive(c)]
+    try:
+        httpx.get(f"{url}/healthz", timeout=1)
+        raise AssertionError("the API still answers after Ctrl-C")
+    except httpx.TransportError:
+        pass

@@ -1,0 +1,60 @@
+"""End to end on the production shape: PostgreSQL registry, Redis broker, a real Celery worker process."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, migrate
+from tests.e2e.helpers import api_command, kiln_env, rss_mib, spawn, stop, train_digits_and_predict, wait_for_job, wait_until_ready
+from tests.factories import tiny_job
+
+
+@pytest.fixture(scope="module")
+def kiln(migrated_postgres: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    data_dir = tmp_path_factory.mktemp("kiln")
+    env = kiln_env(data_dir=str(data_dir), database_url=migrated_postgres, broker_url=redis_url)
+    port = free_port()
+    logs = [data_dir / "api.log", data_dir / "worker.log"]
+    api = spawn(api_command(port), env, logs[0])
+    worker = spawn([sys.executable, "-m", "worker"], env, logs[1])
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", [api, worker], logs)
+        yield {"url": f"http://127.0.0.1:{port}", "api": api, "worker": worker, "logs": logs, "data_dir": data_dir}
+    finally:
+        stop(api)
+        stop(worker)
+
+
+def test_digits_job_trains_registers_and_serves_above_95_percent(kiln: dict) -> None:
+    result = train_digits_and_predict(kiln["url"])
+    version = result["version"]
+    print(f"\n[e2e postgres+redis] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}, "
+          f"parity {version['metrics']['onnx_parity_max_abs_diff']:.2e}, API RSS {rss_mib(kiln['api'].pid):.0f} MiB")
+    assert result["accuracy"] >= 0.95
+    assert result["accuracy"] == pytest.approx(version["metrics"]["test_accuracy"], abs=1e-9)  # served = trained
+    assert version["metrics"]["onnx_parity_max_abs_diff"] <= 1e-4
+    assert version["job_id"] == result["job"]["id"] and version["dataset"]["name"] == "digits"
+    artifact = kiln["data_dir"] / "artifacts" / version["artifact"]["sha256"][:2] / f"{version['artifact']['sha256']}.onnx"
+    assert artifact.stat().st_size == version["artifact"]["size"]
+
+
+def test_the_api_process_never_loads_torch(kiln: dict) -> None:
+    train_digits_and_predict(kiln["url"])  # after serving a trained model too
+    maps = Path(f"/proc/{kiln['api'].pid}/maps").read_text()
+    assert "libtorch" not in maps and "onnxruntime" in maps
+
+
+def test_versions_increase_and_metrics_report_jobs_by_state(kiln: dict) -> None:
+    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+        before = client.get("/v1/models/digits-mlp/versions").json()["count"]  # earlier tests registered some
+        locations = [client.post("/v1/jobs", json=tiny_job()).headers["location"] for _ in range(2)]
+        jobs = [wait_for_job(client, loc) for loc in locations]
+        assert [j["state"] for j in jobs] == ["succeeded", "succeeded"]
+        assert sorted(j["version"] for j in jobs) == [before + 1, before + 2]
+        metrics = client.get("/metrics").text
+        succeeded = client.get("/v1/jobs", params={"state": "succeeded"}).json()["count"]
+        assert f'kiln_training_jobs{{state="succeeded"}} {float(succeeded)}' in metrics

@@ -1,0 +1,87 @@
+"""The worker's use case on a real registry (both backends), real torch and onnxruntime, in-process."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+import services.usecases.training as training_usecase
+from services.registry.artifacts import LocalArtifactStore
+from services.registry.entities import JobState
+from services.spec import JobSpec
+from services.usecases.jobs import get_job
+from services.usecases.training import WorkerContext, run_job
+from tests.factories import tiny_job
+
+
+@pytest.fixture
+def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
+    return WorkerContext(uow_factory=uow_factory, store=LocalArtifactStore(tmp_path / "artifacts"),
+                         device=torch.device("cpu"), parity_rows=64, parity_tolerance=1e-4)
+
+
+def _queue(ctx: WorkerContext, body: dict) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    spec = JobSpec.model_validate(body)
+    with ctx.uow_factory() as uow:
+        uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue="cpu")
+        uow.commit()
+    return job_id
+
+
+def _artifact_files(ctx: WorkerContext) -> list[Path]:
+    return [p for p in ctx.store.root.rglob("*") if p.is_file()]
+
+
+def test_successful_job_registers_a_version_with_its_artifact(ctx: WorkerContext) -> None:
+    job_id = _queue(ctx, tiny_job(data={"validation_split": 0.2}))
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.version, job.error, job.attempt) == (JobState.SUCCEEDED, 1, None, 1)
+    assert [e.epoch for e in job.history] == [1, 2] and all(e.val_loss is not None for e in job.history)
+    with ctx.uow_factory() as uow:
+        version = uow.models.get_version("digits-mlp", 1)
+    assert version is not None and version.job_id == job_id
+    assert ctx.store.exists(version.artifact_sha256)
+    assert ctx.store.path_for(version.artifact_sha256).stat().st_size == version.artifact_size
+    assert version.signature["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 64]}]
+    assert 0 < version.metrics["test_accuracy"] <= 1 and version.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert version.dataset["name"] == "digits" and len(version.dataset["sha256"]) == 64
+    assert _artifact_files(ctx) == [ctx.store.path_for(version.artifact_sha256)]  # no temp file left
+
+
+def test_duplicate_delivery_does_nothing(ctx: WorkerContext) -> None:
+    job_id = _queue(ctx, tiny_job())
+    run_job(job_id, ctx)
+    run_job(job_id, ctx)
+    assert get_job(job_id, uow_factory=ctx.uow_factory).attempt == 1
+    with ctx.uow_factory() as uow:
+        assert len(uow.models.versions("digits-mlp")) == 1
+
+
+def test_training_failure_leaves_a_readable_error_and_nothing_else(ctx: WorkerContext) -> None:
+    exploding = tiny_job(
+        model={"input_shape": [10], "layers": [{"type": "Dense", "units": 1}]}, data={"dataset": "diabetes"},
+        training={"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 10.0}, "epochs": 50},
+    )
+    job_id = _queue(ctx, exploding)
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.FAILED and job.error is not None and job.error.startswith("diverged at epoch")
+    with ctx.uow_factory() as uow:
+        assert uow.models.list() == []
+    assert _artifact_files(ctx) == []
+
+
+def test_failed_registration_removes_the_artifact(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(training_usecase, "_register", refuse)
+    job_id = _queue(ctx, tiny_job())
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.error) == (JobState.FAILED, "RuntimeError: database went away")
+    assert _artifact_files(ctx) == []
