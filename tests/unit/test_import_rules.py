@@ -13,10 +13,15 @@ import sys, tempfile
 from fastapi.testclient import TestClient
 from api.main import create_app
 from services.config import Settings
+from alembic import command
+from alembic.config import Config
 settings = Settings(data_dir=tempfile.mkdtemp())
+config = Config("alembic.ini"); config.attributes["url"] = settings.database_url
+command.upgrade(config, "head")
 with TestClient(create_app(settings)) as client:
     client.get("/healthz"); client.get("/metrics"); client.get("/openapi.json")
     client.post("/v1/jobs", json={"model_name": "x"})
+    client.post("/v1/models/x/versions/1/predict", json={"inputs": [[1.0]]})
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "sklearn", "services.training", "worker.tasks"} or m.startswith(("services.training", "worker.tasks")))
 print("LOADED", loaded)
 """
