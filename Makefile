@@ -26,7 +26,7 @@ services:
 	scripts/ensure-services.sh
 
 test: services $(VENV)/.dev-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not gpu"
 
 # The CUDA path: run on a machine with an NVIDIA GPU.
 test-gpu: $(VENV)/.dev-deps

@@ -15,7 +15,7 @@ from services.registry.db import make_engine, make_session_factory
 from services.registry.unit_of_work import SqlUnitOfWork
 from services.usecases.workers import record_worker_heartbeat, remove_worker
 from worker.app import create_celery
-from worker.context import WorkerPlan, configure
+from worker.context import WorkerPlan, configure, worker_context
 
 log = logging.getLogger("kiln.worker")
 
@@ -74,6 +74,8 @@ def main() -> None:
     app = create_celery(settings)
     heartbeat = Heartbeat(plan)
     signals.worker_ready.connect(heartbeat.start, weak=False)
+    # Each pool child builds its context (database engine, device, torch warm-up) as it starts.
+    signals.worker_process_init.connect(lambda **_: worker_context(), weak=False)
     signals.worker_shutdown.connect(heartbeat.shutdown, weak=False)
     log.info("kiln worker: queue %s, %d process(es)", plan.queue, plan.concurrency)
     app.worker_main([

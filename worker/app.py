@@ -27,6 +27,8 @@ def create_celery(settings: Settings) -> KilnCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool child warms torch up before it reports ready; Celery's 4 s default is too tight.
+        worker_proc_alive_timeout=60,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -43,6 +43,7 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     import torch
 
     from services.training.device import training_device
+    from services.training.warmup import warm_up
 
     settings = plan.settings
     # Pool children are numbered 0..concurrency-1 (a restarted child takes the free number):
@@ -50,6 +51,7 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     index = getattr(current_process(), "index", 0)
     device = training_device(index if plan.queue == "gpu" else None)
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // plan.concurrency))
+    warm_up(device)  # so the first job does not pay about a second of torch start-up
     engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     sessions = make_session_factory(engine)
     return WorkerContext(

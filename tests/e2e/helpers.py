@@ -42,17 +42,23 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: f
 
 
 def wait_until_ready(base_url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 90) -> None:
+    """Until the API is ready and a worker has announced itself (so timings exclude start-up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc, log in zip(procs, logs):
             assert proc.poll() is None, f"process exited early:\n{log.read_text()[-3000:]}"
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200 and _worker_listening(logs):
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{base_url} never became ready:\n" + "\n".join(p.read_text()[-2000:] for p in logs))
+
+
+def _worker_listening(logs: list[Path]) -> bool:
+    # Celery logs "<name> ready." once the pool children have started (and warmed torch up).
+    return any(" ready." in log.read_text(errors="replace") for log in logs)
 
 
 def wait_for_job(client: httpx.Client, location: str, timeout: float = 180) -> dict[str, Any]:

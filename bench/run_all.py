@@ -1,0 +1,16 @@
+"""`make bench`: every benchmark, each printing its figures beside a baseline measured in the same run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["job_latency.py"]
+
+if __name__ == "__main__":
+    failed = 0
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        failed |= subprocess.run([sys.executable, str(HERE / name)], cwd=HERE.parent).returncode
+    sys.exit(failed)
