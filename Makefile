@@ -25,8 +25,13 @@ run: $(VENV)/.run-deps
 services:
 	scripts/ensure-services.sh
 
-test: services $(VENV)/.dev-deps
+test: services lint
 	$(BIN)/python -m pytest -m "not gpu"
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The CUDA path: run on a machine with an NVIDIA GPU.
 test-gpu: $(VENV)/.dev-deps

@@ -1,4 +1,5 @@
 """What routes need, built once by `create_app` and handed out through FastAPI dependencies."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """The one place domain errors become HTTP responses: `{"error": {"code", "message", "field", "details"}}`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,7 +20,9 @@ _STATUS: dict[type[KilnError], int] = {
 }
 
 
-def error_body(code: str, message: str, *, field: str | None = None, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, *, field: str | None = None, details: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field, "details": details or []}}
 
 
@@ -55,7 +58,9 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
 async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     details = _validation_details(exc)
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-    return JSONResponse(error_body("invalid_request", message, field=details[0]["field"] if details else None, details=details), status_code=422)
+    return JSONResponse(
+        error_body("invalid_request", message, field=details[0]["field"] if details else None, details=details), status_code=422
+    )
 
 
 async def _on_kiln_error(_: Request, exc: KilnError) -> JSONResponse:

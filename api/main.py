@@ -1,4 +1,5 @@
 """The FastAPI app factory: `uvicorn --factory api.main:create_app`."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -13,8 +14,7 @@ from api.routers import health, jobs, models
 from services.config import Settings
 from services.metrics import ApiMetrics
 from services.registry.artifacts import LocalArtifactStore
-from services.registry.db import make_engine, make_session_factory
-from services.registry.unit_of_work import SqlUnitOfWork
+from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import count_jobs_by_state
 from worker.app import create_celery
@@ -23,17 +23,15 @@ from worker.app import create_celery
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.ensure_dirs()
-    engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-    sessions = make_session_factory(engine)
-
-    def uow_factory() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions)
-
+    engine, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     celery = create_celery(settings)
     store = LocalArtifactStore(settings.artifacts)
     metrics = ApiMetrics(lambda: count_jobs_by_state(uow_factory=uow_factory))
     context = ApiContext(
-        settings=settings, engine=engine, uow_factory=uow_factory, celery=celery,
+        settings=settings,
+        engine=engine,
+        uow_factory=uow_factory,
+        celery=celery,
         dispatcher=CeleryDispatcher(celery),
         sessions=OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for),
         metrics=metrics,
@@ -44,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="Kiln", version="0.1.0", summary="Train neural networks from a JSON spec and serve them as ONNX.", lifespan=lifespan)
+    app = FastAPI(
+        title="Kiln", version="0.1.0", summary="Train neural networks from a JSON spec and serve them as ONNX.", lifespan=lifespan
+    )
     app.state.kiln = context
     install_error_handlers(app)
     app.include_router(jobs.router)

@@ -1,4 +1,5 @@
 """Request metrics as plain ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
+
 from __future__ import annotations
 
 import time

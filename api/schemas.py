@@ -1,4 +1,5 @@
 """Response schemas: one family per resource (`JobPublic`, `JobsPublic(data, count)`)."""
+
 from __future__ import annotations
 
 import uuid
@@ -31,7 +32,7 @@ class JobSummary(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job) -> "JobSummary":
+    def of(cls, job: Job) -> JobSummary:
         return cls(**{name: getattr(job, name) for name in cls.model_fields})
 
 
@@ -41,9 +42,12 @@ class JobPublic(JobSummary):
     history: list[EpochPublic]
 
     @classmethod
-    def of(cls, job: Job) -> "JobPublic":
+    def of(cls, job: Job) -> JobPublic:
         summary = JobSummary.of(job).model_dump()
-        history = [EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s) for e in job.history]
+        history = [
+            EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s)
+            for e in job.history
+        ]
         return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history)
 
 
@@ -59,8 +63,10 @@ class ModelPublic(BaseModel):
     version_count: int
 
     @classmethod
-    def of(cls, model: ModelSummary) -> "ModelPublic":
-        return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count)
+    def of(cls, model: ModelSummary) -> ModelPublic:
+        return cls(
+            name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count
+        )
 
 
 class ModelsPublic(BaseModel):
@@ -86,11 +92,18 @@ class VersionPublic(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, v: ModelVersion) -> "VersionPublic":
+    def of(cls, v: ModelVersion) -> VersionPublic:
         return cls(
-            model=v.model_name, version=v.version, job_id=v.job_id,
-            artifact=ArtifactPublic(sha256=v.artifact_sha256, size=v.artifact_size), signature=v.signature,
-            metrics=v.metrics, spec=v.spec, hyperparameters=v.hyperparameters, dataset=v.dataset, created_at=v.created_at,
+            model=v.model_name,
+            version=v.version,
+            job_id=v.job_id,
+            artifact=ArtifactPublic(sha256=v.artifact_sha256, size=v.artifact_size),
+            signature=v.signature,
+            metrics=v.metrics,
+            spec=v.spec,
+            hyperparameters=v.hyperparameters,
+            dataset=v.dataset,
+            created_at=v.created_at,
         )
 
 

@@ -4,6 +4,7 @@ Prints, for the embedded defaults (SQLite registry and broker) and for PostgreSQ
 the job's wall time, its queue wait (created -> started), and the ratio to the in-process
 train_and_export of the same spec measured in this run.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -35,8 +36,15 @@ def in_process_seconds() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(RUNS + 1):
             started = time.perf_counter()
-            train_and_export(spec, data, device=torch.device("cpu"), onnx_path=Path(tmp) / "m.onnx",
-                             parity_rows=256, parity_tolerance=1e-4, on_epoch_end=lambda r: None)
+            train_and_export(
+                spec,
+                data,
+                device=torch.device("cpu"),
+                onnx_path=Path(tmp) / "m.onnx",
+                parity_rows=256,
+                parity_tolerance=1e-4,
+                on_epoch_end=lambda r: None,
+            )
             times.append(time.perf_counter() - started)
     return statistics.median(times[1:])  # the first run pays for lazy initialisation
 
@@ -55,7 +63,9 @@ def through_kiln(label: str, **env: str) -> tuple[float, float]:
                 result = train_digits_and_predict(f"http://127.0.0.1:{port}")
                 job = result["job"]
                 walls.append(result["wall_s"])
-                waits.append((datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds())
+                waits.append(
+                    (datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+                )
         finally:
             for proc in procs:
                 stop(proc)
@@ -72,11 +82,15 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     pg_url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
     try:
-        for label, env in (("embedded (SQLite + SQLite broker)", {}),
-                           ("PostgreSQL + Redis", {"database_url": pg_url, "broker_url": REDIS_URL})):
+        for label, env in (
+            ("embedded (SQLite + SQLite broker)", {}),
+            ("PostgreSQL + Redis", {"database_url": pg_url, "broker_url": REDIS_URL}),
+        ):
             wall, wait = through_kiln(label, **env)
-            print(f"{label}: job wall {wall:.2f} s (median of {RUNS}), queue wait {wait:.2f} s, "
-                  f"wall / baseline = {wall / baseline:.2f}x")
+            print(
+                f"{label}: job wall {wall:.2f} s (median of {RUNS}), queue wait {wait:.2f} s, "
+                f"wall / baseline = {wall / baseline:.2f}x"
+            )
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,5 @@
 """`make bench`: every benchmark, each printing its figures beside a baseline measured in the same run."""
+
 from __future__ import annotations
 
 import subprocess

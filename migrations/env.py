@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from Settings, or from `config.attributes["url"]` in tests."""
+
 from __future__ import annotations
 
 from alembic import context

@@ -2,6 +2,7 @@
 
 Set KILN_DATABASE_URL / KILN_BROKER_URL to use PostgreSQL and Redis instead of the SQLite files.
 """
+
 from __future__ import annotations
 
 import os
@@ -89,7 +90,9 @@ def main() -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         if wait_ready(url, procs):
-            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True)
+            print(
+                f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True
+            )
         while not signals_seen:
             exited = [name for name, p in procs.items() if p.poll() is not None]
             if exited:

@@ -1,4 +1,5 @@
 """One typed Settings object for every process; built by the entrypoints, never at import time."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
     readiness_timeout_s: float = 2.0
 
     @model_validator(mode="after")
-    def _fill_embedded_defaults(self) -> "Settings":
+    def _fill_embedded_defaults(self) -> Settings:
         data_dir = self.data_dir.resolve()
         self.data_dir = data_dir
         if not self.database_url:

@@ -1,4 +1,5 @@
 """Domain errors with stable codes; the API maps them to HTTP statuses in one place."""
+
 from __future__ import annotations
 
 

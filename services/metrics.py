@@ -1,4 +1,5 @@
 """Every Prometheus metric Kiln exposes, in one place."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -33,11 +34,16 @@ class ApiMetrics:
     def __init__(self, count_jobs_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
-            "kiln_http_requests", "HTTP requests by route template and status.",
-            ["method", "route", "status"], registry=self.registry,
+            "kiln_http_requests",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.http_duration = Histogram(
-            "kiln_http_request_duration_seconds", "HTTP request duration by route template.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "kiln_http_request_duration_seconds",
+            "HTTP request duration by route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(JobsByStateCollector(count_jobs_by_state))

@@ -1,4 +1,5 @@
 """Shared fixtures: real PostgreSQL and Redis (started by `make test`), migrated databases, free ports."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from services.registry.db import make_engine, make_session_factory
-from services.registry.unit_of_work import SqlUnitOfWork
+from services.registry.db import make_engine
+from services.registry.unit_of_work import SqlUnitOfWork, connect_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -76,9 +77,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def uow_factory(database_url: str) -> Iterator[Callable[[], SqlUnitOfWork]]:
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    yield lambda: SqlUnitOfWork(sessions)
+    engine, factory = connect_registry(database_url)
+    yield factory
     engine.dispose()
 
 

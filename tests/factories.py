@@ -1,4 +1,5 @@
 """Job bodies as users write them."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """`python -m worker`: start a Celery worker on the `gpu` queue (one process per GPU) or the `cpu` queue."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,7 @@ import threading
 from celery import signals
 
 from services.config import Settings
-from services.registry.db import make_engine, make_session_factory
-from services.registry.unit_of_work import SqlUnitOfWork
+from services.registry.unit_of_work import connect_registry
 from services.usecases.workers import record_worker_heartbeat, remove_worker
 from worker.app import create_celery
 from worker.context import WorkerPlan, configure, worker_context
@@ -39,8 +39,7 @@ class Heartbeat:
 
     def __init__(self, plan: WorkerPlan) -> None:
         settings = plan.settings
-        sessions = make_session_factory(make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms))
-        self.uow_factory = lambda: SqlUnitOfWork(sessions)
+        _, self.uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         self.name = f"{plan.queue}@{socket.gethostname()}:{os.getpid()}"
         self.plan = plan
         self.stop = threading.Event()
@@ -78,12 +77,25 @@ def main() -> None:
     signals.worker_process_init.connect(lambda **_: worker_context(), weak=False)
     signals.worker_shutdown.connect(heartbeat.shutdown, weak=False)
     log.info("kiln worker: queue %s, %d process(es)", plan.queue, plan.concurrency)
-    app.worker_main([
-        "worker", "--loglevel", settings.log_level.upper(), "--pool", "prefork",
-        "--concurrency", str(plan.concurrency), "--queues", plan.queue, "--hostname", heartbeat.name,
-        # Gossip, mingle and worker heartbeats use broadcast messages; Kiln's state lives in SQL.
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            settings.log_level.upper(),
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(plan.concurrency),
+            "--queues",
+            plan.queue,
+            "--hostname",
+            heartbeat.name,
+            # Gossip, mingle and worker heartbeats use broadcast messages; Kiln's state lives in SQL.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The Celery app. Imports no torch and no tasks, so the API can send tasks by name through it."""
+
 from __future__ import annotations
 
 from celery import Celery

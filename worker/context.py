@@ -1,4 +1,5 @@
 """Per-process state of a worker, built on first use inside the pool child (never before the fork)."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,7 @@ from billiard.process import current_process
 
 from services.config import Settings
 from services.registry.artifacts import LocalArtifactStore
-from services.registry.db import make_engine, make_session_factory
-from services.registry.unit_of_work import SqlUnitOfWork
+from services.registry.unit_of_work import connect_registry
 from services.usecases.training import WorkerContext
 
 
@@ -52,10 +52,9 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     device = training_device(index if plan.queue == "gpu" else None)
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // plan.concurrency))
     warm_up(device)  # so the first job does not pay about a second of torch start-up
-    engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-    sessions = make_session_factory(engine)
+    _, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     return WorkerContext(
-        uow_factory=lambda: SqlUnitOfWork(sessions),
+        uow_factory=uow_factory,
         store=LocalArtifactStore(settings.artifacts),
         device=device,
         parity_rows=settings.parity_rows,

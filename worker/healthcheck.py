@@ -1,4 +1,5 @@
 """`python -m worker.healthcheck`: exit 0 while a worker on this host keeps its SQL heartbeat fresh."""
+
 from __future__ import annotations
 
 import socket

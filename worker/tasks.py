@@ -1,4 +1,5 @@
 """Thin tasks: take a job id, call the use case. The database says what is true, not the message."""
+
 from __future__ import annotations
 
 import uuid

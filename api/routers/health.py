@@ -1,4 +1,5 @@
 """Liveness, readiness and metrics."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Response

@@ -1,4 +1,5 @@
 """`/v1/models`: registered models, their versions, and predictions."""
+
 from __future__ import annotations
 
 from typing import Annotated

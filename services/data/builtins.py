@@ -1,4 +1,5 @@
 """Loads scikit-learn's bundled datasets (nothing is downloaded) with a fixed held-out test split."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """What each built-in dataset holds, known without loading it (the API validates jobs against this)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ BUILTIN_DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo("digits", "8x8 handwritten digits, values 0-16", 1797, 64, "classification", tuple("0123456789")),
         DatasetInfo("iris", "iris flower measurements", 150, 4, "classification", ("setosa", "versicolor", "virginica")),
-        DatasetInfo("wine", "chemical analysis of three wine cultivars", 178, 13, "classification", ("class_0", "class_1", "class_2")),
+        DatasetInfo(
+            "wine", "chemical analysis of three wine cultivars", 178, 13, "classification", ("class_0", "class_1", "class_2")
+        ),
         DatasetInfo("breast_cancer", "Wisconsin diagnostic breast cancer", 569, 30, "classification", ("malignant", "benign")),
         DatasetInfo("diabetes", "disease progression one year after baseline", 442, 10, "regression"),
     )

@@ -1,4 +1,5 @@
 """Content-addressed artifact files: written to a temp file, fsynced, renamed under their sha256."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Engines and sessions: SQLite gets WAL and a busy timeout so the API and a worker can share the file."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Plain records that leave the registry; ORM rows never do."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Repositories: queries over one session. They never commit; the unit of work does."""
+
 from __future__ import annotations
 
 import uuid
@@ -13,9 +14,18 @@ from services.registry.tables import JobEpochRow, JobRow, ModelRow, ModelVersion
 
 def _job(row: JobRow, history: list[EpochRecord]) -> Job:
     return Job(
-        id=row.id, model_name=row.model_name, spec=row.spec, state=JobState(row.state), queue=row.queue,
-        error=row.error, attempt=row.attempt, created_at=row.created_at, started_at=row.started_at,
-        finished_at=row.finished_at, version=row.version, history=history,
+        id=row.id,
+        model_name=row.model_name,
+        spec=row.spec,
+        state=JobState(row.state),
+        queue=row.queue,
+        error=row.error,
+        attempt=row.attempt,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        version=row.version,
+        history=history,
     )
 
 
@@ -28,10 +38,17 @@ class JobRepository:
         self.session = session
 
     def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str) -> None:
-        self.session.add(JobRow(
-            id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue,
-            attempt=0, created_at=utcnow(),
-        ))
+        self.session.add(
+            JobRow(
+                id=job_id,
+                model_name=model_name,
+                spec=spec,
+                state=JobState.QUEUED,
+                queue=queue,
+                attempt=0,
+                created_at=utcnow(),
+            )
+        )
 
     def get(self, job_id: uuid.UUID, *, with_history: bool = True) -> Job | None:
         row = self.session.get(JobRow, job_id)
@@ -43,7 +60,7 @@ class JobRepository:
         rows = self.session.scalars(select(JobEpochRow).where(JobEpochRow.job_id == job_id).order_by(JobEpochRow.epoch))
         return [_epoch(r) for r in rows]
 
-    def list(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
+    def page(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
         query = select(JobRow)
         if state is not None:
             query = query.where(JobRow.state == state)
@@ -65,13 +82,25 @@ class JobRepository:
         return result.rowcount == 1  # type: ignore[attr-defined]
 
     def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
-        self.session.add(JobEpochRow(
-            job_id=job_id, epoch=record.epoch, train_loss=record.train_loss, val_loss=record.val_loss,
-            metrics=record.metrics, duration_s=record.duration_s, created_at=utcnow(),
-        ))
+        self.session.add(
+            JobEpochRow(
+                job_id=job_id,
+                epoch=record.epoch,
+                train_loss=record.train_loss,
+                val_loss=record.val_loss,
+                metrics=record.metrics,
+                duration_s=record.duration_s,
+                created_at=utcnow(),
+            )
+        )
 
     def finish(
-        self, job_id: uuid.UUID, *, state: JobState, error: str | None = None, version: int | None = None,
+        self,
+        job_id: uuid.UUID,
+        *,
+        state: JobState,
+        error: str | None = None,
+        version: int | None = None,
         from_state: JobState = JobState.RUNNING,
     ) -> bool:
         """Move a job from `from_state` to its final state; a job in any other state is left as it is."""
@@ -85,9 +114,17 @@ class JobRepository:
 
 def _version(row: ModelVersionRow, model_name: str) -> ModelVersion:
     return ModelVersion(
-        model_name=model_name, version=row.version, job_id=row.job_id, artifact_sha256=row.artifact_sha256,
-        artifact_size=row.artifact_size, signature=row.signature, metrics=row.metrics, spec=row.spec,
-        hyperparameters=row.hyperparameters, dataset=row.dataset, created_at=row.created_at,
+        model_name=model_name,
+        version=row.version,
+        job_id=row.job_id,
+        artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size,
+        signature=row.signature,
+        metrics=row.metrics,
+        spec=row.spec,
+        hyperparameters=row.hyperparameters,
+        dataset=row.dataset,
+        created_at=row.created_at,
     )
 
 
@@ -101,7 +138,7 @@ class ModelRepository:
     def exists(self, name: str) -> bool:
         return self._model_id(name) is not None
 
-    def list(self) -> list[ModelSummary]:
+    def summaries(self) -> list[ModelSummary]:
         stats = (
             select(ModelVersionRow.model_id, func.max(ModelVersionRow.version).label("latest"), func.count().label("n"))
             .group_by(ModelVersionRow.model_id)
@@ -142,11 +179,21 @@ class ModelRepository:
             model_id = model.id
         latest = self.session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
         version = (latest or 0) + 1
-        self.session.add(ModelVersionRow(
-            model_id=model_id, version=version, job_id=new.job_id, artifact_sha256=new.artifact_sha256,
-            artifact_size=new.artifact_size, signature=new.signature, metrics=new.metrics, spec=new.spec,
-            hyperparameters=new.hyperparameters, dataset=new.dataset, created_at=utcnow(),
-        ))
+        self.session.add(
+            ModelVersionRow(
+                model_id=model_id,
+                version=version,
+                job_id=new.job_id,
+                artifact_sha256=new.artifact_sha256,
+                artifact_size=new.artifact_size,
+                signature=new.signature,
+                metrics=new.metrics,
+                spec=new.spec,
+                hyperparameters=new.hyperparameters,
+                dataset=new.dataset,
+                created_at=utcnow(),
+            )
+        )
         self.session.flush()
         return version
 
@@ -171,6 +218,4 @@ class WorkerRepository:
             self.session.delete(row)
 
     def any_alive(self, *, queue: str, since: datetime) -> bool:
-        return self.session.scalar(
-            select(func.count()).where(WorkerRow.queue == queue, WorkerRow.last_seen >= since)
-        ) != 0
+        return self.session.scalar(select(func.count()).where(WorkerRow.queue == queue, WorkerRow.last_seen >= since)) != 0

@@ -1,4 +1,5 @@
 """SQLAlchemy tables. Alembic migrations are the schema authority; these mirror them for queries."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,10 +1,14 @@
 """The unit of work: one session, one transaction; leaving the block without commit rolls back."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.registry.db import make_engine, make_session_factory
 from services.registry.repositories import JobRepository, ModelRepository, WorkerRepository
 
 
@@ -16,7 +20,7 @@ class SqlUnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
 
-    def __enter__(self) -> "SqlUnitOfWork":
+    def __enter__(self) -> SqlUnitOfWork:
         self._session = self._session_factory()
         self.jobs = JobRepository(self._session)
         self.models = ModelRepository(self._session)
@@ -32,3 +36,10 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self._session.rollback()
+
+
+def connect_registry(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> tuple[Engine, Callable[[], SqlUnitOfWork]]:
+    """An engine for `url` and a factory of units of work on it (nothing connects yet)."""
+    engine = make_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
+    sessions = make_session_factory(engine)
+    return engine, lambda: SqlUnitOfWork(sessions)

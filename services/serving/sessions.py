@@ -1,4 +1,5 @@
 """onnxruntime sessions, loaded once per artifact and kept in a bounded LRU cache."""
+
 from __future__ import annotations
 
 import threading

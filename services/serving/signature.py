@@ -1,4 +1,5 @@
 """A model's input/output signature, read from its ONNX graph, and the check of a request against it."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -29,11 +30,13 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [asdict(t) | {"shape": list(t.shape)} for t in self.inputs],
-                "outputs": [asdict(t) | {"shape": list(t.shape)} for t in self.outputs]}
+        return {
+            "inputs": [asdict(t) | {"shape": list(t.shape)} for t in self.inputs],
+            "outputs": [asdict(t) | {"shape": list(t.shape)} for t in self.outputs],
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Signature":
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
         def tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
             return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
 
@@ -52,7 +55,7 @@ def read_signature(session: ort.InferenceSession) -> Signature:
 
 def check_input(spec: TensorSpec, array: np.ndarray) -> None:
     """Raise InvalidInput unless `array` has the dtype and the fixed dimensions `spec` asks for."""
-    fits = array.ndim == len(spec.shape) and all(d in (-1, got) for d, got in zip(spec.shape, array.shape))
+    fits = array.ndim == len(spec.shape) and all(d in (-1, got) for d, got in zip(spec.shape, array.shape, strict=False))
     if not fits or array.dtype != np.dtype(spec.dtype):
         got_dims = ["N" if i == 0 else str(d) for i, d in enumerate(array.shape)] if array.ndim else []
         got = f"({', '.join(got_dims)}) {array.dtype}"

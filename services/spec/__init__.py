@@ -1,4 +1,5 @@
 """The job spec language: Keras names, pure Python, no torch."""
+
 from services.spec.model import (
     ActivationLayer,
     DataSpec,

@@ -1,7 +1,8 @@
 """Pydantic models of a training job, named after Keras so Sequential code translates one to one."""
+
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,7 +46,7 @@ class FlattenLayer(_Strict):
 
 
 Layer = Annotated[
-    Union[DenseLayer, DropoutLayer, ActivationLayer, FlattenLayer],
+    DenseLayer | DropoutLayer | ActivationLayer | FlattenLayer,
     Field(discriminator="type"),
 ]
 

@@ -1,4 +1,5 @@
 """Shape inference in pure Python: a bad spec is refused at submission, naming the layer and the fix."""
+
 from __future__ import annotations
 
 import math
@@ -71,15 +72,20 @@ def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
     if loss == "mse":
         if dataset.task != "regression":
             raise InvalidSpec(
-                f"loss 'mse' needs a regression dataset; '{dataset.name}' is classification: "
-                "use sparse_categorical_crossentropy",
+                f"loss 'mse' needs a regression dataset; '{dataset.name}' is classification: use sparse_categorical_crossentropy",
                 field="training.loss",
             )
         if units != dataset.n_targets:
-            raise InvalidSpec(f"the last layer outputs {units} values; '{dataset.name}' has {dataset.n_targets} target(s): set units={dataset.n_targets}", field=field)
+            raise InvalidSpec(
+                f"the last layer outputs {units} values; '{dataset.name}' has {dataset.n_targets} target(s): "
+                f"set units={dataset.n_targets}",
+                field=field,
+            )
         return
     if dataset.task != "classification":
-        raise InvalidSpec(f"loss '{loss}' needs a classification dataset; '{dataset.name}' is regression: use mse", field="training.loss")
+        raise InvalidSpec(
+            f"loss '{loss}' needs a classification dataset; '{dataset.name}' is regression: use mse", field="training.loss"
+        )
     if loss == "binary_crossentropy":
         if dataset.n_classes != 2:
             raise InvalidSpec(
@@ -97,4 +103,6 @@ def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
             field=field,
         )
     if activation == "sigmoid":
-        raise InvalidSpec("sparse_categorical_crossentropy needs 'softmax' (or 'linear' logits) on the last layer, not 'sigmoid'", field=field)
+        raise InvalidSpec(
+            "sparse_categorical_crossentropy needs 'softmax' (or 'linear' logits) on the last layer, not 'sigmoid'", field=field
+        )

@@ -1,4 +1,5 @@
 """Turns a ModelSpec into a torch module with Keras semantics (initialisers, softmax on the last axis)."""
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
     """The torch module for `model`; shapes were checked by `infer_shapes` first."""
     modules: list[nn.Module] = []
     shape = tuple(model.input_shape)
-    for layer, out_shape in zip(model.layers, infer_shapes(model)):
+    for layer, out_shape in zip(model.layers, infer_shapes(model), strict=True):
         if isinstance(layer, DenseLayer):
             modules += [_dense(shape[0], layer), activation_module(layer.activation)]
         elif isinstance(layer, DropoutLayer):

@@ -1,4 +1,5 @@
 """Which device this process trains on."""
+
 from __future__ import annotations
 
 import torch

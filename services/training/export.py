@@ -4,6 +4,7 @@ The TorchScript-based exporter (`dynamo=False`) is used on purpose: on this proj
 exported every curriculum model in 0.0-0.3 s, where the dynamo exporter took 1.7-12 s per model
 (../shared/FINDINGS.md), and a job's export time is paid on every training run.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -2,6 +2,7 @@
 
 It knows the model only as an nn.Module and the task only as an Objective; it knows no spec.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,13 @@ def fit(
 
 
 def _train_epoch(
-    network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-    data: Split, batch_size: int, generator: torch.Generator, epoch: int,
+    network: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    data: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    epoch: int,
 ) -> dict[str, float]:
     network.train()
     order = torch.randperm(len(data), generator=generator).to(data.x.device)

@@ -1,4 +1,5 @@
 """Losses and metrics. Each objective reads the network's raw output: logits when the head was lifted."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """One job's ML work: build the network from its spec, train it, export ONNX, check parity."""
+
 from __future__ import annotations
 
 import time
@@ -53,17 +54,24 @@ def train_and_export(
     network: Network = build_network(spec.model, fuse_output_activation=spec.training.loss != "mse")
     objective = Objective(spec.training.loss, from_logits=network.outputs_logits)
     x_fit, y_fit, x_val, y_val = validation_split(
-        data.x_train, data.y_train, fraction=spec.data.validation_split, seed=spec.training.seed,
+        data.x_train,
+        data.y_train,
+        fraction=spec.data.validation_split,
+        seed=spec.training.seed,
         stratify=objective.is_classification,
     )
     network.to(device)
     started = time.perf_counter()
     history = fit(
-        network.body, objective, _optimizer(spec.training, network),
+        network.body,
+        objective,
+        _optimizer(spec.training, network),
         train=_split(x_fit, y_fit, shape, device),
         val=_split(x_val, y_val, shape, device) if len(x_val) else None,
-        epochs=spec.training.epochs, batch_size=spec.training.batch_size,
-        generator=torch.Generator().manual_seed(spec.training.seed), on_epoch_end=on_epoch_end,
+        epochs=spec.training.epochs,
+        batch_size=spec.training.batch_size,
+        generator=torch.Generator().manual_seed(spec.training.seed),
+        on_epoch_end=on_epoch_end,
     )
     train_seconds = time.perf_counter() - started
     test = evaluate(network.body, objective, _split(data.x_test, data.y_test, shape, device))
@@ -73,11 +81,15 @@ def train_and_export(
     diff = parity_max_abs_diff(network, path=onnx_path, rows=held_out)
     if not diff <= parity_tolerance:  # also catches NaN
         raise TrainingFailed(f"ONNX parity check failed: max abs diff {diff:.3g} > {parity_tolerance:g}")
-    metrics = history[-1].metrics | {f"test_{k}": v for k, v in test.items()} | {
-        "epochs": float(len(history)),
-        "train_seconds": train_seconds,
-        "export_seconds": time.perf_counter() - started,
-        "onnx_parity_max_abs_diff": diff,
-        "parameters": float(parameter_count(network)),
-    }
+    metrics = (
+        history[-1].metrics
+        | {f"test_{k}": v for k, v in test.items()}
+        | {
+            "epochs": float(len(history)),
+            "train_seconds": train_seconds,
+            "export_seconds": time.perf_counter() - started,
+            "onnx_parity_max_abs_diff": diff,
+            "parameters": float(parameter_count(network)),
+        }
+    )
     return TrainingOutcome(history, metrics)

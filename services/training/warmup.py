@@ -1,7 +1,8 @@
 """Pay torch's one-off start-up costs (kernel selection, autograd, the ONNX exporter) before the first job."""
+
 from __future__ import annotations
 
-import io
+import tempfile
 
 import torch
 from torch import nn
@@ -18,6 +19,12 @@ def warm_up(device: torch.device) -> None:
         loss.backward()
         optimizer.step()
     network.cpu().eval()
-    with torch.no_grad():
-        torch.onnx.export(network, (torch.zeros(2, 8),), io.BytesIO(), dynamo=False,
-                          dynamic_axes={"input": {0: "batch"}}, input_names=["input"])
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        torch.onnx.export(
+            network,
+            (torch.zeros(2, 8),),
+            f"{tmp}/warm.onnx",
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}},
+            input_names=["input"],
+        )

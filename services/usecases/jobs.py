@@ -1,4 +1,5 @@
 """Submitting and reading training jobs."""
+
 from __future__ import annotations
 
 import logging
@@ -64,7 +65,7 @@ def get_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
 
 def list_jobs(*, uow_factory: UowFactory, limit: int, offset: int, state: JobState | None) -> tuple[list[Job], int]:
     with uow_factory() as uow:
-        return uow.jobs.list(limit=limit, offset=offset, state=state)
+        return uow.jobs.page(limit=limit, offset=offset, state=state)
 
 
 def count_jobs_by_state(*, uow_factory: UowFactory) -> dict[str, int]:

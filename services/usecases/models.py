@@ -1,4 +1,5 @@
 """Reading the model registry."""
+
 from __future__ import annotations
 
 from services.errors import NotFound
@@ -8,7 +9,7 @@ from services.usecases.jobs import UowFactory
 
 def list_models(*, uow_factory: UowFactory) -> list[ModelSummary]:
     with uow_factory() as uow:
-        return uow.models.list()
+        return uow.models.summaries()
 
 
 def list_versions(name: str, *, uow_factory: UowFactory) -> list[ModelVersion]:

@@ -1,4 +1,5 @@
 """Predictions from a registered version through onnxruntime."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,11 +1,11 @@
 """Running a job on a worker: claim, train, export, store the artifact, register the version."""
+
 from __future__ import annotations
 
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from sqlalchemy.exc import IntegrityError
@@ -49,7 +49,13 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     try:
         version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
     except Exception as exc:  # every failure ends the job with a readable reason
-        reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        reason = (
+            exc.message
+            if isinstance(exc, KilnError)
+            else str(exc)
+            if isinstance(exc, Diverged)
+            else f"{type(exc).__name__}: {exc}"
+        )
         log.exception("job %s failed: %s", job_id, reason)
         with ctx.uow_factory() as uow:
             uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)
@@ -63,8 +69,13 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
-            spec, data, device=ctx.device, onnx_path=onnx_path, parity_rows=ctx.parity_rows,
-            parity_tolerance=ctx.parity_tolerance, on_epoch_end=lambda r: _record_epoch(job_id, r, ctx),
+            spec,
+            data,
+            device=ctx.device,
+            onnx_path=onnx_path,
+            parity_rows=ctx.parity_rows,
+            parity_tolerance=ctx.parity_tolerance,
+            on_epoch_end=lambda r: _record_epoch(job_id, r, ctx),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         artifact = ctx.store.put(onnx_path)
@@ -80,21 +91,38 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
 def _record_epoch(job_id: uuid.UUID, result: EpochResult, ctx: WorkerContext) -> None:
     metrics = result.metrics
     with ctx.uow_factory() as uow:
-        uow.jobs.add_epoch(job_id, EpochRecord(
-            result.epoch, metrics["loss"], metrics.get("val_loss"), metrics, result.duration_s,
-        ))
+        uow.jobs.add_epoch(
+            job_id,
+            EpochRecord(
+                result.epoch,
+                metrics["loss"],
+                metrics.get("val_loss"),
+                metrics,
+                result.duration_s,
+            ),
+        )
         uow.commit()
     log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"))
 
 
 def _register(
-    job_id: uuid.UUID, spec: JobSpec, data: LoadedDataset, outcome: TrainingOutcome,
-    artifact: StoredArtifact, signature: dict, ctx: WorkerContext,
+    job_id: uuid.UUID,
+    spec: JobSpec,
+    data: LoadedDataset,
+    outcome: TrainingOutcome,
+    artifact: StoredArtifact,
+    signature: dict,
+    ctx: WorkerContext,
 ) -> int:
     """Register the next version and finish the job in one transaction, retrying a version-number race."""
     new = NewVersion(
-        model_name=spec.model_name, job_id=job_id, artifact_sha256=artifact.sha256, artifact_size=artifact.size,
-        signature=signature, metrics=outcome.metrics, spec=spec.model.model_dump(mode="json"),
+        model_name=spec.model_name,
+        job_id=job_id,
+        artifact_sha256=artifact.sha256,
+        artifact_size=artifact.size,
+        signature=signature,
+        metrics=outcome.metrics,
+        spec=spec.model.model_dump(mode="json"),
         hyperparameters=spec.training.model_dump(mode="json") | {"validation_split": spec.data.validation_split},
         dataset={"name": data.info.name, "sha256": data.sha256, "train_rows": len(data.x_train), "test_rows": len(data.x_test)},
     )

@@ -1,4 +1,5 @@
 """Workers announce themselves in SQL, so `device: auto` knows whether a GPU worker is listening."""
+
 from __future__ import annotations
 
 from services.usecases.jobs import UowFactory

@@ -1,4 +1,5 @@
 """Start Kiln's real processes for end-to-end tests and drive them over HTTP."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ def wait_until_ready(base_url: str, procs: list[subprocess.Popen[bytes]], logs: 
     """Until the API is ready and a worker has announced itself (so timings exclude start-up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for proc, log in zip(procs, logs):
+        for proc, log in zip(procs, logs, strict=True):
             assert proc.poll() is None, f"process exited early:\n{log.read_text()[-3000:]}"
         try:
             if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200 and _worker_listening(logs):
@@ -93,9 +94,7 @@ def train_digits_and_predict(base_url: str) -> dict[str, Any]:
         assert job["state"] == "succeeded", job["error"]
         assert job["epoch"] == 20 and [e["epoch"] for e in job["history"]] == list(range(1, 21))
         test = load_builtin("digits")
-        predicted = client.post(
-            f"/v1/models/digits-mlp/versions/{job['version']}/predict", json={"inputs": test.x_test.tolist()}
-        )
+        predicted = client.post(f"/v1/models/digits-mlp/versions/{job['version']}/predict", json={"inputs": test.x_test.tolist()})
         assert predicted.status_code == 200, predicted.text
         body = predicted.json()
         outputs = np.asarray(body["outputs"])
@@ -103,6 +102,8 @@ def train_digits_and_predict(base_url: str) -> dict[str, Any]:
         np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=1e-5)  # probabilities, not logits
         version = client.get(f"/v1/models/digits-mlp/versions/{job['version']}").json()
         return {
-            "job": job, "version": version, "wall_s": wall_s,
+            "job": job,
+            "version": version,
+            "wall_s": wall_s,
             "accuracy": float((outputs.argmax(axis=1) == test.y_test).mean()),
         }

@@ -1,4 +1,5 @@
 """End to end on the embedded defaults, started exactly as `make run` starts them (scripts/run_local.py)."""
+
 from __future__ import annotations
 
 import signal

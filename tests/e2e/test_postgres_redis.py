@@ -1,4 +1,5 @@
 """End to end on the production shape: PostgreSQL registry, Redis broker, a real Celery worker process."""
+
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, migrate
-from tests.e2e.helpers import api_command, kiln_env, rss_mib, spawn, stop, train_digits_and_predict, wait_for_job, wait_until_ready
+from tests.conftest import free_port
+from tests.e2e.helpers import (
+    api_command,
+    kiln_env,
+    rss_mib,
+    spawn,
+    stop,
+    train_digits_and_predict,
+    wait_for_job,
+    wait_until_ready,
+)
 from tests.factories import tiny_job
 
 
@@ -32,8 +42,10 @@ def kiln(migrated_postgres: str, redis_url: str, tmp_path_factory: pytest.TempPa
 def test_digits_job_trains_registers_and_serves_above_95_percent(kiln: dict) -> None:
     result = train_digits_and_predict(kiln["url"])
     version = result["version"]
-    print(f"\n[e2e postgres+redis] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}, "
-          f"parity {version['metrics']['onnx_parity_max_abs_diff']:.2e}, API RSS {rss_mib(kiln['api'].pid):.0f} MiB")
+    print(
+        f"\n[e2e postgres+redis] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}, "
+        f"parity {version['metrics']['onnx_parity_max_abs_diff']:.2e}, API RSS {rss_mib(kiln['api'].pid):.0f} MiB"
+    )
     assert result["accuracy"] >= 0.95
     assert result["accuracy"] == pytest.approx(version["metrics"]["test_accuracy"], abs=1e-9)  # served = trained
     assert version["metrics"]["onnx_parity_max_abs_diff"] <= 1e-4

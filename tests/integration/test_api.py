@@ -1,11 +1,11 @@
 """The HTTP API on the embedded defaults (a real SQLite registry and kombu's SQLite broker), no worker."""
+
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from fastapi.testclient import TestClient
@@ -81,7 +81,11 @@ def test_jobs_are_listed_newest_first_with_pagination(client: TestClient) -> Non
         (lambda b: b["model"]["layers"][0].pop("units"), "model.layers[0].units", "is required"),
         (lambda b: b.pop("training"), "training", "is required"),
         (lambda b: b["training"].update(loss="hinge"), "training.loss", "'mse'"),
-        (lambda b: b["model"].update(input_shape=[8, 8]), "model.layers[0]", "layer 0 (Dense) needs a flat input, got (None, 8, 8): add Flatten before it"),
+        (
+            lambda b: b["model"].update(input_shape=[8, 8]),
+            "model.layers[0]",
+            "layer 0 (Dense) needs a flat input, got (None, 8, 8): add Flatten before it",
+        ),
         (lambda b: b["model"].update(input_shape=[63]), "model.input_shape", "has 64 features per sample"),
         (lambda b: b["data"].update(dataset="mnist"), "data.dataset", "unknown dataset 'mnist'"),
         (lambda b: b.update(model_name="bad name/with slash"), "model_name", "pattern"),
@@ -123,8 +127,10 @@ def _register_scaling_model(client: TestClient, width: int = 4) -> None:
     temp = store.temp_path()
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), temp)
     stored = store.put(temp)
-    signature = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, width]}],
-                 "outputs": [{"name": "output", "dtype": "float32", "shape": [-1, width]}]}
+    signature = {
+        "inputs": [{"name": "input", "dtype": "float32", "shape": [-1, width]}],
+        "outputs": [{"name": "output", "dtype": "float32", "shape": [-1, width]}],
+    }
     with context.uow_factory() as uow:
         uow.models.add_version(NewVersion("double", None, stored.sha256, stored.size, signature, {}, {}, {}, {}))
         uow.commit()
@@ -136,7 +142,12 @@ def test_predict_runs_the_registered_onnx_file(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.json() == {"model": "double", "version": 1, "outputs": [[2, 4, 6, 8], [1, 0, 0, -2]]}
     listed = client.get("/v1/models").json()
-    assert listed["data"][0] | {"created_at": None} == {"name": "double", "latest_version": 1, "version_count": 1, "created_at": None}
+    assert listed["data"][0] | {"created_at": None} == {
+        "name": "double",
+        "latest_version": 1,
+        "version_count": 1,
+        "created_at": None,
+    }
     version = client.get("/v1/models/double/versions/1").json()
     assert version["signature"]["inputs"][0]["shape"] == [-1, 4]
     assert client.get("/v1/models/double/versions/2").json()["error"]["message"] == "model 'double' has no version 2"

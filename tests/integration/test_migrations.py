@@ -1,4 +1,5 @@
 """Alembic is the schema authority: it upgrades, downgrades, and matches the tables the code queries."""
+
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata

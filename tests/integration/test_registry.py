@@ -1,4 +1,5 @@
 """The registry on both backends: SQLite (the embedded default) and PostgreSQL."""
+
 from __future__ import annotations
 
 import threading
@@ -15,7 +16,9 @@ from services.usecases.workers import record_worker_heartbeat, remove_worker
 
 
 def _new_version(model: str = "m", job_id: uuid.UUID | None = None, sha: str = "a" * 64) -> NewVersion:
-    return NewVersion(model, job_id, sha, 123, {"inputs": [], "outputs": []}, {"acc": 0.9}, {"layers": []}, {"epochs": 1}, {"name": "iris"})
+    return NewVersion(
+        model, job_id, sha, 123, {"inputs": [], "outputs": []}, {"acc": 0.9}, {"layers": []}, {"epochs": 1}, {"name": "iris"}
+    )
 
 
 def _add_job(uow_factory, model: str = "m") -> uuid.UUID:
@@ -51,7 +54,7 @@ def test_uncommitted_work_is_rolled_back(uow_factory) -> None:
     with uow_factory() as uow:
         uow.jobs.add(job_id=uuid.uuid4(), model_name="m", spec={}, queue="cpu")
     with uow_factory() as uow:
-        assert uow.jobs.list(limit=10, offset=0) == ([], 0)
+        assert uow.jobs.page(limit=10, offset=0) == ([], 0)
 
 
 def test_versions_number_from_one_per_model(uow_factory) -> None:
@@ -60,7 +63,7 @@ def test_versions_number_from_one_per_model(uow_factory) -> None:
         assert uow.models.add_version(_new_version("b")) == 1
         uow.commit()
     with uow_factory() as uow:
-        assert [(m.name, m.latest_version, m.version_count) for m in uow.models.list()] == [("a", 3, 3), ("b", 1, 1)]
+        assert [(m.name, m.latest_version, m.version_count) for m in uow.models.summaries()] == [("a", 3, 3), ("b", 1, 1)]
         version = uow.models.get_version("a", 2)
         assert version is not None and version.metrics == {"acc": 0.9} and version.created_at.tzinfo == UTC
         assert uow.models.get_version("a", 4) is None

@@ -1,4 +1,5 @@
 """The worker's use case on a real registry (both backends), real torch and onnxruntime, in-process."""
+
 from __future__ import annotations
 
 import uuid
@@ -18,8 +19,13 @@ from tests.factories import tiny_job
 
 @pytest.fixture
 def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
-    return WorkerContext(uow_factory=uow_factory, store=LocalArtifactStore(tmp_path / "artifacts"),
-                         device=torch.device("cpu"), parity_rows=64, parity_tolerance=1e-4)
+    return WorkerContext(
+        uow_factory=uow_factory,
+        store=LocalArtifactStore(tmp_path / "artifacts"),
+        device=torch.device("cpu"),
+        parity_rows=64,
+        parity_tolerance=1e-4,
+    )
 
 
 def _queue(ctx: WorkerContext, body: dict) -> uuid.UUID:
@@ -63,7 +69,8 @@ def test_duplicate_delivery_does_nothing(ctx: WorkerContext) -> None:
 
 def test_training_failure_leaves_a_readable_error_and_nothing_else(ctx: WorkerContext) -> None:
     exploding = tiny_job(
-        model={"input_shape": [10], "layers": [{"type": "Dense", "units": 1}]}, data={"dataset": "diabetes"},
+        model={"input_shape": [10], "layers": [{"type": "Dense", "units": 1}]},
+        data={"dataset": "diabetes"},
         training={"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 10.0}, "epochs": 50},
     )
     job_id = _queue(ctx, exploding)
@@ -71,7 +78,7 @@ def test_training_failure_leaves_a_readable_error_and_nothing_else(ctx: WorkerCo
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.FAILED and job.error is not None and job.error.startswith("diverged at epoch")
     with ctx.uow_factory() as uow:
-        assert uow.models.list() == []
+        assert uow.models.summaries() == []
     assert _artifact_files(ctx) == []
 
 

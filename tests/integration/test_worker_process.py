@@ -1,4 +1,5 @@
 """A real worker process announces itself in SQL while it runs and withdraws on a clean shutdown."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """The artifact store: content-addressed, atomic, and never outside its root."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Spec -> torch: inferred shapes equal the module's real shapes; softmax/sigmoid heads are lifted for the loss."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Settings: embedded defaults under KILN_DATA_DIR, overridden by environment variables."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,4 +23,8 @@ def test_environment_points_at_postgres_and_redis(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("KILN_BROKER_URL", "redis://cache:6379/0")
     monkeypatch.setenv("KILN_PORT", "9000")
     settings = Settings()
-    assert (settings.database_url, settings.broker_url, settings.port) == ("postgresql+psycopg://u@db/kiln", "redis://cache:6379/0", 9000)
+    assert (settings.database_url, settings.broker_url, settings.port) == (
+        "postgresql+psycopg://u@db/kiln",
+        "redis://cache:6379/0",
+        9000,
+    )

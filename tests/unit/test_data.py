@@ -1,4 +1,5 @@
 """Built-in datasets: scikit-learn's bundled copies, a fixed test split, reproducible validation splits."""
+
 from __future__ import annotations
 
 import numpy as np

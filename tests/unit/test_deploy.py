@@ -1,4 +1,5 @@
 """docker-compose.yml cannot run here (no Docker engine), so its shape is checked by reading it."""
+
 from __future__ import annotations
 
 import ast

@@ -1,4 +1,5 @@
 """Error locations are written the way users write the spec."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The CUDA path, run by `make test-gpu` on a machine with an NVIDIA GPU (deselected by `make test`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,11 +23,19 @@ def test_a_gpu_is_visible_to_torch() -> None:
 
 def test_digits_example_trains_on_cuda_and_exports_with_parity(tmp_path: Path) -> None:
     device = training_device(0)
-    outcome = train_and_export(JobSpec.model_validate(DIGITS_MLP), load_builtin("digits"), device=device,
-                               onnx_path=tmp_path / "m.onnx", parity_rows=256, parity_tolerance=1e-4,
-                               on_epoch_end=lambda r: None)
-    print(f"\n[gpu] {torch.cuda.get_device_name(device)}: train {outcome.metrics['train_seconds']:.2f}s, "
-          f"test accuracy {outcome.metrics['test_accuracy']:.4f}, parity {outcome.metrics['onnx_parity_max_abs_diff']:.2e}")
+    outcome = train_and_export(
+        JobSpec.model_validate(DIGITS_MLP),
+        load_builtin("digits"),
+        device=device,
+        onnx_path=tmp_path / "m.onnx",
+        parity_rows=256,
+        parity_tolerance=1e-4,
+        on_epoch_end=lambda r: None,
+    )
+    print(
+        f"\n[gpu] {torch.cuda.get_device_name(device)}: train {outcome.metrics['train_seconds']:.2f}s, "
+        f"test accuracy {outcome.metrics['test_accuracy']:.4f}, parity {outcome.metrics['onnx_parity_max_abs_diff']:.2e}"
+    )
     assert outcome.metrics["test_accuracy"] >= 0.95
     assert outcome.metrics["onnx_parity_max_abs_diff"] <= 1e-4
 

@@ -1,4 +1,5 @@
 """Inputs checked against a version's signature, and the onnxruntime session cache."""
+
 from __future__ import annotations
 
 from pathlib import Path

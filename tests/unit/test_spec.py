@@ -1,4 +1,5 @@
 """The spec language: Keras names, shape inference and the checks a job passes at submission."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,7 +55,9 @@ def test_input_shape_must_match_dataset_feature_count() -> None:
 
 
 def test_reshaped_input_is_accepted_when_element_counts_agree() -> None:
-    body = job_body(model={"input_shape": [8, 8], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]})
+    body = job_body(
+        model={"input_shape": [8, 8], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
+    )
     shapes = check_job_against_dataset(JobSpec.model_validate(body), get_dataset_info("digits"))
     assert shapes[-1] == (10,)
 
@@ -77,10 +80,13 @@ def test_output_units_must_match_class_count() -> None:
         ("wine", 13, "sparse_categorical_crossentropy", 3, "sigmoid", "not 'sigmoid'"),
     ],
 )
-def test_loss_must_fit_dataset_and_last_layer(dataset: str, features: int, loss: str, units: int, activation: str, expected: str) -> None:
+def test_loss_must_fit_dataset_and_last_layer(
+    dataset: str, features: int, loss: str, units: int, activation: str, expected: str
+) -> None:
     body = job_body(
         model={"input_shape": [features], "layers": [{"type": "Dense", "units": units, "activation": activation}]},
-        data={"dataset": dataset}, training={"loss": loss},
+        data={"dataset": dataset},
+        training={"loss": loss},
     )
     with pytest.raises(InvalidSpec, match=expected):
         check_job_against_dataset(JobSpec.model_validate(body), get_dataset_info(dataset))
@@ -98,7 +104,8 @@ def test_every_builtin_task_has_a_valid_setup(dataset: str, loss: str, units: in
     info = BUILTIN_DATASETS[dataset]
     body = job_body(
         model={"input_shape": [info.n_features], "layers": [{"type": "Dense", "units": units, "activation": activation}]},
-        data={"dataset": dataset}, training={"loss": loss},
+        data={"dataset": dataset},
+        training={"loss": loss},
     )
     assert check_job_against_dataset(JobSpec.model_validate(body), info) == [(units,)]
 

@@ -1,4 +1,5 @@
 """The training loop, losses on logits, ONNX export and the parity check (real torch, real onnxruntime)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,9 +40,15 @@ def test_fit_reports_every_epoch_and_lowers_the_loss() -> None:
     net = torch.nn.Linear(3, 1)
     seen = []
     history = fit(
-        net, Objective("mse", from_logits=False), torch.optim.Adam(net.parameters(), lr=0.05),
-        train=Split(x, y), val=Split(x[:32], y[:32]), epochs=30, batch_size=32,
-        generator=torch.Generator().manual_seed(0), on_epoch_end=seen.append,
+        net,
+        Objective("mse", from_logits=False),
+        torch.optim.Adam(net.parameters(), lr=0.05),
+        train=Split(x, y),
+        val=Split(x[:32], y[:32]),
+        epochs=30,
+        batch_size=32,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch_end=seen.append,
     )
     assert [r.epoch for r in seen] == list(range(1, 31)) and seen == history
     assert history[-1].metrics["loss"] < history[0].metrics["loss"] / 10
@@ -52,17 +59,32 @@ def test_non_finite_loss_stops_training_naming_epoch_and_batch() -> None:
     net = torch.nn.Linear(2, 1)
     x = torch.tensor([[1.0, float("nan")]] * 4)
     with pytest.raises(Diverged, match="diverged at epoch 1, batch 1"):
-        fit(net, Objective("mse", from_logits=False), torch.optim.SGD(net.parameters(), lr=0.1),
-            train=Split(x, torch.zeros(4, 1)), val=None, epochs=3, batch_size=2,
-            generator=torch.Generator().manual_seed(0), on_epoch_end=lambda r: None)
+        fit(
+            net,
+            Objective("mse", from_logits=False),
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            train=Split(x, torch.zeros(4, 1)),
+            val=None,
+            epochs=3,
+            batch_size=2,
+            generator=torch.Generator().manual_seed(0),
+            on_epoch_end=lambda r: None,
+        )
 
 
 def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
     spec = JobSpec.model_validate(tiny_job())
     data = load_builtin("digits")
     runs = [
-        train_and_export(spec, data, device=torch.device("cpu"), onnx_path=tmp_path / f"{i}.onnx",
-                         parity_rows=32, parity_tolerance=1e-4, on_epoch_end=lambda r: None)
+        train_and_export(
+            spec,
+            data,
+            device=torch.device("cpu"),
+            onnx_path=tmp_path / f"{i}.onnx",
+            parity_rows=32,
+            parity_tolerance=1e-4,
+            on_epoch_end=lambda r: None,
+        )
         for i in range(2)
     ]
     assert runs[0].metrics["test_loss"] == runs[1].metrics["test_loss"]
@@ -78,20 +100,32 @@ def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
         ("iris", "sparse_categorical_crossentropy", 3, "tanh"),
     ],
 )
-def test_exported_onnx_matches_torch_at_any_batch_size(tmp_path: Path, dataset: str, loss: str, units: int, activation: str) -> None:
+def test_exported_onnx_matches_torch_at_any_batch_size(
+    tmp_path: Path, dataset: str, loss: str, units: int, activation: str
+) -> None:
     from services.data.catalogue import BUILTIN_DATASETS
 
     info = BUILTIN_DATASETS[dataset]
     layers = [{"type": "Dense", "units": 16, "activation": "relu"}, {"type": "Dense", "units": units, "activation": activation}]
     if activation == "tanh":  # a layer list that ends in an Activation layer
         layers = [layers[0], {"type": "Dense", "units": units}, {"type": "Activation", "activation": "softmax"}]
-    spec = JobSpec.model_validate(job_body(
-        model={"input_shape": [info.n_features], "layers": layers}, data={"dataset": dataset, "validation_split": 0.1},
-        training={"loss": loss, "epochs": 3},
-    ))
+    spec = JobSpec.model_validate(
+        job_body(
+            model={"input_shape": [info.n_features], "layers": layers},
+            data={"dataset": dataset, "validation_split": 0.1},
+            training={"loss": loss, "epochs": 3},
+        )
+    )
     path = tmp_path / "m.onnx"
-    outcome = train_and_export(spec, load_builtin(dataset), device=torch.device("cpu"), onnx_path=path,
-                               parity_rows=64, parity_tolerance=1e-4, on_epoch_end=lambda r: None)
+    outcome = train_and_export(
+        spec,
+        load_builtin(dataset),
+        device=torch.device("cpu"),
+        onnx_path=path,
+        parity_rows=64,
+        parity_tolerance=1e-4,
+        on_epoch_end=lambda r: None,
+    )
     assert outcome.metrics["onnx_parity_max_abs_diff"] <= 1e-4
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 7, 64):
@@ -105,5 +139,12 @@ def test_exported_onnx_matches_torch_at_any_batch_size(tmp_path: Path, dataset: 
 def test_parity_failure_fails_with_the_measured_difference(tmp_path: Path) -> None:
     spec = JobSpec.model_validate(tiny_job())
     with pytest.raises(TrainingFailed, match=r"ONNX parity check failed: max abs diff .* > 1e-12"):
-        train_and_export(spec, load_builtin("digits"), device=torch.device("cpu"), onnx_path=tmp_path / "m.onnx",
-                         parity_rows=256, parity_tolerance=1e-12, on_epoch_end=lambda r: None)
+        train_and_export(
+            spec,
+            load_builtin("digits"),
+            device=torch.device("cpu"),
+            onnx_path=tmp_path / "m.onnx",
+            parity_rows=256,
+            parity_tolerance=1e-12,
+            on_epoch_end=lambda r: None,
+        )
