@@ -70,16 +70,13 @@ class NewVersion:
     dataset: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class ModelVersion:
-    model_name: str
+# Columns of model_versions that a NewVersion supplies as they are.
+VERSION_FIELDS = ("job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion(NewVersion):
+    """A registered version: what was supplied, plus the number and time the registry gave it."""
+
     version: int
-    job_id: uuid.UUID | None
-    artifact_sha256: str
-    artifact_size: int
-    signature: dict[str, Any]
-    metrics: dict[str, Any]
-    spec: dict[str, Any]
-    hyperparameters: dict[str, Any]
-    dataset: dict[str, Any]
     created_at: datetime

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.registry.entities import EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
+from services.registry.entities import VERSION_FIELDS, EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
 from services.registry.tables import JobEpochRow, JobRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
 
 
@@ -113,19 +113,8 @@ class JobRepository:
 
 
 def _version(row: ModelVersionRow, model_name: str) -> ModelVersion:
-    return ModelVersion(
-        model_name=model_name,
-        version=row.version,
-        job_id=row.job_id,
-        artifact_sha256=row.artifact_sha256,
-        artifact_size=row.artifact_size,
-        signature=row.signature,
-        metrics=row.metrics,
-        spec=row.spec,
-        hyperparameters=row.hyperparameters,
-        dataset=row.dataset,
-        created_at=row.created_at,
-    )
+    supplied = {name: getattr(row, name) for name in VERSION_FIELDS}
+    return ModelVersion(model_name=model_name, version=row.version, created_at=row.created_at, **supplied)
 
 
 class ModelRepository:
@@ -179,21 +168,8 @@ class ModelRepository:
             model_id = model.id
         latest = self.session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
         version = (latest or 0) + 1
-        self.session.add(
-            ModelVersionRow(
-                model_id=model_id,
-                version=version,
-                job_id=new.job_id,
-                artifact_sha256=new.artifact_sha256,
-                artifact_size=new.artifact_size,
-                signature=new.signature,
-                metrics=new.metrics,
-                spec=new.spec,
-                hyperparameters=new.hyperparameters,
-                dataset=new.dataset,
-                created_at=utcnow(),
-            )
-        )
+        supplied = {name: getattr(new, name) for name in VERSION_FIELDS}
+        self.session.add(ModelVersionRow(model_id=model_id, version=version, created_at=utcnow(), **supplied))
         self.session.flush()
         return version
 
