@@ -2,7 +2,6 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export KILN_DATA_DIR ?= $(CURDIR)/var
 
 .PHONY: run test test-gpu bench services lint clean
 
