@@ -21,6 +21,8 @@ from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 
 from services.config import Settings  # noqa: E402
+from services.registry.unit_of_work import connect_registry  # noqa: E402
+from services.usecases.workers import any_worker_alive  # noqa: E402
 
 STOP_GRACE_S = 60.0  # a worker finishes the epoch-bound task it holds; a second Ctrl-C forces it
 
@@ -43,18 +45,26 @@ def start(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
     }
 
 
-def wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 60) -> bool:
+def _api_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_ready(settings: Settings, url: str, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 120) -> bool:
+    """Until the API answers and the worker has announced itself, so a first job starts at once."""
+    engine, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs.values()):
-            return False
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
+    try:
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs.values()):
+            if _api_up(url) and any_worker_alive(uow_factory=uow_factory, stale_after_s=settings.worker_stale_after_s):
+                return True
             time.sleep(0.2)
-    return False
+        return False
+    finally:
+        engine.dispose()
 
 
 def stop(procs: dict[str, subprocess.Popen[bytes]], forced: Callable[[], bool]) -> None:
@@ -89,7 +99,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     url = f"http://{settings.host}:{settings.port}"
     try:
-        if wait_ready(url, procs):
+        if wait_ready(settings, url, procs):
             print(
                 f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True
             )

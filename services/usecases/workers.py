@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from services.usecases.jobs import UowFactory
+from datetime import timedelta
+
+from services.registry.tables import utcnow
+from services.usecases.jobs import CPU_QUEUE, GPU_QUEUE, UowFactory
+
+
+def any_worker_alive(*, uow_factory: UowFactory, stale_after_s: float) -> bool:
+    """Whether some worker, CPU or GPU, has a fresh heartbeat."""
+    since = utcnow() - timedelta(seconds=stale_after_s)
+    with uow_factory() as uow:
+        return any(uow.workers.any_alive(queue=q, since=since) for q in (CPU_QUEUE, GPU_QUEUE))
 
 
 def record_worker_heartbeat(*, uow_factory: UowFactory, name: str, queue: str, gpus: int) -> None:
