@@ -20,9 +20,7 @@ _STATUS: dict[type[KilnError], int] = {
 }
 
 
-def error_body(
-    code: str, message: str, *, field: str | None = None, details: list[dict[str, str]] | None = None
-) -> dict[str, Any]:
+def error_body(code: str, message: str, *, field: str | None = None, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field, "details": details or []}}
 
 

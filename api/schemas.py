@@ -64,9 +64,7 @@ class ModelPublic(BaseModel):
 
     @classmethod
     def of(cls, model: ModelSummary) -> ModelPublic:
-        return cls(
-            name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count
-        )
+        return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count)
 
 
 class ModelsPublic(BaseModel):

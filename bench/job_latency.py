@@ -63,9 +63,7 @@ def through_kiln(label: str, **env: str) -> tuple[float, float]:
                 result = train_digits_and_predict(f"http://127.0.0.1:{port}")
                 job = result["job"]
                 walls.append(result["wall_s"])
-                waits.append(
-                    (datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
-                )
+                waits.append((datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds())
         finally:
             for proc in procs:
                 stop(proc)
@@ -87,10 +85,7 @@ def main() -> None:
             ("PostgreSQL + Redis", {"database_url": pg_url, "broker_url": REDIS_URL}),
         ):
             wall, wait = through_kiln(label, **env)
-            print(
-                f"{label}: job wall {wall:.2f} s (median of {RUNS}), queue wait {wait:.2f} s, "
-                f"wall / baseline = {wall / baseline:.2f}x"
-            )
+            print(f"{label}: job wall {wall:.2f} s (median of {RUNS}), queue wait {wait:.2f} s, wall / baseline = {wall / baseline:.2f}x")
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

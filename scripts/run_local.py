@@ -100,9 +100,7 @@ def main() -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         if wait_ready(settings, url, procs):
-            print(
-                f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True
-            )
+            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True)
         while not signals_seen:
             exited = [name for name, p in procs.items() if p.poll() is not None]
             if exited:

@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = 15.0
     worker_stale_after_s: float = 60.0
 
-    # ONNX must agree with PyTorch on held-out rows within this absolute difference.
+    # ONNX must agree with PyTorch on held-out rows: |onnx - torch| <= abs + rel * |torch| per element.
     parity_max_abs_diff: float = Field(default=1e-4, gt=0)
+    parity_rtol: float = Field(default=1e-4, ge=0)
     parity_rows: int = Field(default=256, ge=1)
 
     max_loaded_models: int = Field(default=16, ge=1)

@@ -43,6 +43,7 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     import torch
 
     from services.training.device import training_device
+    from services.training.pipeline import ParityCheck
     from services.training.warmup import warm_up
 
     settings = plan.settings
@@ -57,6 +58,5 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         uow_factory=uow_factory,
         store=LocalArtifactStore(settings.artifacts),
         device=device,
-        parity_rows=settings.parity_rows,
-        parity_tolerance=settings.parity_max_abs_diff,
+        parity=ParityCheck(rows=settings.parity_rows, atol=settings.parity_max_abs_diff, rtol=settings.parity_rtol),
     )

@@ -19,9 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 def create_job(spec: JobSpec, ctx: ContextDep, response: Response) -> JobPublic:
     """Queue a training job; poll the `Location` it returns."""
-    job = submit_job(
-        spec, uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher, stale_after_s=ctx.settings.worker_stale_after_s
-    )
+    job = submit_job(spec, uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher, stale_after_s=ctx.settings.worker_stale_after_s)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 

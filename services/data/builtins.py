@@ -1,8 +1,9 @@
-"""Loads scikit-learn's bundled datasets (nothing is downloaded) with a fixed held-out test split."""
+"""Loads the built-in datasets with a fixed held-out test split."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -10,9 +11,10 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
-from services.data.catalogue import TEST_FRACTION, TEST_SPLIT_SEED, DatasetInfo, get_dataset_info
+from services.data import generated
+from services.data.catalogue import TEST_FRACTION, TEST_SPLIT_SEED, DatasetInfo, resolve_dataset
 
-_LOADERS = {
+_SKLEARN: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "digits": skdatasets.load_digits,
     "iris": skdatasets.load_iris,
     "wine": skdatasets.load_wine,
@@ -23,7 +25,7 @@ _LOADERS = {
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """Features as float32 `(N, n_features)`; targets int64 class ids or float32 values."""
+    """Features `(N, *feature_shape)` as float32 (int64 token ids); targets int64 class ids or float32 values."""
 
     info: DatasetInfo
     x_train: np.ndarray
@@ -41,17 +43,27 @@ def _hash_arrays(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def _arrays(info: DatasetInfo, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if info.name in _SKLEARN:
+        return _SKLEARN[info.name](return_X_y=True)
+    if info.name == "digits28":
+        return generated.digits28()
+    if info.name == "shapes":
+        return generated.shapes(info.n_samples, seed)
+    if info.name == "sine":
+        return generated.sine(info.n_samples, seed, info.feature_shape[0])
+    return generated.tokens(info.n_samples, seed, info.feature_shape[0], info.vocabulary_size or 100)
+
+
 @lru_cache(maxsize=8)
-def load_builtin(name: str) -> LoadedDataset:
+def load_builtin(name: str, *, samples: int | None = None, sequence_length: int | None = None, seed: int = 0) -> LoadedDataset:
     """The named built-in dataset split into its fixed train and test parts."""
-    info = get_dataset_info(name)
-    x, y = _LOADERS[name](return_X_y=True)
-    x = x.astype(np.float32)
+    info = resolve_dataset(name, samples=samples, sequence_length=sequence_length)
+    x, y = _arrays(info, seed)
+    x = x.astype(info.dtype).reshape(len(x), *info.feature_shape)
     y = y.astype(np.int64) if info.task == "classification" else y.astype(np.float32).reshape(-1, info.n_targets)
     stratify = y if info.task == "classification" else None
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, random_state=TEST_SPLIT_SEED, stratify=stratify
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, random_state=TEST_SPLIT_SEED, stratify=stratify)
     return LoadedDataset(info, x_train, y_train, x_test, y_test, _hash_arrays(x, y))
 
 
@@ -62,9 +74,7 @@ def validation_split(
     if fraction <= 0:
         return x, y, x[:0], y[:0]
     try:
-        x_fit, x_val, y_fit, y_val = train_test_split(
-            x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None
-        )
+        x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None)
     except ValueError:  # too few rows per class to stratify: an unstratified split still works
         x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed)
     return x_fit, y_fit, x_val, y_val

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,28 +19,47 @@ class DatasetInfo:
     name: str
     description: str
     n_samples: int
-    n_features: int
+    feature_shape: tuple[int, ...]
     task: Literal["classification", "regression"]
     class_names: tuple[str, ...] = ()
     n_targets: int = 1
+    dtype: Literal["float32", "int64"] = "float32"
+    vocabulary_size: int | None = None  # token datasets: ids are 0 .. vocabulary_size - 1
+    generated: bool = False  # made from a seed; `samples` and `sequence_length` apply
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.feature_shape)
+
 
 BUILTIN_DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("digits", "8x8 handwritten digits, values 0-16", 1797, 64, "classification", tuple("0123456789")),
-        DatasetInfo("iris", "iris flower measurements", 150, 4, "classification", ("setosa", "versicolor", "virginica")),
+        DatasetInfo("digits", "8x8 handwritten digits, values 0-16", 1797, (64,), "classification", tuple("0123456789")),
         DatasetInfo(
-            "wine", "chemical analysis of three wine cultivars", 178, 13, "classification", ("class_0", "class_1", "class_2")
+            "digits28", "the same digits resized to 28x28 (MNIST's shape), values 0-1", 1797, (28, 28), "classification",
+            tuple("0123456789"),
         ),
-        DatasetInfo("breast_cancer", "Wisconsin diagnostic breast cancer", 569, 30, "classification", ("malignant", "benign")),
-        DatasetInfo("diabetes", "disease progression one year after baseline", 442, 10, "regression"),
+        DatasetInfo("iris", "iris flower measurements", 150, (4,), "classification", ("setosa", "versicolor", "virginica")),
+        DatasetInfo("wine", "chemical analysis of three wine cultivars", 178, (13,), "classification", ("class_0", "class_1", "class_2")),
+        DatasetInfo("breast_cancer", "Wisconsin diagnostic breast cancer", 569, (30,), "classification", ("malignant", "benign")),
+        DatasetInfo("diabetes", "disease progression one year after baseline", 442, (10,), "regression"),
+        DatasetInfo(
+            "shapes", "64x64 RGB images of a circle, square or triangle, values 0-1", 1500, (64, 64, 3), "classification",
+            ("circle", "square", "triangle"), generated=True,
+        ),
+        DatasetInfo("sine", "the next value of a noisy sine from the last T values", 2000, (100, 1), "regression", generated=True),
+        DatasetInfo(
+            "tokens", "token-id sentences: positive when positive words outnumber negative ones", 2000, (20,),
+            "classification", ("negative", "positive"), dtype="int64", vocabulary_size=100, generated=True,
+        ),
     )
-}
+}  # fmt: skip
+SEQUENCE_DATASETS = ("sine", "tokens")
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
@@ -48,3 +69,18 @@ def get_dataset_info(name: str) -> DatasetInfo:
     except KeyError:
         known = ", ".join(sorted(BUILTIN_DATASETS))
         raise InvalidSpec(f"unknown dataset '{name}': expected one of {known}", field="data.dataset") from None
+
+
+def resolve_dataset(name: str, *, samples: int | None, sequence_length: int | None) -> DatasetInfo:
+    """The dataset as a job asks for it: generated ones take a sample count and a sequence length."""
+    info = get_dataset_info(name)
+    generated = ", ".join(n for n, i in BUILTIN_DATASETS.items() if i.generated)
+    if samples is not None:
+        if not info.generated:
+            raise InvalidSpec(f"'{name}' is a fixed dataset; samples applies to {generated}", field="data.samples")
+        info = dataclasses.replace(info, n_samples=samples)
+    if sequence_length is not None:
+        if name not in SEQUENCE_DATASETS:
+            raise InvalidSpec(f"sequence_length applies to {', '.join(SEQUENCE_DATASETS)}", field="data.sequence_length")
+        info = dataclasses.replace(info, feature_shape=(sequence_length, *info.feature_shape[1:]))
+    return info

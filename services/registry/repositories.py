@@ -141,21 +141,15 @@ class ModelRepository:
         return [ModelSummary(name, created, latest, n or 0) for name, created, latest, n in rows]
 
     def versions(self, name: str) -> list[ModelVersion]:
-        rows = self.session.scalars(
-            select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name).order_by(ModelVersionRow.version)
-        )
+        rows = self.session.scalars(select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name).order_by(ModelVersionRow.version))
         return [_version(r, name) for r in rows]
 
     def get_version(self, name: str, version: int) -> ModelVersion | None:
-        row = self.session.scalar(
-            select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name, ModelVersionRow.version == version)
-        )
+        row = self.session.scalar(select(ModelVersionRow).join(ModelRow).where(ModelRow.name == name, ModelVersionRow.version == version))
         return _version(row, name) if row else None
 
     def version_for_job(self, job_id: uuid.UUID) -> ModelVersion | None:
-        row = self.session.execute(
-            select(ModelVersionRow, ModelRow.name).join(ModelRow).where(ModelVersionRow.job_id == job_id)
-        ).first()
+        row = self.session.execute(select(ModelVersionRow, ModelRow.name).join(ModelRow).where(ModelVersionRow.job_id == job_id)).first()
         return _version(row[0], row[1]) if row else None
 
     def add_version(self, new: NewVersion) -> int:

@@ -1,31 +1,60 @@
 """The job spec language: Keras names, pure Python, no torch."""
 
-from services.spec.model import (
+from services.spec.base import Shape, ShapeError
+from services.spec.layers_conv import (
+    Conv1DLayer,
+    Conv2DLayer,
+    Conv2DTransposeLayer,
+    GlobalPooling1DLayer,
+    GlobalPooling2DLayer,
+    Pooling1DLayer,
+    Pooling2DLayer,
+    UpSampling2DLayer,
+)
+from services.spec.layers_core import (
     ActivationLayer,
-    DataSpec,
+    BatchNormalizationLayer,
     DenseLayer,
     DropoutLayer,
     FlattenLayer,
+    LayerNormalizationLayer,
+    ReshapeLayer,
+)
+from services.spec.layers_sequence import (
+    BidirectionalLayer,
+    EmbeddingLayer,
+    GRULayer,
+    LSTMLayer,
+    PatchEmbeddingLayer,
+    PositionalEmbeddingLayer,
+    SimpleRNNLayer,
+    TransformerEncoderLayer,
+)
+from services.spec.model import (
+    DataSpec,
+    EarlyStoppingSpec,
     JobSpec,
     Layer,
     ModelSpec,
     OptimizerSpec,
+    ScheduleSpec,
     TrainingSpec,
 )
-from services.spec.shapes import Shape, check_job_against_dataset, infer_shapes
+from services.spec.shapes import (
+    check_job_against_dataset,
+    final_activation,
+    has_dynamic_time_axis,
+    infer_shapes,
+    input_dtype,
+    output_activation,
+)
 
 __all__ = [
-    "ActivationLayer",
-    "DataSpec",
-    "DenseLayer",
-    "DropoutLayer",
-    "FlattenLayer",
-    "JobSpec",
-    "Layer",
-    "ModelSpec",
-    "OptimizerSpec",
-    "Shape",
-    "TrainingSpec",
-    "check_job_against_dataset",
-    "infer_shapes",
-]
+    "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
+    "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",
+    "FlattenLayer", "GRULayer", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",
+    "LayerNormalizationLayer", "ModelSpec", "OptimizerSpec", "PatchEmbeddingLayer", "Pooling1DLayer", "Pooling2DLayer",
+    "PositionalEmbeddingLayer", "ReshapeLayer", "ScheduleSpec", "Shape", "ShapeError", "SimpleRNNLayer",
+    "TrainingSpec", "TransformerEncoderLayer", "UpSampling2DLayer", "check_job_against_dataset", "final_activation",
+    "has_dynamic_time_axis", "infer_shapes", "input_dtype", "output_activation",
+]  # fmt: skip

@@ -4,91 +4,159 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-ActivationName = Literal["relu", "sigmoid", "tanh", "softmax", "linear"]
-LossName = Literal["sparse_categorical_crossentropy", "binary_crossentropy", "mse"]
+from services.spec.base import Strict
+from services.spec.layers_conv import (
+    Conv1DLayer,
+    Conv2DLayer,
+    Conv2DTransposeLayer,
+    GlobalPooling1DLayer,
+    GlobalPooling2DLayer,
+    Pooling1DLayer,
+    Pooling2DLayer,
+    UpSampling2DLayer,
+)
+from services.spec.layers_core import (
+    ActivationLayer,
+    BatchNormalizationLayer,
+    DenseLayer,
+    DropoutLayer,
+    FlattenLayer,
+    LayerNormalizationLayer,
+    ReshapeLayer,
+)
+from services.spec.layers_sequence import (
+    BidirectionalLayer,
+    EmbeddingLayer,
+    GRULayer,
+    LSTMLayer,
+    PatchEmbeddingLayer,
+    PositionalEmbeddingLayer,
+    SimpleRNNLayer,
+    TransformerEncoderLayer,
+)
+
+LossName = Literal[
+    "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
+]  # fmt: skip
+MetricName = Literal["accuracy", "precision", "recall", "f1", "mae", "rmse"]
 DeviceName = Literal["auto", "cpu", "gpu"]
-
-
-class _Strict(BaseModel):
-    # A misspelt argument ("activaton") must be an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DenseLayer(_Strict):
-    """`Dense(units, activation=None, use_bias=True)`: a fully connected layer on a flat input."""
-
-    type: Literal["Dense"]
-    units: int = Field(gt=0, le=65_536)
-    activation: ActivationName = "linear"
-    use_bias: bool = True
-
-
-class DropoutLayer(_Strict):
-    """`Dropout(rate)`: zeroes a fraction of inputs while training; identity at inference."""
-
-    type: Literal["Dropout"]
-    rate: float = Field(ge=0.0, lt=1.0)
-
-
-class ActivationLayer(_Strict):
-    """`Activation(activation)`: applies an activation function on its own."""
-
-    type: Literal["Activation"]
-    activation: ActivationName
-
-
-class FlattenLayer(_Strict):
-    """`Flatten()`: turns each sample into one flat vector, so Dense can follow."""
-
-    type: Literal["Flatten"]
-
+REGRESSION_LOSSES = ("mse", "mae", "huber")
 
 Layer = Annotated[
-    DenseLayer | DropoutLayer | ActivationLayer | FlattenLayer,
+    DenseLayer
+    | DropoutLayer
+    | ActivationLayer
+    | FlattenLayer
+    | ReshapeLayer
+    | BatchNormalizationLayer
+    | LayerNormalizationLayer
+    | Conv1DLayer
+    | Conv2DLayer
+    | Conv2DTransposeLayer
+    | Pooling1DLayer
+    | Pooling2DLayer
+    | GlobalPooling1DLayer
+    | GlobalPooling2DLayer
+    | UpSampling2DLayer
+    | EmbeddingLayer
+    | SimpleRNNLayer
+    | LSTMLayer
+    | GRULayer
+    | BidirectionalLayer
+    | TransformerEncoderLayer
+    | PositionalEmbeddingLayer
+    | PatchEmbeddingLayer,
     Field(discriminator="type"),
 ]
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """A Keras Sequential model: the per-sample `input_shape` (no batch axis) and its layers."""
 
-    input_shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=4)
+    input_shape: list[Annotated[int, Field(gt=0, le=100_000)]] = Field(min_length=1, max_length=4)
     layers: list[Layer] = Field(min_length=1, max_length=256)
 
 
-class DataSpec(_Strict):
-    """Which dataset to train on and how much of its training part to hold out for validation."""
+class DataSpec(Strict):
+    """Which dataset to train on, how to generate it (generated built-ins), what to hold out."""
 
     dataset: str = Field(min_length=1, max_length=128)
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    targets: Literal["labels", "inputs"] = "labels"  # "inputs": the model learns to reproduce its input
+    samples: int | None = Field(default=None, ge=20, le=1_000_000)  # generated datasets only
+    sequence_length: int | None = Field(default=None, ge=2, le=10_000)  # sine and tokens only
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)  # generated datasets: the same seed, the same data
 
 
-class OptimizerSpec(_Strict):
-    """An optimizer by Keras name; `"adam"` alone is accepted as in `model.compile(optimizer="adam")`."""
+class OptimizerSpec(Strict):
+    """An optimizer by Keras name and arguments; `"adam"` alone works as in `model.compile(optimizer="adam")`."""
 
-    name: Literal["adam", "sgd"] = "adam"
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adam"
     learning_rate: float = Field(default=0.001, gt=0.0, le=10.0)
-    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)  # sgd only
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)  # sgd, rmsprop
+    nesterov: bool = False  # sgd
+    beta_1: float = Field(default=0.9, ge=0.0, lt=1.0)  # adam, adamw
+    beta_2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    rho: float = Field(default=0.9, ge=0.0, lt=1.0)  # rmsprop
+    epsilon: float = Field(default=1e-7, gt=0.0)
+    weight_decay: float | None = Field(default=None, ge=0.0, le=1.0)  # None: 0.004 for adamw, else 0
+    clipnorm: float | None = Field(default=None, gt=0.0)  # clip each update's gradient norm
+    clipvalue: float | None = Field(default=None, gt=0.0)  # clip each gradient element
 
 
-class TrainingSpec(_Strict):
+class ScheduleSpec(Strict):
+    """How the learning rate changes: per epoch, or per batch for one_cycle."""
+
+    name: Literal["constant", "step", "cosine", "one_cycle", "reduce_on_plateau"] = "constant"
+    step_size: int = Field(default=10, ge=1)  # step: epochs between drops
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)  # step: factor per drop
+    min_learning_rate: float = Field(default=0.0, ge=0.0)  # cosine floor; reduce_on_plateau's min_lr
+    pct_start: float = Field(default=0.3, gt=0.0, lt=1.0)  # one_cycle: share of steps spent warming up
+    monitor: str = "val_loss"  # reduce_on_plateau
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+    patience: int = Field(default=10, ge=0)
+    min_delta: float = Field(default=1e-4, ge=0.0)
+
+
+class EarlyStoppingSpec(Strict):
+    """`EarlyStopping(monitor="val_loss", patience=0, min_delta=0, restore_best_weights=False)`."""
+
+    monitor: str = "val_loss"
+    patience: int = Field(default=0, ge=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = False
+
+
+class TrainingSpec(Strict):
     """`compile` and `fit` arguments."""
 
     optimizer: OptimizerSpec = OptimizerSpec()
     loss: LossName
+    metrics: list[MetricName] | None = None  # None: accuracy for classification, mae otherwise
     epochs: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=65_536)
+    lr_schedule: ScheduleSpec = ScheduleSpec()
+    early_stopping: EarlyStoppingSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)  # the same seed gives the same split and weights
 
-    @field_validator("optimizer", mode="before")
+    @field_validator("optimizer", "lr_schedule", mode="before")
     @classmethod
-    def _optimizer_by_name(cls, value: Any) -> Any:
+    def _by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
+    @property
+    def is_regression(self) -> bool:
+        return self.loss in REGRESSION_LOSSES
 
-class JobSpec(_Strict):
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.metrics) if self.metrics is not None else ["mae" if self.is_regression else "accuracy"]
+
+
+class JobSpec(Strict):
     """The body of `POST /v1/jobs`. Later versions add fields; these names never change."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

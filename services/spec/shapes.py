@@ -6,26 +6,14 @@ import math
 
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
-from services.spec.model import ActivationLayer, DenseLayer, FlattenLayer, JobSpec, Layer, ModelSpec
+from services.spec.base import Shape, ShapeError, show
+from services.spec.layers_core import ActivationLayer, DropoutLayer
+from services.spec.layers_sequence import EmbeddingLayer
+from services.spec.model import JobSpec, Layer, ModelSpec
 
-Shape = tuple[int, ...]  # one sample's shape, without the batch axis
-
-
-def _show(shape: Shape) -> str:
-    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
-
-
-def _output_shape(index: int, layer: Layer, shape: Shape) -> Shape:
-    if isinstance(layer, DenseLayer):
-        if len(shape) != 1:
-            raise InvalidSpec(
-                f"layer {index} (Dense) needs a flat input, got {_show(shape)}: add Flatten before it",
-                field=f"model.layers[{index}]",
-            )
-        return (layer.units,)
-    if isinstance(layer, FlattenLayer):
-        return (math.prod(shape),)
-    return shape  # Dropout and Activation keep the shape
+# Layers whose output is tied to the input's length: a model with one has a fixed time axis.
+_FIXED_LENGTH = {"Flatten", "Reshape", "PositionalEmbedding", "PatchEmbedding"}
+_SEQUENCE_LAYERS = {"Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "Conv1D", "TransformerEncoder"}
 
 
 def infer_shapes(model: ModelSpec) -> list[Shape]:
@@ -33,64 +21,114 @@ def infer_shapes(model: ModelSpec) -> list[Shape]:
     shape: Shape = tuple(model.input_shape)
     shapes = []
     for index, layer in enumerate(model.layers):
-        shape = _output_shape(index, layer, shape)
+        if isinstance(layer, EmbeddingLayer) and index != 0:
+            raise InvalidSpec(
+                f"layer {index} (Embedding) must be the first layer: it reads integer token ids", field=f"model.layers[{index}]"
+            )
+        try:
+            shape = layer.output_shape(shape)
+        except ShapeError as err:
+            raise InvalidSpec(f"layer {index} ({layer.type}) {err}", field=f"model.layers[{index}]") from None
         shapes.append(shape)
     return shapes
+
+
+def input_dtype(model: ModelSpec) -> str:
+    """int64 token ids for a model that starts with Embedding, float32 otherwise."""
+    return "int64" if isinstance(model.layers[0], EmbeddingLayer) else "float32"
+
+
+def has_dynamic_time_axis(model: ModelSpec) -> bool:
+    """Whether the exported model can take sequences of any length (axis 1 of its input)."""
+    types = {layer.type for layer in model.layers}
+    sequence_input = len(model.input_shape) == 2 or input_dtype(model) == "int64"
+    # 'same' padding with a stride pads by an amount that depends on the length.
+    strided_same = any(getattr(layer, "padding", "") == "same" and getattr(layer, "strides", 1) != 1 for layer in model.layers)
+    return sequence_input and bool(types & _SEQUENCE_LAYERS) and not types & _FIXED_LENGTH and not strided_same
+
+
+# Layers whose `activation` argument is applied to their output (an RNN's or an encoder's is internal).
+_OUTPUT_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv2DTranspose", "Activation"}
+
+
+def output_activation(layer: Layer) -> str:
+    """The activation applied to a layer's output, "linear" for none."""
+    return getattr(layer, "activation", "linear") if layer.type in _OUTPUT_ACTIVATION else "linear"
 
 
 def final_activation(model: ModelSpec) -> str:
     """The activation the model's output passes through last ("linear" when there is none)."""
     for layer in reversed(model.layers):
-        if isinstance(layer, DenseLayer):
-            return layer.activation
-        if isinstance(layer, ActivationLayer) and layer.activation != "linear":
-            return layer.activation
+        if isinstance(layer, DropoutLayer) or (isinstance(layer, ActivationLayer) and layer.activation == "linear"):
+            continue
+        return output_activation(layer)
     return "linear"
 
 
 def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape]:
-    """Check the network fits the dataset and the loss; return the inferred shapes."""
+    """Check the network fits the dataset, the loss and the callbacks; return the inferred shapes."""
     shapes = infer_shapes(spec.model)
-    wanted = math.prod(spec.model.input_shape)
-    if wanted != dataset.n_features:
-        raise InvalidSpec(
-            f"dataset '{dataset.name}' has {dataset.n_features} features per sample, "
-            f"but input_shape {list(spec.model.input_shape)} holds {wanted}",
-            field="model.input_shape",
-        )
+    _check_input(spec, dataset)
     _check_loss(spec, dataset, shapes[-1])
+    _check_monitors(spec)
     return shapes
 
 
+def _check_input(spec: JobSpec, dataset: DatasetInfo) -> None:
+    wanted = math.prod(spec.model.input_shape)
+    if wanted != dataset.n_features:
+        raise InvalidSpec(
+            f"dataset '{dataset.name}' has {dataset.n_features} features per sample {tuple(dataset.feature_shape)}, "
+            f"but input_shape {list(spec.model.input_shape)} holds {wanted}",
+            field="model.input_shape",
+        )
+    first = spec.model.layers[0]
+    if (dataset.dtype == "int64") != isinstance(first, EmbeddingLayer):
+        fix = "start the model with Embedding" if dataset.dtype == "int64" else "Embedding needs a token dataset such as 'tokens'"
+        raise InvalidSpec(f"dataset '{dataset.name}' holds {dataset.dtype} values: {fix}", field="model.layers[0]")
+    if isinstance(first, EmbeddingLayer) and dataset.vocabulary_size and first.input_dim < dataset.vocabulary_size:
+        raise InvalidSpec(
+            f"layer 0 (Embedding) has input_dim {first.input_dim} but '{dataset.name}' uses token ids up to "
+            f"{dataset.vocabulary_size - 1}: set input_dim={dataset.vocabulary_size}",
+            field="model.layers[0].input_dim",
+        )
+
+
 def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
-    loss = spec.training.loss
-    last = len(spec.model.layers) - 1
-    field = f"model.layers[{last}]"
-    if len(output) != 1:
-        raise InvalidSpec(f"the model must end with a flat output, got {_show(output)}: add Flatten and Dense", field=field)
-    units, activation = output[0], final_activation(spec.model)
-    if loss == "mse":
+    loss, training = spec.training.loss, spec.training
+    field = f"model.layers[{len(spec.model.layers) - 1}]"
+    activation = final_activation(spec.model)
+    if spec.data.targets == "inputs":
+        if not training.is_regression:
+            raise InvalidSpec(f"reproducing the inputs needs a regression loss (mse, mae, huber), not '{loss}'", field="training.loss")
+        if output != tuple(spec.model.input_shape):
+            raise InvalidSpec(
+                f"the model outputs {show(output)} but must reproduce its input {show(tuple(spec.model.input_shape))}",
+                field=field,
+            )
+        return
+    if training.is_regression:
         if dataset.task != "regression":
             raise InvalidSpec(
-                f"loss 'mse' needs a regression dataset; '{dataset.name}' is classification: use sparse_categorical_crossentropy",
+                f"loss '{loss}' needs a regression dataset; '{dataset.name}' is classification: use sparse_categorical_crossentropy",
                 field="training.loss",
             )
-        if units != dataset.n_targets:
+        if output != (dataset.n_targets,):
             raise InvalidSpec(
-                f"the last layer outputs {units} values; '{dataset.name}' has {dataset.n_targets} target(s): "
-                f"set units={dataset.n_targets}",
+                f"the model outputs {show(output)}; '{dataset.name}' has {dataset.n_targets} target(s): "
+                f"end with Dense({dataset.n_targets})",
                 field=field,
             )
         return
     if dataset.task != "classification":
-        raise InvalidSpec(
-            f"loss '{loss}' needs a classification dataset; '{dataset.name}' is regression: use mse", field="training.loss"
-        )
+        raise InvalidSpec(f"loss '{loss}' needs a classification dataset; '{dataset.name}' is regression: use mse", field="training.loss")
+    if len(output) != 1:
+        raise InvalidSpec(f"the model must end with a flat output, got {show(output)}: add Flatten and Dense", field=field)
+    units = output[0]
     if loss == "binary_crossentropy":
         if dataset.n_classes != 2:
             raise InvalidSpec(
-                f"binary_crossentropy needs 2 classes; '{dataset.name}' has {dataset.n_classes}: "
-                "use sparse_categorical_crossentropy",
+                f"binary_crossentropy needs 2 classes; '{dataset.name}' has {dataset.n_classes}: use sparse_categorical_crossentropy",
                 field="training.loss",
             )
         if units != 1 or activation == "softmax":
@@ -103,6 +141,18 @@ def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
             field=field,
         )
     if activation == "sigmoid":
-        raise InvalidSpec(
-            "sparse_categorical_crossentropy needs 'softmax' (or 'linear' logits) on the last layer, not 'sigmoid'", field=field
-        )
+        raise InvalidSpec(f"{loss} needs 'softmax' (or 'linear' logits) on the last layer, not 'sigmoid'", field=field)
+
+
+def _check_monitors(spec: JobSpec) -> None:
+    training = spec.training
+    known = {"loss", *training.metric_names}
+    if spec.data.validation_split > 0:
+        known |= {f"val_{name}" for name in known}
+    watched = [("training.early_stopping.monitor", training.early_stopping.monitor)] if training.early_stopping else []
+    if training.lr_schedule.name == "reduce_on_plateau":
+        watched.append(("training.lr_schedule.monitor", training.lr_schedule.monitor))
+    for field, monitor in watched:
+        if monitor not in known:
+            hint = " (set data.validation_split to have val_ figures)" if monitor.startswith("val_") else ""
+            raise InvalidSpec(f"cannot monitor '{monitor}': expected one of {', '.join(sorted(known))}{hint}", field=field)

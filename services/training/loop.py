@@ -1,103 +1,123 @@
-"""A small training loop: the data lives on the device as one tensor and batches are slices of it.
+"""A small, fast training loop: the data lives on the device as one tensor and batches are slices of it.
 
 It knows the model only as an nn.Module and the task only as an Objective; it knows no spec.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from services.training.objectives import Objective
+from services.training.callbacks import EarlyStopping
+from services.training.objectives import Objective, compute_metrics
+from services.training.optim import LrSchedule
 
 
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
-    metrics: dict[str, float]  # Keras names: loss, accuracy, val_loss, val_accuracy ...
+    metrics: dict[str, float]  # Keras names: loss, accuracy, val_loss, val_accuracy ... and learning_rate
     duration_s: float
 
 
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor  # as the loss reads it (Objective.prepare_targets)
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+
+@dataclass
+class FitOptions:
+    epochs: int
+    batch_size: int
+    metrics: list[str]
+    generator: torch.Generator
+    schedule: LrSchedule
+    clip: Callable[[], None] | None = None
+    stopper: EarlyStopping | None = None
+    autocast: torch.dtype | None = None  # bf16 on CUDA where supported
+    on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
 
 
 class Diverged(RuntimeError):
     pass
 
 
-def fit(
-    network: nn.Module,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    *,
-    train: Split,
-    val: Split | None,
-    epochs: int,
-    batch_size: int,
-    generator: torch.Generator,
-    on_epoch_end: Callable[[EpochResult], None],
-) -> list[EpochResult]:
-    """Train for `epochs`, reporting each epoch's averages; raise Diverged on a non-finite loss."""
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def fit(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, *,
+        train: Split, val: Split | None, options: FitOptions) -> list[EpochResult]:  # fmt: skip
+    """Train for up to `options.epochs`, reporting each epoch; raise Diverged on a non-finite loss."""
     results = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, options.epochs + 1):
         started = time.perf_counter()
-        metrics = _train_epoch(network, objective, optimizer, train, batch_size, generator, epoch)
+        learning_rate = options.schedule.learning_rate
+        metrics = _train_epoch(network, objective, optimizer, train, options, epoch)
         if val is not None and len(val):
-            metrics |= {f"val_{k}": v for k, v in evaluate(network, objective, val).items()}
+            metrics |= {f"val_{k}": v for k, v in evaluate(network, objective, val, options.metrics, options.autocast).items()}
+        metrics["learning_rate"] = learning_rate
+        options.schedule.after_epoch(metrics)
+        stop = options.stopper.update(epoch, metrics, network) if options.stopper else False
         result = EpochResult(epoch, metrics, time.perf_counter() - started)
-        on_epoch_end(result)
+        options.on_epoch_end(result)
         results.append(result)
+        if stop:
+            break
+    if options.stopper:
+        options.stopper.restore(network)
     return results
 
 
-def _train_epoch(
-    network: nn.Module,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    data: Split,
-    batch_size: int,
-    generator: torch.Generator,
-    epoch: int,
-) -> dict[str, float]:
+def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
+                 data: Split, options: FitOptions, epoch: int) -> dict[str, float]:  # fmt: skip
     network.train()
-    order = torch.randperm(len(data), generator=generator).to(data.x.device)
-    loss_sum = torch.zeros((), device=data.x.device)
-    metric_sum = torch.zeros((), device=data.x.device)
-    for batch_index, start in enumerate(range(0, len(data), batch_size)):
-        idx = order[start : start + batch_size]
-        x, y = data.x[idx], data.y[idx]
-        output = network(x)
-        loss = objective.loss(output, y)
+    n, size = len(data), options.batch_size
+    order = torch.randperm(n, generator=options.generator).to(data.x.device)
+    xs, ys = data.x[order], data.y[order]  # one gather per epoch; batches below are views
+    losses = torch.empty((n + size - 1) // size, device=data.x.device)
+    outputs = []
+    for batch, start in enumerate(range(0, n, size)):
+        x, y = xs[start : start + size], ys[start : start + size]
+        with _autocast(x, options.autocast):
+            output = network(x)
+            loss = objective.loss(output.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if options.clip is not None:
+            options.clip()
         optimizer.step()
-        if not math.isfinite(loss.item()):
-            raise Diverged(f"diverged at epoch {epoch}, batch {batch_index + 1}: loss is {loss.item()}")
-        loss_sum += loss.detach() * len(idx)
-        metric_sum += objective.metric_sum(output.detach(), y).to(loss_sum.dtype)
-    n = len(data)
-    return {"loss": loss_sum.item() / n, objective.metric_name(): metric_sum.item() / n}
+        options.schedule.after_batch()
+        losses[batch] = loss.detach()
+        outputs.append(output.detach())
+    # Checked once per epoch, not per batch: a per-batch check would stall a GPU on every step.
+    bad = torch.nonzero(~torch.isfinite(losses))
+    if len(bad):
+        raise Diverged(f"diverged at epoch {epoch}, batch {int(bad[0]) + 1}: the loss is not finite")
+    counts = torch.full_like(losses, size)
+    counts[-1] = n - size * (len(losses) - 1)
+    metrics = {"loss": float((losses * counts).sum() / n)}
+    return metrics | compute_metrics(objective, options.metrics, torch.cat(outputs).float(), ys)
 
 
 @torch.no_grad()
-def evaluate(network: nn.Module, objective: Objective, data: Split, batch_size: int = 4096) -> dict[str, float]:
-    """Loss and metric over `data`, in eval mode (dropout off)."""
+def evaluate(network: nn.Module, objective: Objective, data: Split, metrics: list[str],
+             autocast: torch.dtype | None = None, batch_size: int = 1024) -> dict[str, float]:  # fmt: skip
+    """Loss and metrics over `data`, in eval mode (dropout off, batch norm on running statistics)."""
     network.eval()
-    loss_sum = metric_sum = 0.0
+    outputs = []
     for start in range(0, len(data), batch_size):
-        x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
-        output = network(x)
-        loss_sum += objective.loss(output, y).item() * len(x)
-        metric_sum += objective.metric_sum(output, y).item()
-    return {"loss": loss_sum / len(data), objective.metric_name(): metric_sum / len(data)}
+        x = data.x[start : start + batch_size]
+        with _autocast(x, autocast):
+            outputs.append(network(x).float())
+    output = torch.cat(outputs)
+    return {"loss": float(objective.loss(output, data.y))} | compute_metrics(objective, metrics, output, data.y)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
-from services.data.catalogue import get_dataset_info
+from services.data.catalogue import resolve_dataset
 from services.errors import NotFound, Unavailable
 from services.registry.entities import Job, JobState
 from services.registry.tables import utcnow
@@ -37,7 +37,8 @@ def choose_queue(device: str, uow: SqlUnitOfWork, *, stale_after_s: float) -> st
 
 def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float) -> Job:
     """Validate the spec against its dataset, record the job as queued, then send it to a worker."""
-    check_job_against_dataset(spec, get_dataset_info(spec.data.dataset))
+    data = spec.data
+    check_job_against_dataset(spec, resolve_dataset(data.dataset, samples=data.samples, sequence_length=data.sequence_length))
     job_id = uuid.uuid4()
     with uow_factory() as uow:
         queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)

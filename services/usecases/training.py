@@ -18,7 +18,7 @@ from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import JobSpec
 from services.training.loop import Diverged, EpochResult
-from services.training.pipeline import TrainingOutcome, train_and_export
+from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ class WorkerContext:
     uow_factory: UowFactory
     store: LocalArtifactStore
     device: torch.device
-    parity_rows: int
-    parity_tolerance: float
+    parity: ParityCheck
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
@@ -49,13 +48,7 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     try:
         version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
     except Exception as exc:  # every failure ends the job with a readable reason
-        reason = (
-            exc.message
-            if isinstance(exc, KilnError)
-            else str(exc)
-            if isinstance(exc, Diverged)
-            else f"{type(exc).__name__}: {exc}"
-        )
+        reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed: %s", job_id, reason)
         with ctx.uow_factory() as uow:
             uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)
@@ -65,7 +58,7 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
 
 
 def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) -> int:
-    data = load_builtin(spec.data.dataset)
+    data = load_builtin(spec.data.dataset, samples=spec.data.samples, sequence_length=spec.data.sequence_length, seed=spec.data.seed)
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
@@ -73,8 +66,7 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
             data,
             device=ctx.device,
             onnx_path=onnx_path,
-            parity_rows=ctx.parity_rows,
-            parity_tolerance=ctx.parity_tolerance,
+            parity=ctx.parity,
             on_epoch_end=lambda r: _record_epoch(job_id, r, ctx),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
@@ -124,7 +116,13 @@ def _register(
         metrics=outcome.metrics,
         spec=spec.model.model_dump(mode="json"),
         hyperparameters=spec.training.model_dump(mode="json") | {"validation_split": spec.data.validation_split},
-        dataset={"name": data.info.name, "sha256": data.sha256, "train_rows": len(data.x_train), "test_rows": len(data.x_test)},
+        dataset={
+            "name": data.info.name,
+            "sha256": data.sha256,
+            "train_rows": len(data.x_train),
+            "test_rows": len(data.x_test),
+            "spec": spec.data.model_dump(mode="json"),
+        },  # fmt: skip
     )
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:

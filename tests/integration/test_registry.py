@@ -16,9 +16,7 @@ from services.usecases.workers import record_worker_heartbeat, remove_worker
 
 
 def _new_version(model: str = "m", job_id: uuid.UUID | None = None, sha: str = "a" * 64) -> NewVersion:
-    return NewVersion(
-        model, job_id, sha, 123, {"inputs": [], "outputs": []}, {"acc": 0.9}, {"layers": []}, {"epochs": 1}, {"name": "iris"}
-    )
+    return NewVersion(model, job_id, sha, 123, {"inputs": [], "outputs": []}, {"acc": 0.9}, {"layers": []}, {"epochs": 1}, {"name": "iris"})
 
 
 def _add_job(uow_factory, model: str = "m") -> uuid.UUID:

@@ -12,6 +12,7 @@ import services.usecases.training as training_usecase
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import JobState
 from services.spec import JobSpec
+from services.training.pipeline import ParityCheck
 from services.usecases.jobs import get_job
 from services.usecases.training import WorkerContext, run_job
 from tests.factories import tiny_job
@@ -23,8 +24,7 @@ def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
         uow_factory=uow_factory,
         store=LocalArtifactStore(tmp_path / "artifacts"),
         device=torch.device("cpu"),
-        parity_rows=64,
-        parity_tolerance=1e-4,
+        parity=ParityCheck(rows=64, atol=1e-4, rtol=0.0),
     )
 
 

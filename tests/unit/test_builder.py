@@ -58,7 +58,7 @@ def test_unfused_network_keeps_activation_in_body() -> None:
     spec = ModelSpec.model_validate({"input_shape": [4], "layers": [{"type": "Dense", "units": 1, "activation": "sigmoid"}]})
     network = build_network(spec, fuse_output_activation=False)
     assert isinstance(network.head, nn.Identity) and not network.outputs_logits
-    assert isinstance(network.body[-1], nn.Sigmoid)
+    assert isinstance(network.body[-1][-1], nn.Sigmoid)  # the last block: Linear, then its activation
 
 
 def test_dense_uses_keras_glorot_uniform_and_zero_bias() -> None:

@@ -10,7 +10,7 @@ import torch
 from services.data.builtins import load_builtin
 from services.spec import JobSpec
 from services.training.device import gpu_count, training_device
-from services.training.pipeline import train_and_export
+from services.training.pipeline import ParityCheck, train_and_export
 from tests.factories import DIGITS_MLP
 
 pytestmark = pytest.mark.gpu
@@ -28,8 +28,7 @@ def test_digits_example_trains_on_cuda_and_exports_with_parity(tmp_path: Path) -
         load_builtin("digits"),
         device=device,
         onnx_path=tmp_path / "m.onnx",
-        parity_rows=256,
-        parity_tolerance=1e-4,
+        parity=ParityCheck(rows=256, atol=1e-4, rtol=0.0),
         on_epoch_end=lambda r: None,
     )
     print(

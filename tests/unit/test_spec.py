@@ -49,15 +49,13 @@ def test_dense_on_unflattened_input_names_layer_and_fix() -> None:
 
 def test_input_shape_must_match_dataset_feature_count() -> None:
     spec = JobSpec.model_validate(job_body(model={"input_shape": [63]}))
-    with pytest.raises(InvalidSpec, match="'digits' has 64 features per sample, but input_shape \\[63\\] holds 63") as err:
+    with pytest.raises(InvalidSpec, match="'digits' has 64 features per sample \\(64,\\), but input_shape \\[63\\] holds 63") as err:
         check_job_against_dataset(spec, get_dataset_info("digits"))
     assert err.value.field == "model.input_shape"
 
 
 def test_reshaped_input_is_accepted_when_element_counts_agree() -> None:
-    body = job_body(
-        model={"input_shape": [8, 8], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
-    )
+    body = job_body(model={"input_shape": [8, 8], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]})
     shapes = check_job_against_dataset(JobSpec.model_validate(body), get_dataset_info("digits"))
     assert shapes[-1] == (10,)
 
@@ -76,13 +74,11 @@ def test_output_units_must_match_class_count() -> None:
         ("breast_cancer", 30, "binary_crossentropy", 2, "sigmoid", "1 unit with activation 'sigmoid'"),
         ("iris", 4, "mse", 1, "linear", "needs a regression dataset"),
         ("diabetes", 10, "sparse_categorical_crossentropy", 1, "linear", "is regression: use mse"),
-        ("diabetes", 10, "mse", 2, "linear", "set units=1"),
+        ("diabetes", 10, "mse", 2, "linear", r"end with Dense\(1\)"),
         ("wine", 13, "sparse_categorical_crossentropy", 3, "sigmoid", "not 'sigmoid'"),
     ],
 )
-def test_loss_must_fit_dataset_and_last_layer(
-    dataset: str, features: int, loss: str, units: int, activation: str, expected: str
-) -> None:
+def test_loss_must_fit_dataset_and_last_layer(dataset: str, features: int, loss: str, units: int, activation: str, expected: str) -> None:
     body = job_body(
         model={"input_shape": [features], "layers": [{"type": "Dense", "units": units, "activation": activation}]},
         data={"dataset": dataset},
@@ -111,5 +107,8 @@ def test_every_builtin_task_has_a_valid_setup(dataset: str, loss: str, units: in
 
 
 def test_unknown_dataset_lists_known_names() -> None:
-    with pytest.raises(InvalidSpec, match="unknown dataset 'mnist': expected one of breast_cancer, diabetes, digits, iris, wine"):
+    with pytest.raises(
+        InvalidSpec,
+        match="unknown dataset 'mnist': expected one of breast_cancer, diabetes, digits, digits28, iris, shapes, sine, tokens, wine",
+    ):
         get_dataset_info("mnist")

@@ -11,26 +11,18 @@ import torch
 
 from services.data.builtins import load_builtin
 from services.errors import TrainingFailed
-from services.spec import JobSpec
-from services.training.loop import Diverged, Split, fit
+from services.spec import JobSpec, ScheduleSpec
+from services.training.loop import Diverged, FitOptions, Split, fit
 from services.training.objectives import Objective
-from services.training.pipeline import train_and_export
+from services.training.optim import LrSchedule
+from services.training.pipeline import ParityCheck, train_and_export
 from tests.factories import job_body, tiny_job
 
 
-@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "binary_crossentropy"])
-def test_loss_on_logits_equals_loss_on_probabilities(loss: str) -> None:
-    torch.manual_seed(0)
-    if loss == "binary_crossentropy":
-        logits, target = torch.randn(8, 1), torch.randint(0, 2, (8,))
-        probabilities = torch.sigmoid(logits)
-    else:
-        logits, target = torch.randn(8, 4), torch.randint(0, 4, (8,))
-        probabilities = torch.softmax(logits, dim=-1)
-    on_logits = Objective(loss, from_logits=True)
-    on_probabilities = Objective(loss, from_logits=False)
-    torch.testing.assert_close(on_logits.loss(logits, target), on_probabilities.loss(probabilities, target), atol=1e-5, rtol=1e-5)
-    assert on_logits.metric_sum(logits, target) == on_probabilities.metric_sum(probabilities, target)
+def _options(epochs: int, batch_size: int, optimizer: torch.optim.Optimizer, metrics: list[str], **extra: object) -> FitOptions:
+    schedule = LrSchedule(ScheduleSpec(), optimizer, epochs=epochs, batches_per_epoch=1)
+    return FitOptions(epochs=epochs, batch_size=batch_size, metrics=metrics, generator=torch.Generator().manual_seed(0),
+                      schedule=schedule, **extra)  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_fit_reports_every_epoch_and_lowers_the_loss() -> None:
@@ -38,38 +30,33 @@ def test_fit_reports_every_epoch_and_lowers_the_loss() -> None:
     x = torch.randn(256, 3)
     y = (x @ torch.tensor([[1.0], [-2.0], [0.5]])).detach()
     net = torch.nn.Linear(3, 1)
-    seen = []
-    history = fit(
-        net,
-        Objective("mse", from_logits=False),
-        torch.optim.Adam(net.parameters(), lr=0.05),
-        train=Split(x, y),
-        val=Split(x[:32], y[:32]),
-        epochs=30,
-        batch_size=32,
-        generator=torch.Generator().manual_seed(0),
-        on_epoch_end=seen.append,
-    )
+    seen: list = []
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    options = _options(30, 32, optimizer, ["mae", "rmse"], on_epoch_end=seen.append)
+    history = fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, y), val=Split(x[:32], y[:32]), options=options)
     assert [r.epoch for r in seen] == list(range(1, 31)) and seen == history
     assert history[-1].metrics["loss"] < history[0].metrics["loss"] / 10
-    assert set(history[-1].metrics) == {"loss", "mae", "val_loss", "val_mae"}
+    assert set(history[-1].metrics) == {"loss", "mae", "rmse", "val_loss", "val_mae", "val_rmse", "learning_rate"}
+
+
+def test_reported_loss_is_the_mean_over_samples_with_a_ragged_last_batch() -> None:
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    x, y = torch.ones(5, 1), torch.tensor([[1.0], [1.0], [1.0], [3.0], [3.0]])
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # weights stay 0: the loss is exactly mean(y^2)
+    (result,) = fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, y), val=None,
+                    options=_options(1, 2, optimizer, ["mae"]))  # fmt: skip
+    assert result.metrics["loss"] == pytest.approx((1 + 1 + 1 + 9 + 9) / 5)
+    assert result.metrics["mae"] == pytest.approx((1 + 1 + 1 + 3 + 3) / 5)
 
 
 def test_non_finite_loss_stops_training_naming_epoch_and_batch() -> None:
     net = torch.nn.Linear(2, 1)
     x = torch.tensor([[1.0, float("nan")]] * 4)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(Diverged, match="diverged at epoch 1, batch 1"):
-        fit(
-            net,
-            Objective("mse", from_logits=False),
-            torch.optim.SGD(net.parameters(), lr=0.1),
-            train=Split(x, torch.zeros(4, 1)),
-            val=None,
-            epochs=3,
-            batch_size=2,
-            generator=torch.Generator().manual_seed(0),
-            on_epoch_end=lambda r: None,
-        )
+        fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, torch.zeros(4, 1)), val=None,
+            options=_options(3, 2, optimizer, ["mae"]))  # fmt: skip
 
 
 def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
@@ -81,8 +68,7 @@ def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
             data,
             device=torch.device("cpu"),
             onnx_path=tmp_path / f"{i}.onnx",
-            parity_rows=32,
-            parity_tolerance=1e-4,
+            parity=ParityCheck(rows=32, atol=1e-4, rtol=0.0),
             on_epoch_end=lambda r: None,
         )
         for i in range(2)
@@ -100,9 +86,7 @@ def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
         ("iris", "sparse_categorical_crossentropy", 3, "tanh"),
     ],
 )
-def test_exported_onnx_matches_torch_at_any_batch_size(
-    tmp_path: Path, dataset: str, loss: str, units: int, activation: str
-) -> None:
+def test_exported_onnx_matches_torch_at_any_batch_size(tmp_path: Path, dataset: str, loss: str, units: int, activation: str) -> None:
     from services.data.catalogue import BUILTIN_DATASETS
 
     info = BUILTIN_DATASETS[dataset]
@@ -122,8 +106,7 @@ def test_exported_onnx_matches_torch_at_any_batch_size(
         load_builtin(dataset),
         device=torch.device("cpu"),
         onnx_path=path,
-        parity_rows=64,
-        parity_tolerance=1e-4,
+        parity=ParityCheck(rows=64, atol=1e-4, rtol=0.0),
         on_epoch_end=lambda r: None,
     )
     assert outcome.metrics["onnx_parity_max_abs_diff"] <= 1e-4
@@ -144,7 +127,6 @@ def test_parity_failure_fails_with_the_measured_difference(tmp_path: Path) -> No
             load_builtin("digits"),
             device=torch.device("cpu"),
             onnx_path=tmp_path / "m.onnx",
-            parity_rows=256,
-            parity_tolerance=1e-12,
+            parity=ParityCheck(rows=256, atol=1e-12, rtol=0.0),
             on_epoch_end=lambda r: None,
         )

@@ -1,0 +1,46 @@
+"""What every layer spec shares: strict Keras-named arguments and shape helpers."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+ActivationName = Literal[
+    "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "linear"
+]  # fmt: skip
+Padding = Literal["valid", "same"]
+Shape = tuple[int, ...]  # one sample's shape, without the batch axis
+
+
+class ShapeError(ValueError):
+    """A layer cannot take the shape it is given; the message says why and what to do."""
+
+
+class Strict(BaseModel):
+    # A misspelt argument ("activaton") must be an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def show(shape: Shape) -> str:
+    """`(None, 13, 13, 32)`: the shape as Keras prints it, batch first."""
+    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+
+
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def need_rank(shape: Shape, rank: int, what: str, fix: str) -> None:
+    if len(shape) != rank:
+        raise ShapeError(f"needs {what}, got {show(shape)}: {fix}")
+
+
+def conv_length(size: int, kernel: int, stride: int, padding: Padding) -> int:
+    """Output length of a convolution or pooling window along one axis, as Keras computes it."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    if size < kernel:
+        raise ShapeError(f"window {kernel} is larger than the input length {size}: use padding 'same' or a smaller window")
+    return (size - kernel) // stride + 1

@@ -1,0 +1,111 @@
+"""Token, recurrent and attention layers on sequences `(T, F)`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from services.spec.base import ActivationName, Shape, ShapeError, Strict, need_rank, show
+from services.spec.layers_conv import IMAGE, SEQUENCE, Size
+
+Units = Annotated[int, Field(gt=0, le=8192)]
+
+
+class EmbeddingLayer(Strict):
+    """`Embedding(input_dim, output_dim)`: integer token ids `(T,)` -> vectors `(T, output_dim)`."""
+
+    type: Literal["Embedding"]
+    input_dim: Annotated[int, Field(gt=0, le=10_000_000)]  # vocabulary size: ids are 0 .. input_dim - 1
+    output_dim: Units
+
+    def output_shape(self, shape: Shape) -> Shape:
+        need_rank(shape, 1, "token ids (T,)", "set input_shape to [T], the sequence length")
+        return (shape[0], self.output_dim)
+
+
+class _Recurrent(Strict):
+    units: Units
+    return_sequences: bool = False
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # on the inputs, as Keras' `dropout`
+
+    def output_shape(self, shape: Shape) -> Shape:
+        need_rank(shape, 2, *SEQUENCE)
+        return (shape[0], self.units) if self.return_sequences else (self.units,)
+
+
+class SimpleRNNLayer(_Recurrent):
+    """`SimpleRNN(units, activation="tanh", return_sequences=False, dropout=0.0)`."""
+
+    type: Literal["SimpleRNN"]
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class LSTMLayer(_Recurrent):
+    """`LSTM(units, return_sequences=False, dropout=0.0)`."""
+
+    type: Literal["LSTM"]
+
+
+class GRULayer(_Recurrent):
+    """`GRU(units, return_sequences=False, dropout=0.0)`."""
+
+    type: Literal["GRU"]
+
+
+RecurrentLayer = Annotated[SimpleRNNLayer | LSTMLayer | GRULayer, Field(discriminator="type")]
+
+
+class BidirectionalLayer(Strict):
+    """`Bidirectional(layer, merge_mode="concat")`: runs the wrapped RNN forwards and backwards."""
+
+    type: Literal["Bidirectional"]
+    layer: RecurrentLayer
+    merge_mode: Literal["concat", "sum"] = "concat"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        inner = self.layer.output_shape(shape)
+        return (*inner[:-1], inner[-1] * 2) if self.merge_mode == "concat" else inner
+
+
+class TransformerEncoderLayer(Strict):
+    """`TransformerEncoder(num_heads, ff_dim, dropout=0.0)`: self-attention and feed-forward, each with residual and norm."""
+
+    type: Literal["TransformerEncoder"]
+    num_heads: Annotated[int, Field(gt=0, le=128)]
+    ff_dim: Units
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    activation: ActivationName = "relu"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        need_rank(shape, 2, *SEQUENCE)
+        if shape[1] % self.num_heads:
+            raise ShapeError(
+                f"needs a feature size divisible by num_heads={self.num_heads}, got {show(shape)}: change num_heads or the embedding size"
+            )
+        return shape
+
+
+class PositionalEmbeddingLayer(Strict):
+    """`PositionalEmbedding()`: adds a learned vector per position to a sequence `(T, F)`."""
+
+    type: Literal["PositionalEmbedding"]
+
+    def output_shape(self, shape: Shape) -> Shape:
+        need_rank(shape, 2, "a sequence (T, F)", "put it after Embedding")
+        return shape
+
+
+class PatchEmbeddingLayer(Strict):
+    """`PatchEmbedding(patch_size, dim)`: the ViT stem, image `(H, W, C)` -> patches `(H*W/p², dim)` plus positions."""
+
+    type: Literal["PatchEmbedding"]
+    patch_size: Size
+    dim: Units
+
+    def output_shape(self, shape: Shape) -> Shape:
+        need_rank(shape, 3, *IMAGE)
+        height, width, _ = shape
+        if height % self.patch_size or width % self.patch_size:
+            raise ShapeError(f"patch_size {self.patch_size} does not divide the image {show(shape)}: pick a divisor of both sides")
+        return ((height // self.patch_size) * (width // self.patch_size), self.dim)
