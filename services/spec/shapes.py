@@ -11,8 +11,9 @@ from services.spec.layers_core import ActivationLayer, DropoutLayer
 from services.spec.layers_sequence import EmbeddingLayer
 from services.spec.model import JobSpec, Layer, ModelSpec
 
-# Layers whose output is tied to the input's length: a model with one has a fixed time axis.
-_FIXED_LENGTH = {"Flatten", "Reshape", "PositionalEmbedding", "PatchEmbedding"}
+# Layers whose exported graph is tied to the input's length: a model with one has a fixed time axis.
+# (The TorchScript exporter records the sequence length in attention's reshapes.)
+_FIXED_LENGTH = {"Flatten", "Reshape", "PositionalEmbedding", "PatchEmbedding", "TransformerEncoder"}
 _SEQUENCE_LAYERS = {"Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "Conv1D", "TransformerEncoder"}
 
 
@@ -146,6 +147,11 @@ def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
 
 def _check_monitors(spec: JobSpec) -> None:
     training = spec.training
+    allowed = ("mae", "rmse") if training.is_regression else ("accuracy", "precision", "recall", "f1")
+    if wrong := [name for name in training.metric_names if name not in allowed]:
+        raise InvalidSpec(
+            f"metric '{wrong[0]}' does not apply to loss '{training.loss}': expected {', '.join(allowed)}", field="training.metrics"
+        )
     known = {"loss", *training.metric_names}
     if spec.data.validation_split > 0:
         known |= {f"val_{name}" for name in known}

@@ -1,0 +1,132 @@
+"""ONNX for every layer type and every example: onnxruntime agrees with PyTorch at batch 1, 7 and 64."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from services.spec import JobSpec, ModelSpec, has_dynamic_time_axis, input_dtype
+from services.training.builder import build_network
+from services.training.export import example_input, export_onnx
+from tests.conftest import ROOT
+
+RTOL, ATOL = 1e-3, 1e-5
+D = {"type": "Dense", "units": 3}
+
+
+def _conv2d(**kw: object) -> dict:
+    return {"type": "Conv2D", "filters": 4, "kernel_size": 3, **kw}
+
+
+# (name, input_shape, layers): one small model per layer type, and per notable argument.
+CASES = [
+    ("Dense", [5], [{"type": "Dense", "units": 4, "activation": "relu"}]),
+    ("Dropout", [5], [{"type": "Dropout", "rate": 0.5}, D]),
+    *[(f"Activation-{a}", [5], [{"type": "Activation", "activation": a}])
+      for a in ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "linear")],
+    ("Flatten", [3, 4, 2], [{"type": "Flatten"}, D]),
+    ("Reshape", [12], [{"type": "Reshape", "target_shape": [3, -1]}, {"type": "Flatten"}]),
+    ("BatchNormalization-flat", [6], [{"type": "BatchNormalization"}]),
+    ("BatchNormalization-image", [5, 5, 3], [{"type": "BatchNormalization"}]),
+    ("LayerNormalization", [7, 6], [{"type": "LayerNormalization"}]),
+    ("Conv1D", [12, 3], [{"type": "Conv1D", "filters": 4, "kernel_size": 3, "activation": "relu"}]),
+    ("Conv1D-same-strided", [12, 3], [{"type": "Conv1D", "filters": 4, "kernel_size": 4, "strides": 2, "padding": "same"}]),
+    ("Conv2D", [9, 8, 3], [_conv2d(activation="relu")]),
+    ("Conv2D-same", [9, 8, 3], [_conv2d(padding="same")]),
+    ("Conv2D-same-strided", [9, 8, 3], [_conv2d(kernel_size=[4, 3], strides=2, padding="same")]),
+    ("Conv2DTranspose", [5, 4, 3], [{"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2}]),
+    ("Conv2DTranspose-same", [5, 4, 3], [{"type": "Conv2DTranspose", "filters": 2, "kernel_size": 4, "strides": 2, "padding": "same"}]),
+    ("Conv2DTranspose-same-s1", [5, 4, 3], [{"type": "Conv2DTranspose", "filters": 2, "kernel_size": 2, "padding": "same"}]),
+    ("MaxPooling1D", [9, 3], [{"type": "MaxPooling1D"}]),
+    ("AveragePooling1D-same", [9, 3], [{"type": "AveragePooling1D", "pool_size": 2, "padding": "same"}]),
+    ("MaxPooling2D", [9, 8, 3], [{"type": "MaxPooling2D", "pool_size": 3, "strides": 2}]),
+    ("AveragePooling2D-same", [9, 7, 3], [{"type": "AveragePooling2D", "padding": "same"}]),
+    ("GlobalAveragePooling1D", [7, 3], [{"type": "GlobalAveragePooling1D"}]),
+    ("GlobalMaxPooling1D", [7, 3], [{"type": "GlobalMaxPooling1D"}]),
+    ("GlobalAveragePooling2D", [5, 4, 3], [{"type": "GlobalAveragePooling2D"}]),
+    ("GlobalMaxPooling2D", [5, 4, 3], [{"type": "GlobalMaxPooling2D"}]),
+    ("UpSampling2D", [4, 3, 2], [{"type": "UpSampling2D"}]),
+    ("UpSampling2D-bilinear", [4, 3, 2], [{"type": "UpSampling2D", "size": [2, 3], "interpolation": "bilinear"}]),
+    ("Embedding", [6], [{"type": "Embedding", "input_dim": 20, "output_dim": 4}, {"type": "Flatten"}]),
+    ("SimpleRNN", [7, 3], [{"type": "SimpleRNN", "units": 5}]),
+    ("SimpleRNN-relu-sequences", [7, 3], [{"type": "SimpleRNN", "units": 5, "activation": "relu", "return_sequences": True}]),
+    ("LSTM", [7, 3], [{"type": "LSTM", "units": 5, "dropout": 0.2}]),
+    ("LSTM-sequences", [7, 3], [{"type": "LSTM", "units": 5, "return_sequences": True}]),
+    ("GRU", [7, 3], [{"type": "GRU", "units": 5}]),
+    ("Bidirectional-concat", [7, 3], [{"type": "Bidirectional", "layer": {"type": "LSTM", "units": 4}}]),
+    ("Bidirectional-sum-sequences", [7, 3],
+     [{"type": "Bidirectional", "layer": {"type": "GRU", "units": 4, "return_sequences": True}, "merge_mode": "sum"}]),
+    ("TransformerEncoder", [6, 8], [{"type": "TransformerEncoder", "num_heads": 2, "ff_dim": 16, "dropout": 0.1}]),
+    ("TransformerEncoder-gelu", [6, 8], [{"type": "TransformerEncoder", "num_heads": 4, "ff_dim": 16, "activation": "gelu"}]),
+    ("PositionalEmbedding", [6], [{"type": "Embedding", "input_dim": 20, "output_dim": 8}, {"type": "PositionalEmbedding"}]),
+    ("PatchEmbedding", [8, 8, 3], [{"type": "PatchEmbedding", "patch_size": 4, "dim": 6}]),
+]  # fmt: skip
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+
+
+def _inputs(spec: ModelSpec, batch: int, rng: np.random.Generator, length: int | None = None) -> np.ndarray:
+    shape = list(spec.input_shape)
+    if length is not None:
+        shape[0] = length
+    if input_dtype(spec) == "int64":
+        return rng.integers(0, 20, (batch, *shape)).astype(np.int64)
+    return rng.normal(size=(batch, *shape)).astype(np.float32)
+
+
+def _check(spec: ModelSpec, tmp_path: Path, *, fuse: bool = False) -> None:
+    torch.manual_seed(0)
+    network = build_network(spec, fuse_output_activation=fuse)
+    network.train()
+    x = torch.from_numpy(_inputs(spec, 16, np.random.default_rng(1)))
+    network(x)  # one training-mode pass, so batch norm's running statistics are not the identity
+    network.eval()
+    path = tmp_path / "m.onnx"
+    dynamic = has_dynamic_time_axis(spec)
+    export_onnx(network, example=example_input(tuple(spec.input_shape), input_dtype(spec)), path=path, dynamic_time=dynamic)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    lengths = [None, spec.input_shape[0] + 3] if dynamic else [None]
+    for batch in (1, 7, 64):
+        for length in lengths:
+            x = _inputs(spec, batch, rng, length)
+            (got,) = session.run(None, {"input": x})
+            with torch.no_grad():
+                expected = network(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}, length {length}")
+
+
+@pytest.mark.parametrize(("name", "input_shape", "layers"), CASES, ids=[c[0] for c in CASES])
+def test_layer_exports_with_parity(name: str, input_shape: list[int], layers: list[dict], tmp_path: Path) -> None:
+    _check(ModelSpec.model_validate({"input_shape": input_shape, "layers": layers}), tmp_path)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_model_exports_with_parity(example: Path, tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(json.loads(example.read_text()))
+    _check(spec.model, tmp_path, fuse=not spec.training.is_regression)
+
+
+def test_every_layer_type_has_a_parity_case() -> None:
+    from typing import get_args
+
+    from services.spec.model import Layer
+
+    union = get_args(Layer)[0]
+    types = {t for cls in get_args(union) for t in get_args(cls.model_fields["type"].annotation)}
+    covered = {layer["type"] for _, _, layers in CASES for layer in layers}
+    assert types <= covered, types - covered
+
+
+def test_sequence_models_keep_a_dynamic_time_axis(tmp_path: Path) -> None:
+    spec = ModelSpec.model_validate({"input_shape": [7, 3], "layers": [{"type": "LSTM", "units": 5}]})
+    path = tmp_path / "m.onnx"
+    export_onnx(build_network(spec, fuse_output_activation=False), example=example_input((7, 3), "float32"), path=path, dynamic_time=True)
+    (arg,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+    assert isinstance(arg.shape[0], str) and isinstance(arg.shape[1], str) and arg.shape[2] == 3
+    fixed = ModelSpec.model_validate({"input_shape": [7, 3], "layers": [{"type": "Flatten"}]})
+    assert not has_dynamic_time_axis(fixed)
