@@ -149,9 +149,8 @@ def _check_monitors(spec: JobSpec) -> None:
     training = spec.training
     allowed = ("mae", "rmse") if training.is_regression else ("accuracy", "precision", "recall", "f1")
     if wrong := [name for name in training.metric_names if name not in allowed]:
-        raise InvalidSpec(
-            f"metric '{wrong[0]}' does not apply to loss '{training.loss}': expected {', '.join(allowed)}", field="training.metrics"
-        )
+        expected = ", ".join(allowed)
+        raise InvalidSpec(f"metric '{wrong[0]}' does not apply to loss '{training.loss}': expected {expected}", field="training.metrics")
     known = {"loss", *training.metric_names}
     if spec.data.validation_split > 0:
         known |= {f"val_{name}" for name in known}
