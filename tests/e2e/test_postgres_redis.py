@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.helpers import (
-    api_command,
-    kiln_env,
     rss_mib,
-    spawn,
-    stop,
     train_digits_and_predict,
     wait_for_job,
-    wait_until_ready,
 )
 from tests.factories import tiny_job
-
-
-@pytest.fixture(scope="module")
-def kiln(migrated_postgres: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    data_dir = tmp_path_factory.mktemp("kiln")
-    env = kiln_env(data_dir=str(data_dir), database_url=migrated_postgres, broker_url=redis_url)
-    port = free_port()
-    logs = [data_dir / "api.log", data_dir / "worker.log"]
-    api = spawn(api_command(port), env, logs[0])
-    worker = spawn([sys.executable, "-m", "worker"], env, logs[1])
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", [api, worker], logs)
-        yield {"url": f"http://127.0.0.1:{port}", "api": api, "worker": worker, "logs": logs, "data_dir": data_dir}
-    finally:
-        stop(api)
-        stop(worker)
 
 
 def test_digits_job_trains_registers_and_serves_above_95_percent(kiln: dict) -> None:
