@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,13 @@ from services.data.builtins import load_builtin
 from services.spec import JobSpec
 from services.training.device import gpu_count, training_device
 from services.training.pipeline import ParityCheck, train_and_export
-from tests.factories import DIGITS_MLP
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.gpu
+
+
+def _example(name: str) -> JobSpec:
+    return JobSpec.model_validate(json.loads((ROOT / "examples" / f"{name}.json").read_text()))
 
 
 def test_a_gpu_is_visible_to_torch() -> None:
@@ -21,22 +26,17 @@ def test_a_gpu_is_visible_to_torch() -> None:
     assert training_device(0).type == "cuda"
 
 
-def test_digits_example_trains_on_cuda_and_exports_with_parity(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("example", "accuracy"), [("digits_mlp", 0.95), ("cnn_digits", 0.97), ("transformer_tokens", 0.95)])
+def test_example_trains_on_cuda_and_exports_with_parity(tmp_path: Path, example: str, accuracy: float) -> None:
+    spec = _example(example)
+    data = load_builtin(spec.data.dataset, samples=spec.data.samples)
     device = training_device(0)
-    outcome = train_and_export(
-        JobSpec.model_validate(DIGITS_MLP),
-        load_builtin("digits"),
-        device=device,
-        onnx_path=tmp_path / "m.onnx",
-        parity=ParityCheck(rows=256, atol=1e-4, rtol=0.0),
-        on_epoch_end=lambda r: None,
-    )
-    print(
-        f"\n[gpu] {torch.cuda.get_device_name(device)}: train {outcome.metrics['train_seconds']:.2f}s, "
-        f"test accuracy {outcome.metrics['test_accuracy']:.4f}, parity {outcome.metrics['onnx_parity_max_abs_diff']:.2e}"
-    )
-    assert outcome.metrics["test_accuracy"] >= 0.95
-    assert outcome.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    outcome = train_and_export(spec, data, device=device, onnx_path=tmp_path / "m.onnx", parity=ParityCheck(256, 1e-4, 1e-4),
+                               on_epoch_end=lambda r: None)  # fmt: skip
+    bf16 = torch.cuda.is_bf16_supported()
+    print(f"\n[gpu] {torch.cuda.get_device_name(device)} {example}: bf16 autocast {bf16}, train {outcome.metrics['train_seconds']:.2f}s, "
+          f"test accuracy {outcome.metrics['test_accuracy']:.4f}, parity {outcome.metrics['onnx_parity_max_abs_diff']:.2e}")  # fmt: skip
+    assert outcome.metrics["test_accuracy"] >= accuracy
 
 
 def test_gpu_host_worker_consumes_the_gpu_queue_with_one_process_per_gpu() -> None:
