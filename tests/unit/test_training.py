@@ -130,3 +130,21 @@ def test_parity_failure_fails_with_the_measured_difference(tmp_path: Path) -> No
             parity=ParityCheck(rows=256, atol=1e-12, rtol=0.0),
             on_epoch_end=lambda r: None,
         )
+
+
+def test_bf16_autocast_path_trains(tmp_path: Path) -> None:
+    """The CUDA path's mixed precision, exercised on the CPU's bf16 autocast."""
+    torch.manual_seed(0)
+    x, labels = torch.randn(128, 6, 6, 2), torch.randint(0, 3, (128,))
+    x[labels == 1] += 1.0
+    spec = JobSpec.model_validate(job_body(model={"input_shape": [6, 6, 2], "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"}, {"type": "BatchNormalization"},
+        {"type": "Flatten"}, {"type": "Dense", "units": 3}]}))  # fmt: skip
+    from services.training.builder import build_network
+
+    network = build_network(spec.model, fuse_output_activation=True)
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    history = fit(network.body, Objective("sparse_categorical_crossentropy", True, 3), optimizer, train=Split(x, labels),
+                  val=None, options=_options(15, 32, optimizer, ["accuracy"], autocast=torch.bfloat16))  # fmt: skip
+    assert history[-1].metrics["loss"] < history[0].metrics["loss"]
+    assert history[-1].metrics["accuracy"] > 0.6
