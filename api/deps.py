@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from services.config import Settings
+from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import UowFactory
@@ -35,6 +36,7 @@ class ApiContext:
     dispatcher: CeleryDispatcher
     sessions: OnnxSessionCache
     metrics: ApiMetrics
+    datasets: DatasetStore
 
 
 def get_context(request: Request) -> ApiContext:

@@ -9,13 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import Conflict, InvalidInput, InvalidSpec, KilnError, NotFound, Unavailable
+from services.errors import Conflict, InvalidDataset, InvalidInput, InvalidSpec, KilnError, NotFound, PayloadTooLarge, Unavailable
 
 _STATUS: dict[type[KilnError], int] = {
     NotFound: 404,
     Conflict: 409,
     InvalidSpec: 422,
     InvalidInput: 422,
+    InvalidDataset: 422,
+    PayloadTooLarge: 413,
     Unavailable: 503,
 }
 

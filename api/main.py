@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.middleware import RequestMetricsMiddleware
-from api.routers import health, jobs, models
+from api.routers import datasets, health, jobs, models
 from services.config import Settings
+from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher=CeleryDispatcher(celery),
         sessions=OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for),
         metrics=metrics,
+        datasets=DatasetStore(settings.datasets),
     )
 
     @asynccontextmanager
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.kiln = context
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.registry.entities import Job, JobState, ModelSummary, ModelVersion
+from services.data.catalogue import DatasetInfo
+from services.registry.entities import DatasetRecord, Job, JobState, ModelSummary, ModelVersion
 
 
 class EpochPublic(BaseModel):
@@ -118,3 +119,40 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     outputs: list[Any]
+
+
+class DatasetPublic(BaseModel):
+    id: str  # the name of a built-in, the uuid of an upload; either goes in a job's data.dataset
+    name: str
+    source: str  # "builtin" or "upload"
+    format: str
+    n_samples: int
+    feature_shape: list[int]
+    dtype: str
+    target: dict[str, Any]
+    sha256: str | None = None
+    size: int | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def of_upload(cls, record: DatasetRecord) -> DatasetPublic:
+        return cls(
+            id=str(record.id), name=record.name, source="upload", format=record.format, n_samples=record.n_samples,
+            feature_shape=list(record.feature_shape), dtype=record.dtype, target=record.target, sha256=record.sha256,
+            size=record.size, created_at=record.created_at,
+        )  # fmt: skip
+
+    @classmethod
+    def of_builtin(cls, info: DatasetInfo) -> DatasetPublic:
+        target: dict[str, Any] = (
+            {"kind": "classification", "class_names": list(info.class_names)}
+            if info.task == "classification"
+            else {"kind": "regression", "n_targets": info.n_targets}
+        )
+        return cls(id=info.name, name=info.description, source="builtin", format="builtin", n_samples=info.n_samples,
+                   feature_shape=list(info.feature_shape), dtype=info.dtype, target=target)  # fmt: skip
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int

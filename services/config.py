@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     parity_rtol: float = Field(default=1e-4, ge=0)
     parity_rows: int = Field(default=256, ge=1)
 
+    dataset_dir: Path | None = None  # default: <data_dir>/datasets
+    max_upload_mb: int = Field(default=1024, ge=1)
+    max_zip_uncompressed_mb: int = Field(default=4096, ge=1)  # what an image or NPZ archive may unpack to
+    max_zip_files: int = Field(default=100_000, ge=1)
+    # Uploaded arrays larger than this are streamed from disk in batches instead of loaded whole.
+    max_in_memory_dataset_mb: int = Field(default=1024, ge=1)
+
     max_loaded_models: int = Field(default=16, ge=1)
     readiness_timeout_s: float = 2.0
 
@@ -53,6 +60,7 @@ class Settings(BaseSettings):
         if self.artifact_dir is None:
             self.artifact_dir = data_dir / "artifacts"
         self.artifact_dir = self.artifact_dir.resolve()
+        self.dataset_dir = (self.dataset_dir or data_dir / "datasets").resolve()
         return self
 
     @property
@@ -61,7 +69,13 @@ class Settings(BaseSettings):
         assert self.artifact_dir is not None
         return self.artifact_dir
 
+    @property
+    def datasets(self) -> Path:
+        """The dataset store's root, always set after validation."""
+        assert self.dataset_dir is not None
+        return self.dataset_dir
+
     def ensure_dirs(self) -> None:
         """Create the local folders the embedded defaults write to."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        for folder in (self.data_dir, self.artifacts, self.datasets):
+            folder.mkdir(parents=True, exist_ok=True)

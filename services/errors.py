@@ -34,6 +34,16 @@ class InvalidInput(KilnError):
     code = "invalid_input"
 
 
+class InvalidDataset(KilnError):
+    """An upload Kiln cannot read; `field` names the row, column or file."""
+
+    code = "invalid_dataset"
+
+
+class PayloadTooLarge(KilnError):
+    code = "payload_too_large"
+
+
 class Unavailable(KilnError):
     """A backing service (database, broker) cannot be reached right now."""
 

@@ -68,7 +68,7 @@ def migrated_postgres(postgres_url: str) -> str:
 def _truncate_all(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_epochs, model_versions, models, jobs, workers CASCADE"))
+        conn.execute(text("TRUNCATE job_epochs, model_versions, models, jobs, workers, datasets CASCADE"))
     engine.dispose()
 
 

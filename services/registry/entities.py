@@ -68,10 +68,16 @@ class NewVersion:
     spec: dict[str, Any]
     hyperparameters: dict[str, Any]
     dataset: dict[str, Any]
+    dataset_id: uuid.UUID | None = None  # an uploaded dataset, which then cannot be deleted
+    labels: list[str] | None = None  # class names in output order
+    preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs first (e.g. tokenise text)
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
-VERSION_FIELDS = ("job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset")
+VERSION_FIELDS = (
+    "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
+    "dataset_id", "labels", "preprocessing",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,4 +85,22 @@ class ModelVersion(NewVersion):
     """A registered version: what was supplied, plus the number and time the registry gave it."""
 
     version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """An uploaded dataset as the registry knows it; the arrays live in the dataset store under `id`."""
+
+    id: uuid.UUID
+    name: str
+    format: str
+    fingerprint: str
+    sha256: str
+    size: int
+    n_samples: int
+    feature_shape: tuple[int, ...]
+    dtype: str  # float32, int64 ... or "text"
+    target: dict[str, Any]
+    options: dict[str, Any]
     created_at: datetime

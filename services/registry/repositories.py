@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from services.registry.entities import VERSION_FIELDS, EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
-from services.registry.tables import JobEpochRow, JobRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
+from services.registry.entities import VERSION_FIELDS, DatasetRecord, EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
+from services.registry.tables import DatasetRow, JobEpochRow, JobRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
 
 
 def _job(row: JobRow, history: list[EpochRecord]) -> Job:
@@ -189,3 +189,41 @@ class WorkerRepository:
 
     def any_alive(self, *, queue: str, since: datetime) -> bool:
         return self.session.scalar(select(func.count()).where(WorkerRow.queue == queue, WorkerRow.last_seen >= since)) != 0
+
+
+def _dataset(row: DatasetRow) -> DatasetRecord:
+    return DatasetRecord(
+        id=row.id, name=row.name, format=row.format, fingerprint=row.fingerprint, sha256=row.sha256, size=row.size,
+        n_samples=row.n_samples, feature_shape=tuple(row.feature_shape["shape"]), dtype=row.feature_shape["dtype"],
+        target=row.target, options=row.options, created_at=row.created_at,
+    )  # fmt: skip
+
+
+class DatasetRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, record: DatasetRecord) -> None:
+        self.session.add(DatasetRow(
+            id=record.id, name=record.name, format=record.format, fingerprint=record.fingerprint, sha256=record.sha256,
+            size=record.size, n_samples=record.n_samples, feature_shape={"shape": list(record.feature_shape), "dtype": record.dtype},
+            target=record.target, options=record.options, created_at=record.created_at,
+        ))  # fmt: skip
+        self.session.flush()
+
+    def get(self, dataset_id: uuid.UUID) -> DatasetRecord | None:
+        row = self.session.get(DatasetRow, dataset_id)
+        return _dataset(row) if row else None
+
+    def by_fingerprint(self, fingerprint: str) -> DatasetRecord | None:
+        row = self.session.scalar(select(DatasetRow).where(DatasetRow.fingerprint == fingerprint))
+        return _dataset(row) if row else None
+
+    def all(self) -> list[DatasetRecord]:
+        return [_dataset(r) for r in self.session.scalars(select(DatasetRow).order_by(DatasetRow.created_at, DatasetRow.id))]
+
+    def versions_using(self, dataset_id: uuid.UUID) -> int:
+        return self.session.scalar(select(func.count()).where(ModelVersionRow.dataset_id == dataset_id)) or 0
+
+    def delete(self, dataset_id: uuid.UUID) -> None:
+        self.session.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))

@@ -87,6 +87,28 @@ class ModelVersionRow(Base):
     spec: Mapped[dict[str, Any]]
     hyperparameters: Mapped[dict[str, Any]]
     dataset: Mapped[dict[str, Any]]
+    # An uploaded dataset the version learnt from (None for built-ins); it cannot be deleted while referenced.
+    dataset_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("datasets.id", name="fk_model_versions_dataset_id"), index=True)
+    labels: Mapped[list[str] | None] = mapped_column(JSON)  # class names, in output order
+    preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # e.g. the vocabulary of a text model
+    created_at: Mapped[datetime]
+
+
+class DatasetRow(Base):
+    """An uploaded dataset; its arrays live in the dataset store under its id."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the bytes and the read options
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    feature_shape: Mapped[dict[str, Any]]  # {"shape": [...], "dtype": "float32" | "text" ...}
+    target: Mapped[dict[str, Any]]  # {"kind": "classification", "class_names": [...]} or {"kind": "regression", ...}
+    options: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
 
 

@@ -9,13 +9,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.registry.db import make_engine, make_session_factory
-from services.registry.repositories import JobRepository, ModelRepository, WorkerRepository
+from services.registry.repositories import DatasetRepository, JobRepository, ModelRepository, WorkerRepository
 
 
 class SqlUnitOfWork:
     jobs: JobRepository
     models: ModelRepository
     workers: WorkerRepository
+    datasets: DatasetRepository
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
@@ -25,6 +26,7 @@ class SqlUnitOfWork:
         self.jobs = JobRepository(self._session)
         self.models = ModelRepository(self._session)
         self.workers = WorkerRepository(self._session)
+        self.datasets = DatasetRepository(self._session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
