@@ -78,6 +78,12 @@ class ArtifactPublic(BaseModel):
     size: int
 
 
+def _summary(preprocessing: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not preprocessing or preprocessing.get("kind") != "text":
+        return preprocessing
+    return {"kind": "text", "sequence_length": preprocessing["sequence_length"], "vocabulary_size": len(preprocessing["vocabulary"])}
+
+
 class VersionPublic(BaseModel):
     model: str
     version: int
@@ -88,6 +94,8 @@ class VersionPublic(BaseModel):
     spec: dict[str, Any]
     hyperparameters: dict[str, Any]
     dataset: dict[str, Any]
+    labels: list[str] | None
+    preprocessing: dict[str, Any] | None  # the vocabulary itself is in the ONNX metadata and the artifact
     created_at: datetime
 
     @classmethod
@@ -102,6 +110,8 @@ class VersionPublic(BaseModel):
             spec=v.spec,
             hyperparameters=v.hyperparameters,
             dataset=v.dataset,
+            labels=v.labels,
+            preprocessing=_summary(v.preprocessing),
             created_at=v.created_at,
         )
 
@@ -119,6 +129,7 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     outputs: list[Any]
+    labels: list[str] | None = Field(default=None, description="The predicted class name of each row, for classifiers.")
 
 
 class DatasetPublic(BaseModel):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from billiard.process import current_process
 
 from services.config import Settings
+from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.usecases.training import WorkerContext
@@ -59,4 +60,6 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         store=LocalArtifactStore(settings.artifacts),
         device=device,
         parity=ParityCheck(rows=settings.parity_rows, atol=settings.parity_max_abs_diff, rtol=settings.parity_rtol),
+        datasets=DatasetStore(settings.datasets),
+        max_in_memory_bytes=settings.max_in_memory_dataset_mb * 2**20,
     )

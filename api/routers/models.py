@@ -39,4 +39,4 @@ def read_version(name: str, version: VersionNumber, ctx: ContextDep) -> VersionP
 def predict_version(name: str, version: VersionNumber, body: PredictRequest, ctx: ContextDep) -> PredictResponse:
     """Outputs for a batch of rows from one version."""
     result = predict(name, version, body.inputs, uow_factory=ctx.uow_factory, sessions=ctx.sessions)
-    return PredictResponse(model=result.model, version=result.version, outputs=result.outputs.tolist())
+    return PredictResponse(model=result.model, version=result.version, outputs=result.outputs.tolist(), labels=result.labels)

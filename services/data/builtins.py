@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
 from services.data import generated
-from services.data.catalogue import TEST_FRACTION, TEST_SPLIT_SEED, DatasetInfo, resolve_dataset
+from services.data.arrays import RowView
+from services.data.catalogue import TEST_FRACTION, TEST_SPLIT_SEED, DatasetInfo, resolve_dataset, upload_info
+from services.registry.entities import DatasetRecord
 
 _SKLEARN: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "digits": skdatasets.load_digits,
@@ -25,12 +29,12 @@ _SKLEARN: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """Features `(N, *feature_shape)` as float32 (int64 token ids); targets int64 class ids or float32 values."""
+    """Features `(N, *feature_shape)` (in memory, or a RowView on disk; strings for text); targets as class ids or values."""
 
     info: DatasetInfo
-    x_train: np.ndarray
+    x_train: np.ndarray | RowView
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | RowView
     y_test: np.ndarray
     sha256: str  # of the arrays, so a version records exactly what it learnt from
 
@@ -67,14 +71,42 @@ def load_builtin(name: str, *, samples: int | None = None, sequence_length: int 
     return LoadedDataset(info, x_train, y_train, x_test, y_test, _hash_arrays(x, y))
 
 
-def validation_split(
-    x: np.ndarray, y: np.ndarray, *, fraction: float, seed: int, stratify: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+Rows = np.ndarray | RowView  # features in memory, or read from disk batch by batch
+
+
+def split_indices(y: np.ndarray, *, fraction: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (kept, held out): `fraction` held out, stratified by class when asked; the same seed, the same split."""
+    rows = np.arange(len(y))
+    try:
+        kept, held = train_test_split(rows, test_size=fraction, random_state=seed, stratify=y if stratify else None)
+    except ValueError:  # too few rows per class to stratify: an unstratified split still works
+        kept, held = train_test_split(rows, test_size=fraction, random_state=seed)
+    return kept, held
+
+
+def take(x: Rows, rows: np.ndarray) -> Rows:
+    return x.take(rows) if isinstance(x, RowView) else x[rows]
+
+
+def validation_split(x: Rows, y: np.ndarray, *, fraction: float, seed: int, stratify: bool) -> tuple[Rows, np.ndarray, Rows, np.ndarray]:
     """Hold out `fraction` of the training rows for validation; the same seed gives the same split."""
     if fraction <= 0:
-        return x, y, x[:0], y[:0]
-    try:
-        x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None)
-    except ValueError:  # too few rows per class to stratify: an unstratified split still works
-        x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed)
-    return x_fit, y_fit, x_val, y_val
+        return x, y, take(x, np.arange(0)), y[:0]
+    kept, held = split_indices(y, fraction=fraction, seed=seed, stratify=stratify)
+    return take(x, kept), y[kept], take(x, held), y[held]
+
+
+def load_upload(record: DatasetRecord, folder: Path, *, test_split: float, seed: int, max_in_memory_bytes: int) -> LoadedDataset:
+    """An uploaded dataset split into train and test; arrays over `max_in_memory_bytes` stay on disk as RowViews."""
+    info = upload_info(str(record.id), name=record.name, n_samples=record.n_samples, feature_shape=record.feature_shape,
+                       dtype=record.dtype, target=record.target)  # fmt: skip
+    y = np.load(folder / "y.npy", allow_pickle=False)
+    x: Rows
+    if record.dtype == "text":
+        x = np.array(json.loads((folder / "texts.json").read_text()), dtype=object)  # Python strings, never pickled
+    elif (folder / "x.npy").stat().st_size <= max_in_memory_bytes:
+        x = np.load(folder / "x.npy", allow_pickle=False)
+    else:
+        x = RowView(folder / "x.npy")
+    train, test = split_indices(y, fraction=test_split, seed=seed, stratify=info.task == "classification")
+    return LoadedDataset(info, take(x, train), y[train], take(x, test), y[test], record.sha256)

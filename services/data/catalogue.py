@@ -23,9 +23,10 @@ class DatasetInfo:
     task: Literal["classification", "regression"]
     class_names: tuple[str, ...] = ()
     n_targets: int = 1
-    dtype: Literal["float32", "int64"] = "float32"
+    dtype: str = "float32"  # float32, int64 ... or "text" (raw strings, tokenised by the job)
     vocabulary_size: int | None = None  # token datasets: ids are 0 .. vocabulary_size - 1
     generated: bool = False  # made from a seed; `samples` and `sequence_length` apply
+    uploaded: bool = False
 
     @property
     def n_classes(self) -> int:
@@ -84,3 +85,13 @@ def resolve_dataset(name: str, *, samples: int | None, sequence_length: int | No
             raise InvalidSpec(f"sequence_length applies to {', '.join(SEQUENCE_DATASETS)}", field="data.sequence_length")
         info = dataclasses.replace(info, feature_shape=(sequence_length, *info.feature_shape[1:]))
     return info
+
+
+def upload_info(record_id: str, *, name: str, n_samples: int, feature_shape: tuple[int, ...], dtype: str,
+                target: dict[str, object]) -> DatasetInfo:  # fmt: skip
+    """The catalogue view of an uploaded dataset."""
+    if target["kind"] == "classification":
+        names = tuple(str(n) for n in target["class_names"])  # type: ignore[attr-defined]
+        return DatasetInfo(record_id, name, n_samples, feature_shape, "classification", names, dtype=dtype, uploaded=True)
+    n_targets = int(target["n_targets"])  # type: ignore[call-overload]
+    return DatasetInfo(record_id, name, n_samples, feature_shape, "regression", n_targets=n_targets, dtype=dtype, uploaded=True)

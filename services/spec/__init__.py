@@ -31,6 +31,7 @@ from services.spec.layers_sequence import (
     TransformerEncoderLayer,
 )
 from services.spec.model import (
+    AugmentationSpec,
     DataSpec,
     EarlyStoppingSpec,
     JobSpec,
@@ -38,6 +39,7 @@ from services.spec.model import (
     ModelSpec,
     OptimizerSpec,
     ScheduleSpec,
+    TextSpec,
     TrainingSpec,
 )
 from services.spec.shapes import (
@@ -50,7 +52,7 @@ from services.spec.shapes import (
 )
 
 __all__ = [
-    "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
+    "AugmentationSpec", "TextSpec", "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",
     "FlattenLayer", "GRULayer", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",
     "LayerNormalizationLayer", "ModelSpec", "OptimizerSpec", "PatchEmbeddingLayer", "Pooling1DLayer", "Pooling2DLayer",

@@ -79,11 +79,31 @@ class ModelSpec(Strict):
     layers: list[Layer] = Field(min_length=1, max_length=256)
 
 
+class AugmentationSpec(Strict):
+    """Random changes to training images (never to validation or test): the seeds' remedy for overfitting."""
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
+    shift: float = Field(default=0.0, ge=0.0, le=0.5)  # up to this fraction of the width/height
+    rotation: float = Field(default=0.0, ge=0.0, le=180.0)  # up to this many degrees either way
+    zoom: float = Field(default=0.0, ge=0.0, le=0.9)  # scale by up to 1 +/- zoom
+
+
+class TextSpec(Strict):
+    """Tokenisation of a text dataset: a word vocabulary built from the training split."""
+
+    max_tokens: int = Field(default=10_000, ge=3, le=1_000_000)  # vocabulary size, padding and unknown included
+    sequence_length: int = Field(default=64, ge=1, le=10_000)
+
+
 class DataSpec(Strict):
     """Which dataset to train on, how to generate it (generated built-ins), what to hold out."""
 
-    dataset: str = Field(min_length=1, max_length=128)
+    dataset: str = Field(min_length=1, max_length=128)  # a built-in name or an uploaded dataset's id
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    test_split: float | None = Field(default=None, gt=0.0, lt=1.0)  # uploads: default 0.2; built-ins keep theirs
+    normalization: Literal["none", "standard", "minmax"] = "none"  # statistics from the training split only
+    augmentation: AugmentationSpec | None = None
+    text: TextSpec | None = None  # text datasets: default TextSpec()
     targets: Literal["labels", "inputs"] = "labels"  # "inputs": the model learns to reproduce its input
     samples: int | None = Field(default=None, ge=20, le=1_000_000)  # generated datasets only
     sequence_length: int | None = Field(default=None, ge=2, le=10_000)  # sine and tokens only

@@ -9,7 +9,7 @@ from services.errors import InvalidSpec
 from services.spec.base import Shape, ShapeError, show
 from services.spec.layers_core import ActivationLayer, DropoutLayer
 from services.spec.layers_sequence import EmbeddingLayer
-from services.spec.model import JobSpec, Layer, ModelSpec
+from services.spec.model import JobSpec, Layer, ModelSpec, TextSpec
 
 # Layers whose exported graph is tied to the input's length: a model with one has a fixed time axis.
 # (The TorchScript exporter records the sequence length in attention's reshapes.)
@@ -75,7 +75,43 @@ def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape
     return shapes
 
 
+def _check_text(spec: JobSpec, dataset: DatasetInfo) -> None:
+    text = spec.data.text or TextSpec()
+    first = spec.model.layers[0]
+    if list(spec.model.input_shape) != [text.sequence_length]:
+        raise InvalidSpec(
+            f"a text model takes token ids: set input_shape to [{text.sequence_length}] (data.text.sequence_length)",
+            field="model.input_shape",
+        )
+    if not isinstance(first, EmbeddingLayer):
+        raise InvalidSpec(f"dataset '{dataset.name}' holds text: start the model with Embedding", field="model.layers[0]")
+    if first.input_dim < text.max_tokens:
+        raise InvalidSpec(
+            f"layer 0 (Embedding) has input_dim {first.input_dim} but the vocabulary holds up to {text.max_tokens} tokens: "
+            f"set input_dim={text.max_tokens} or lower data.text.max_tokens",
+            field="model.layers[0].input_dim",
+        )
+
+
+def _check_data_options(spec: JobSpec, dataset: DatasetInfo) -> None:
+    data = spec.data
+    if data.test_split is not None and not dataset.uploaded:
+        message = f"'{dataset.name}' is built in with a fixed 20% test split; test_split applies to uploads"
+        raise InvalidSpec(message, field="data.test_split")
+    if data.text is not None and dataset.dtype != "text":
+        raise InvalidSpec("data.text applies to text datasets only", field="data.text")
+    if data.augmentation is not None and len(spec.model.input_shape) != 3:
+        raise InvalidSpec(
+            f"augmentation needs image inputs (H, W, C); input_shape is {list(spec.model.input_shape)}", field="data.augmentation"
+        )
+    if data.normalization != "none" and input_dtype(spec.model) == "int64":
+        raise InvalidSpec("token ids cannot be normalised: set data.normalization to 'none'", field="data.normalization")
+
+
 def _check_input(spec: JobSpec, dataset: DatasetInfo) -> None:
+    _check_data_options(spec, dataset)
+    if dataset.dtype == "text":
+        return _check_text(spec, dataset)
     wanted = math.prod(spec.model.input_shape)
     if wanted != dataset.n_features:
         raise InvalidSpec(
@@ -84,9 +120,13 @@ def _check_input(spec: JobSpec, dataset: DatasetInfo) -> None:
             field="model.input_shape",
         )
     first = spec.model.layers[0]
-    if (dataset.dtype == "int64") != isinstance(first, EmbeddingLayer):
-        fix = "start the model with Embedding" if dataset.dtype == "int64" else "Embedding needs a token dataset such as 'tokens'"
-        raise InvalidSpec(f"dataset '{dataset.name}' holds {dataset.dtype} values: {fix}", field="model.layers[0]")
+    if dataset.vocabulary_size and not isinstance(first, EmbeddingLayer):
+        raise InvalidSpec(f"dataset '{dataset.name}' holds token ids: start the model with Embedding", field="model.layers[0]")
+    if isinstance(first, EmbeddingLayer) and not dataset.dtype.startswith(("int", "uint")):
+        raise InvalidSpec(
+            f"dataset '{dataset.name}' holds {dataset.dtype} values: Embedding needs integer token ids, such as 'tokens'",
+            field="model.layers[0]",
+        )
     if isinstance(first, EmbeddingLayer) and dataset.vocabulary_size and first.input_dim < dataset.vocabulary_size:
         raise InvalidSpec(
             f"layer 0 (Embedding) has input_dim {first.input_dim} but '{dataset.name}' uses token ids up to "

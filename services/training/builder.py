@@ -164,8 +164,23 @@ def m_pair(value: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
     return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
+class Normalize(nn.Module):
+    """(x - shift) / scale with statistics of the training split, so clients send raw values."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
 class Network(nn.Module):
-    """`body` produces what the loss reads; `head` is the output activation the exported model adds.
+    """`normalize`, then `body`, which produces what the loss reads; `head` is the output activation export adds.
 
     Cross-entropy is computed on logits for stability, so a final softmax or sigmoid is lifted
     out of the body into the head: training sees logits, ONNX outputs probabilities.
@@ -173,11 +188,16 @@ class Network(nn.Module):
 
     def __init__(self, body: nn.Sequential, head: nn.Module) -> None:
         super().__init__()
+        self.normalize: nn.Module = nn.Identity()
         self.body = body
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.body(self.normalize(x)))
+
+    def trainable(self) -> nn.Module:
+        """What the training loop runs: raw inputs in, the loss's inputs (logits) out."""
+        return nn.Sequential(self.normalize, self.body)
 
     @property
     def outputs_logits(self) -> bool:

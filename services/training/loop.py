@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from services.data.arrays import RowView
 from services.training.callbacks import EarlyStopping
 from services.training.objectives import Objective, compute_metrics
 from services.training.optim import LrSchedule
@@ -27,11 +29,28 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor
-    y: torch.Tensor  # as the loss reads it (Objective.prepare_targets)
+    """Inputs on the device as one tensor, or rows on disk (a RowView) read batch by batch."""
+
+    x: torch.Tensor | RowView
+    y: torch.Tensor  # as the loss reads it (Objective.prepare_targets), on the device
+    x_dtype: torch.dtype = torch.float32  # what rows read from disk are converted to
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def batches(self, order: torch.Tensor | None, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) batches in `order` (None: as stored); in-memory batches are views of one gather."""
+        n = len(self)
+        if isinstance(self.x, torch.Tensor):
+            xs, ys = (self.x, self.y) if order is None else (self.x[order], self.y[order])
+            for start in range(0, n, size):
+                yield xs[start : start + size], ys[start : start + size]
+            return
+        rows = np.arange(n) if order is None else order.cpu().numpy()
+        for start in range(0, n, size):
+            wanted = np.sort(rows[start : start + size])  # sorted: contiguous rows become one read
+            x = torch.from_numpy(self.x.read(wanted)).to(self.y.device, self.x_dtype, non_blocking=True)
+            yield x, self.y[torch.from_numpy(wanted).to(self.y.device)]
 
 
 @dataclass
@@ -44,6 +63,7 @@ class FitOptions:
     clip: Callable[[], None] | None = None
     stopper: EarlyStopping | None = None
     autocast: torch.dtype | None = None  # bf16 on CUDA where supported
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
     on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
 
 
@@ -82,12 +102,12 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
                  data: Split, options: FitOptions, epoch: int) -> dict[str, float]:  # fmt: skip
     network.train()
     n, size = len(data), options.batch_size
-    order = torch.randperm(n, generator=options.generator).to(data.x.device)
-    xs, ys = data.x[order], data.y[order]  # one gather per epoch; batches below are views
-    losses = torch.empty((n + size - 1) // size, device=data.x.device)
-    outputs = []
-    for batch, start in enumerate(range(0, n, size)):
-        x, y = xs[start : start + size], ys[start : start + size]
+    order = torch.randperm(n, generator=options.generator).to(data.y.device)
+    losses = torch.empty((n + size - 1) // size, device=data.y.device)
+    outputs, targets = [], []
+    for batch, (x, y) in enumerate(data.batches(order, size)):
+        if options.augment is not None:
+            x = options.augment(x)
         with _autocast(x, options.autocast):
             output = network(x)
             loss = objective.loss(output.float(), y)
@@ -99,6 +119,7 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
         options.schedule.after_batch()
         losses[batch] = loss.detach()
         outputs.append(output.detach())
+        targets.append(y)
     # Checked once per epoch, not per batch: a per-batch check would stall a GPU on every step.
     bad = torch.nonzero(~torch.isfinite(losses))
     if len(bad):
@@ -106,7 +127,7 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
     counts = torch.full_like(losses, size)
     counts[-1] = n - size * (len(losses) - 1)
     metrics = {"loss": float((losses * counts).sum() / n)}
-    return metrics | compute_metrics(objective, options.metrics, torch.cat(outputs).float(), ys)
+    return metrics | compute_metrics(objective, options.metrics, torch.cat(outputs).float(), torch.cat(targets))
 
 
 @torch.no_grad()
@@ -115,8 +136,7 @@ def evaluate(network: nn.Module, objective: Objective, data: Split, metrics: lis
     """Loss and metrics over `data`, in eval mode (dropout off, batch norm on running statistics)."""
     network.eval()
     outputs = []
-    for start in range(0, len(data), batch_size):
-        x = data.x[start : start + batch_size]
+    for x, _ in data.batches(None, batch_size):
         with _autocast(x, autocast):
             outputs.append(network(x).float())
     output = torch.cat(outputs)

@@ -5,27 +5,33 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from services.data.arrays import RowView
 from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
 from services.spec import JobSpec, has_dynamic_time_axis, input_dtype
+from services.training.augment import Augmenter
 from services.training.builder import Network, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
 from services.training.export import example_input, export_onnx, onnx_parity
 from services.training.loop import EpochResult, FitOptions, Split, evaluate, fit
 from services.training.objectives import Objective
 from services.training.optim import LrSchedule, make_clipper, make_optimizer
+from services.training.preprocess import annotate_onnx, normalizer, tokenize_splits
 
 
 @dataclass(frozen=True)
 class TrainingOutcome:
     history: list[EpochResult]
     metrics: dict[str, float]  # final epoch, the test split (test_*), timings and the parity figure
+    labels: list[str] | None = None  # class names in output order
+    preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs (text models)
 
 
 @dataclass(frozen=True)
@@ -35,32 +41,49 @@ class ParityCheck:
     rtol: float
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)  # one pinned copy, overlapped with set-up
-    return tensor
+@dataclass
+class _Prepared:
+    """The splits as the network reads them, with what was learnt from the training rows."""
+
+    fit: np.ndarray | RowView
+    y_fit: np.ndarray
+    val: np.ndarray | RowView
+    y_val: np.ndarray
+    test: np.ndarray | RowView
+    y_test: np.ndarray
+    preprocessing: dict[str, Any] | None = None
+    normalization: dict[str, Any] | None = field(default=None)
 
 
-def _splits(spec: JobSpec, data: LoadedDataset, objective: Objective, device: torch.device) -> tuple[Split, Split | None, Split]:
-    shape = tuple(spec.model.input_shape)
-    reconstruct = spec.data.targets == "inputs"
+def _prepare(spec: JobSpec, data: LoadedDataset, stratify: bool) -> _Prepared:
+    fit_x, y_fit, val_x, y_val = validation_split(
+        data.x_train, data.y_train, fraction=spec.data.validation_split, seed=spec.data.seed, stratify=stratify
+    )
+    prepared = _Prepared(fit_x, y_fit, val_x, y_val, data.x_test, data.y_test)
+    if data.info.dtype == "text":
+        assert isinstance(fit_x, np.ndarray) and isinstance(val_x, np.ndarray) and isinstance(data.x_test, np.ndarray)
+        (prepared.fit, prepared.val, prepared.test), prepared.preprocessing = tokenize_splits(spec.data, fit_x, val_x, data.x_test)
+    return prepared
 
-    def split(x: np.ndarray, y: np.ndarray) -> Split:
-        x = x.reshape(len(x), *shape)  # element counts were checked at submission
-        targets = torch.from_numpy(x.astype(np.float32) if reconstruct else y)
-        return Split(_to_device(x, device), objective.prepare_targets(targets.to(device)))
 
-    x_fit, y_fit, x_val, y_val = validation_split(
-        data.x_train, data.y_train, fraction=spec.data.validation_split, seed=spec.training.seed,
-        stratify=objective.is_classification,
-    )  # fmt: skip
-    return split(x_fit, y_fit), split(x_val, y_val) if len(x_val) else None, split(data.x_test, data.y_test)
+def _split(x: np.ndarray | RowView, y: np.ndarray, shape: tuple[int, ...], objective: Objective, device: torch.device,
+           *, dtype: np.dtype, targets_are_inputs: bool) -> Split:  # fmt: skip
+    """A split on the device; rows on disk stay there, to be read batch by batch."""
+    x_dtype = torch.int64 if dtype == np.int64 else torch.float32
+    if isinstance(x, RowView):
+        if targets_are_inputs:
+            raise TrainingFailed("autoencoders (targets: inputs) need a dataset that fits in memory")
+        return Split(x, objective.prepare_targets(torch.from_numpy(y).to(device)), x_dtype)
+    x = np.ascontiguousarray(x.reshape(len(x), *shape).astype(dtype, copy=False))  # counts checked at submission
+    tensor = torch.from_numpy(x)
+    tensor = tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+    targets = torch.from_numpy(x.astype(np.float32) if targets_are_inputs else y).to(device)
+    return Split(tensor, objective.prepare_targets(targets), x_dtype)
 
 
 def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimizer, train: Split, device: torch.device,
                  on_epoch_end: Callable[[EpochResult], None]) -> FitOptions:  # fmt: skip
-    training = spec.training
+    training, augmentation = spec.training, spec.data.augmentation
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return FitOptions(
         epochs=training.epochs, batch_size=training.batch_size, metrics=training.metric_names,
@@ -70,6 +93,7 @@ def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimiz
         clip=make_clipper(training.optimizer, list(network.parameters())),
         stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
         autocast=torch.bfloat16 if bf16 else None, on_epoch_end=on_epoch_end,
+        augment=Augmenter(augmentation, seed=training.seed) if augmentation else None,
     )  # fmt: skip
 
 
@@ -77,31 +101,49 @@ def train_and_export(spec: JobSpec, data: LoadedDataset, *, device: torch.device
                      on_epoch_end: Callable[[EpochResult], None]) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path`, and return the version's metrics."""
     torch.manual_seed(spec.training.seed)
+    shape, dtype = tuple(spec.model.input_shape), np.dtype(input_dtype(spec.model))
     network = build_network(spec.model, fuse_output_activation=not spec.training.is_regression)
     objective = Objective(spec.training.loss, from_logits=network.outputs_logits, n_classes=data.info.n_classes)
-    train, val, test = _splits(spec, data, objective, device)
+    prepared = _prepare(spec, data, stratify=objective.is_classification)
+    if spec.data.normalization != "none":
+        network.normalize, prepared.normalization = normalizer(spec.data.normalization, prepared.fit)
+    reconstruct = spec.data.targets == "inputs"
+    make = lambda x, y: _split(x, y, shape, objective, device, dtype=dtype, targets_are_inputs=reconstruct)  # noqa: E731
+    train, test = make(prepared.fit, prepared.y_fit), make(prepared.test, prepared.y_test)
+    val = make(prepared.val, prepared.y_val) if len(prepared.y_val) else None
     network.to(device)
     if device.type == "cuda":
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # conv weights as cuDNN prefers
     optimizer = make_optimizer(spec.training.optimizer, list(network.parameters()))
     options = _fit_options(spec, network, optimizer, train, device, on_epoch_end)
     started = time.perf_counter()
-    history = fit(network.body, objective, optimizer, train=train, val=val, options=options)
+    history = fit(network.trainable(), objective, optimizer, train=train, val=val, options=options)
     train_seconds = time.perf_counter() - started
-    tested = evaluate(network.body, objective, test, options.metrics, options.autocast)
+    tested = evaluate(network.trainable(), objective, test, options.metrics, options.autocast)
     started = time.perf_counter()
+    labels = list(data.info.class_names) or None
+    parity_diff = _export(spec, network, prepared, onnx_path, parity, labels)
+    export_seconds = time.perf_counter() - started
+    extra = {"best_epoch": float(options.stopper.best_epoch)} if options.stopper else {}
+    metrics = history[-1].metrics | {f"test_{k}": v for k, v in tested.items()} | extra | {
+        "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": export_seconds,
+        "onnx_parity_max_abs_diff": parity_diff, "parameters": float(parameter_count(network)),
+    }  # fmt: skip
+    return TrainingOutcome(history, metrics, labels, prepared.preprocessing)
+
+
+def _export(spec: JobSpec, network: Network, prepared: _Prepared, path: Path, parity: ParityCheck, labels: list[str] | None) -> float:
+    """Export, annotate and check the model; return the parity figure or raise TrainingFailed."""
     shape, dtype = tuple(spec.model.input_shape), input_dtype(spec.model)
-    export_onnx(network, example=example_input(shape, dtype), path=onnx_path, dynamic_time=has_dynamic_time_axis(spec.model))
-    held_out = data.x_test[: parity.rows].reshape(-1, *shape).astype(dtype)
-    agreement = onnx_parity(network, path=onnx_path, rows=held_out, atol=parity.atol, rtol=parity.rtol)
+    export_onnx(network, example=example_input(shape, dtype), path=path, dynamic_time=has_dynamic_time_axis(spec.model))
+    metadata = {"labels": labels, "preprocessing": prepared.preprocessing, "normalization": prepared.normalization}
+    annotate_onnx(path, {key: value for key, value in metadata.items() if value})
+    rows = min(parity.rows, len(prepared.y_test))
+    test = prepared.test
+    held_out = test.read(np.arange(rows)) if isinstance(test, RowView) else test[:rows]
+    agreement = onnx_parity(network, path=path, rows=held_out.reshape(-1, *shape).astype(dtype), atol=parity.atol, rtol=parity.rtol)
     if not agreement.agrees:
         raise TrainingFailed(
             f"ONNX parity check failed: max abs diff {agreement.max_abs_diff:.3g} > {parity.atol:g} (+ rtol {parity.rtol:g})"
         )
-    stopper = options.stopper
-    extra = {"best_epoch": float(stopper.best_epoch)} if stopper else {}
-    metrics = history[-1].metrics | {f"test_{k}": v for k, v in tested.items()} | extra | {
-        "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": time.perf_counter() - started,
-        "onnx_parity_max_abs_diff": agreement.max_abs_diff, "parameters": float(parameter_count(network)),
-    }  # fmt: skip
-    return TrainingOutcome(history, metrics)
+    return agreement.max_abs_diff

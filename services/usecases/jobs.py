@@ -8,12 +8,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
-from services.data.catalogue import resolve_dataset
-from services.errors import NotFound, Unavailable
+from services.data.catalogue import DatasetInfo, resolve_dataset, upload_info
+from services.errors import InvalidSpec, NotFound, Unavailable
 from services.registry.entities import Job, JobState
 from services.registry.tables import utcnow
 from services.registry.unit_of_work import SqlUnitOfWork
-from services.spec import JobSpec, check_job_against_dataset
+from services.spec import DataSpec, JobSpec, check_job_against_dataset
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,26 @@ def choose_queue(device: str, uow: SqlUnitOfWork, *, stale_after_s: float) -> st
     return GPU_QUEUE if uow.workers.any_alive(queue=GPU_QUEUE, since=since) else CPU_QUEUE
 
 
+def dataset_info(data: DataSpec, uow: SqlUnitOfWork) -> DatasetInfo:
+    """The dataset a job names: a built-in by name, or an upload by id."""
+    try:
+        dataset_id = uuid.UUID(data.dataset)
+    except ValueError:
+        return resolve_dataset(data.dataset, samples=data.samples, sequence_length=data.sequence_length)
+    record = uow.datasets.get(dataset_id)
+    if record is None:
+        raise InvalidSpec(f"no uploaded dataset with id {dataset_id}: see GET /v1/datasets", field="data.dataset")
+    for option in ("samples", "sequence_length"):
+        if getattr(data, option) is not None:
+            raise InvalidSpec(f"{option} applies to generated built-in datasets, not uploads", field=f"data.{option}")
+    return upload_info(str(record.id), name=record.name, n_samples=record.n_samples, feature_shape=record.feature_shape,
+                       dtype=record.dtype, target=record.target)  # fmt: skip
+
+
 def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float) -> Job:
     """Validate the spec against its dataset, record the job as queued, then send it to a worker."""
-    data = spec.data
-    check_job_against_dataset(spec, resolve_dataset(data.dataset, samples=data.samples, sequence_length=data.sequence_length))
+    with uow_factory() as uow:
+        check_job_against_dataset(spec, dataset_info(spec.data, uow))
     job_id = uuid.uuid4()
     with uow_factory() as uow:
         queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)

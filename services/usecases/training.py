@@ -10,19 +10,21 @@ from dataclasses import dataclass
 import torch
 from sqlalchemy.exc import IntegrityError
 
-from services.data.builtins import LoadedDataset, load_builtin
+from services.data.builtins import LoadedDataset, load_builtin, load_upload
+from services.data.store import DatasetStore
 from services.errors import KilnError
 from services.registry.artifacts import LocalArtifactStore, StoredArtifact
 from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
-from services.spec import JobSpec
+from services.spec import DataSpec, JobSpec
 from services.training.loop import Diverged, EpochResult
 from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
 
 log = logging.getLogger(__name__)
 REGISTER_ATTEMPTS = 5
+DEFAULT_TEST_SPLIT = 0.2
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class WorkerContext:
     store: LocalArtifactStore
     device: torch.device
     parity: ParityCheck
+    datasets: DatasetStore
+    max_in_memory_bytes: int
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
@@ -57,8 +61,23 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     log.info("job %s succeeded: %s version %d", job_id, job.model_name, version)
 
 
+def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID | None]:
+    """The job's dataset, and its id when it is an upload (the version then records it)."""
+    try:
+        dataset_id = uuid.UUID(data.dataset)
+    except ValueError:
+        return load_builtin(data.dataset, samples=data.samples, sequence_length=data.sequence_length, seed=data.seed), None
+    with ctx.uow_factory() as uow:
+        record = uow.datasets.get(dataset_id)
+    if record is None:
+        raise KilnError(f"dataset {dataset_id} was deleted after the job was submitted")
+    loaded = load_upload(record, ctx.datasets.folder(dataset_id), test_split=data.test_split or DEFAULT_TEST_SPLIT, seed=data.seed,
+                         max_in_memory_bytes=ctx.max_in_memory_bytes)  # fmt: skip
+    return loaded, dataset_id
+
+
 def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) -> int:
-    data = load_builtin(spec.data.dataset, samples=spec.data.samples, sequence_length=spec.data.sequence_length, seed=spec.data.seed)
+    data, dataset_id = _load(spec.data, ctx)
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
@@ -74,7 +93,7 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
     finally:
         onnx_path.unlink(missing_ok=True)
     try:
-        return _register(job_id, spec, data, outcome, artifact, signature, ctx)
+        return _register(job_id, spec, data, dataset_id, outcome, artifact, signature, ctx)
     except BaseException:
         _discard_unreferenced(artifact, ctx)
         raise
@@ -101,6 +120,7 @@ def _register(
     job_id: uuid.UUID,
     spec: JobSpec,
     data: LoadedDataset,
+    dataset_id: uuid.UUID | None,
     outcome: TrainingOutcome,
     artifact: StoredArtifact,
     signature: dict,
@@ -123,6 +143,9 @@ def _register(
             "test_rows": len(data.x_test),
             "spec": spec.data.model_dump(mode="json"),
         },  # fmt: skip
+        dataset_id=dataset_id,
+        labels=outcome.labels,
+        preprocessing=outcome.preprocessing,
     )
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:

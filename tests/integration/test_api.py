@@ -140,7 +140,7 @@ def test_predict_runs_the_registered_onnx_file(client: TestClient) -> None:
     _register_scaling_model(client)
     response = client.post("/v1/models/double/versions/1/predict", json={"inputs": [[1, 2, 3, 4], [0.5, 0, 0, -1]]})
     assert response.status_code == 200
-    assert response.json() == {"model": "double", "version": 1, "outputs": [[2, 4, 6, 8], [1, 0, 0, -2]]}
+    assert response.json() == {"model": "double", "version": 1, "outputs": [[2, 4, 6, 8], [1, 0, 0, -2]], "labels": None}
     listed = client.get("/v1/models").json()
     assert listed["data"][0] | {"created_at": None} == {
         "name": "double",

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import services.usecases.training as training_usecase
+from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import JobState
 from services.spec import JobSpec
@@ -25,6 +26,8 @@ def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
         store=LocalArtifactStore(tmp_path / "artifacts"),
         device=torch.device("cpu"),
         parity=ParityCheck(rows=64, atol=1e-4, rtol=0.0),
+        datasets=DatasetStore(tmp_path / "datasets"),
+        max_in_memory_bytes=2**30,
     )
 
 

@@ -85,9 +85,9 @@ def test_token_models_must_start_with_an_embedding_wide_enough() -> None:
     layers = [{"type": "Embedding", "input_dim": 50, "output_dim": 8}, {"type": "GlobalAveragePooling1D"}, {"type": "Dense", "units": 2}]
     with pytest.raises(InvalidSpec, match="set input_dim=100"):
         _check(model={"input_shape": [20], "layers": layers}, data={"dataset": "tokens"})
-    with pytest.raises(InvalidSpec, match="start the model with Embedding"):
+    with pytest.raises(InvalidSpec, match="holds token ids: start the model with Embedding"):
         _check(model={"input_shape": [20], "layers": [{"type": "Dense", "units": 2}]}, data={"dataset": "tokens"})
-    with pytest.raises(InvalidSpec, match="Embedding needs a token dataset"):
+    with pytest.raises(InvalidSpec, match="Embedding needs integer token ids"):
         _check(model={"input_shape": [64], "layers": [{"type": "Embedding", "input_dim": 17, "output_dim": 2}, {"type": "Flatten"},
                                                       {"type": "Dense", "units": 10}]})  # fmt: skip
 
