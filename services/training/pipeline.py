@@ -15,7 +15,7 @@ import torch
 from services.data.arrays import RowView
 from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
-from services.spec import JobSpec, has_dynamic_time_axis, input_dtype
+from services.spec import JobSpec, final_activation, has_dynamic_time_axis, input_dtype
 from services.training.augment import Augmenter
 from services.training.builder import Network, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
@@ -103,7 +103,9 @@ def train_and_export(spec: JobSpec, data: LoadedDataset, *, device: torch.device
     torch.manual_seed(spec.training.seed)
     shape, dtype = tuple(spec.model.input_shape), np.dtype(input_dtype(spec.model))
     network = build_network(spec.model, fuse_output_activation=not spec.training.is_regression)
-    objective = Objective(spec.training.loss, from_logits=network.outputs_logits, n_classes=data.info.n_classes)
+    # A lifted softmax/sigmoid leaves logits; so does a last layer with no squashing activation ("linear" is read as logits).
+    from_logits = network.outputs_logits or final_activation(spec.model) not in ("softmax", "sigmoid")
+    objective = Objective(spec.training.loss, from_logits=from_logits, n_classes=data.info.n_classes)
     prepared = _prepare(spec, data, stratify=objective.is_classification)
     if spec.data.normalization != "none":
         network.normalize, prepared.normalization = normalizer(spec.data.normalization, prepared.fit)

@@ -9,7 +9,7 @@ from datetime import UTC, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from services.registry.entities import EpochRecord, JobState, NewVersion
+from services.registry.entities import DatasetRecord, EpochRecord, JobState, NewVersion
 from services.registry.tables import utcnow
 from services.usecases.jobs import choose_queue
 from services.usecases.workers import record_worker_heartbeat, remove_worker
@@ -136,3 +136,35 @@ def test_jobs_counted_by_state(uow_factory) -> None:
         uow.jobs.claim(first)
         uow.commit()
         assert uow.jobs.count_by_state() == {"queued": 1, "running": 1}
+
+
+def _dataset(fingerprint: str = "f" * 64) -> DatasetRecord:
+    return DatasetRecord(uuid.uuid4(), "iris.csv", "csv", fingerprint, "s" * 64, 100, 150, (4,), "float32",
+                         {"kind": "classification", "class_names": ["a", "b"]}, {"format": "csv"}, utcnow())  # fmt: skip
+
+
+def test_datasets_are_recorded_found_by_fingerprint_and_protected_by_versions(uow_factory) -> None:
+    record = _dataset()
+    with uow_factory() as uow:
+        uow.datasets.add(record)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.datasets.get(record.id) == record
+        assert uow.datasets.by_fingerprint("f" * 64) == record and uow.datasets.all() == [record]
+        uow.models.add_version(NewVersion("m", None, "a" * 64, 1, {}, {}, {}, {}, {}, dataset_id=record.id))
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.datasets.versions_using(record.id) == 1
+        assert uow.models.get_version("m", 1).dataset_id == record.id  # type: ignore[union-attr]
+    with pytest.raises(IntegrityError), uow_factory() as uow:  # the foreign key refuses to orphan a version
+        uow.datasets.delete(record.id)
+        uow.commit()
+
+
+def test_one_fingerprint_one_dataset(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.datasets.add(_dataset())
+        uow.commit()
+    with pytest.raises(IntegrityError), uow_factory() as uow:
+        uow.datasets.add(_dataset())
+        uow.commit()

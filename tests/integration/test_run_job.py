@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import uuid
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 import services.usecases.training as training_usecase
+from services.data.ingest_common import UploadOptions, ZipLimits
 from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import JobState
 from services.spec import JobSpec
 from services.training.pipeline import ParityCheck
+from services.usecases.datasets import ReceivedFile, upload_dataset
 from services.usecases.jobs import get_job
 from services.usecases.training import WorkerContext, run_job
+from tests.datasets_factory import npz_bytes
 from tests.factories import tiny_job
 
 
@@ -95,3 +102,38 @@ def test_failed_registration_removes_the_artifact(ctx: WorkerContext, monkeypatc
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert (job.state, job.error) == (JobState.FAILED, "RuntimeError: database went away")
     assert _artifact_files(ctx) == []
+
+
+def _upload_npz(ctx: WorkerContext, tmp_path: Path, x: np.ndarray, y: np.ndarray) -> uuid.UUID:
+    source = tmp_path / "upload.npz"
+    source.write_bytes(npz_bytes(x=x, y=y))
+    received = ReceivedFile(source, "upload.npz", hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_size)
+    record, created = upload_dataset(received, UploadOptions(format="npz"), name=None, uow_factory=ctx.uow_factory,
+                                     store=ctx.datasets, limits=ZipLimits(10, 2**30))  # fmt: skip
+    assert created
+    return record.id
+
+
+def test_upload_larger_than_memory_budget_is_streamed_and_normalised_in_the_graph(ctx: WorkerContext, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(50.0, 10.0, size=(400, 6)).astype(np.float32)  # far from zero-mean: normalisation matters
+    y = (x[:, 0] > 50).astype(np.int64)
+    dataset_id = _upload_npz(ctx, tmp_path, x, y)
+    streamed = dataclasses.replace(ctx, max_in_memory_bytes=0)  # every array counts as too large: rows are read in batches
+    body = tiny_job(
+        model={"input_shape": [6], "layers": [{"type": "Dense", "units": 8, "activation": "relu"}, {"type": "Dense", "units": 2}]},
+        data={"dataset": str(dataset_id), "validation_split": 0.2, "normalization": "standard"},
+        training={"epochs": 30, "optimizer": {"name": "adam", "learning_rate": 0.02}},
+    )
+    job_id = _queue(streamed, body)
+    run_job(job_id, streamed)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.SUCCEEDED, job.error
+    with ctx.uow_factory() as uow:
+        version = uow.models.get_version("digits-mlp", 1)
+        assert uow.datasets.versions_using(dataset_id) == 1
+    assert version is not None and version.dataset_id == dataset_id and version.labels == ["0", "1"]
+    assert version.metrics["test_accuracy"] >= 0.9
+    session = ort.InferenceSession(str(ctx.store.path_for(version.artifact_sha256)), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {"input": np.array([[70, 50, 50, 50, 50, 50], [30, 50, 50, 50, 50, 50]], np.float32)})
+    assert probabilities.argmax(axis=1).tolist() == [1, 0]  # raw values in: the graph normalises them

@@ -148,3 +148,33 @@ def test_bf16_autocast_path_trains(tmp_path: Path) -> None:
                   val=None, options=_options(15, 32, optimizer, ["accuracy"], autocast=torch.bfloat16))  # fmt: skip
     assert history[-1].metrics["loss"] < history[0].metrics["loss"]
     assert history[-1].metrics["accuracy"] > 0.6
+
+
+def test_linear_last_layer_with_cross_entropy_is_trained_as_logits(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(job_body(
+        model={"input_shape": [4], "layers": [{"type": "Dense", "units": 16, "activation": "relu"}, {"type": "Dense", "units": 3}]},
+        data={"dataset": "iris", "validation_split": 0.0}, training={"epochs": 60, "optimizer": {"name": "adam", "learning_rate": 0.02}},
+    ))  # fmt: skip
+    outcome = train_and_export(spec, load_builtin("iris"), device=torch.device("cpu"), onnx_path=tmp_path / "m.onnx",
+                               parity=ParityCheck(rows=30, atol=1e-4, rtol=1e-4), on_epoch_end=lambda r: None)  # fmt: skip
+    assert outcome.metrics["loss"] > 0 and outcome.metrics["test_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("mode", ["standard", "minmax"])
+def test_normalisation_statistics_per_last_axis_in_memory_and_from_disk(tmp_path: Path, mode: str) -> None:
+    from services.data.arrays import RowView
+    from services.training.preprocess import normalizer
+
+    x = np.random.default_rng(0).normal([1.0, 100.0, -5.0], [2.0, 30.0, 0.1], size=(10_000, 4, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    flat = x.reshape(-1, 3).astype(np.float64)
+    expected = (flat.mean(0), flat.std(0)) if mode == "standard" else (flat.min(0), flat.max(0) - flat.min(0))
+    for source in (x, RowView(tmp_path / "x.npy")):
+        module, described = normalizer(mode, source)
+        np.testing.assert_allclose(described["shift"], expected[0], rtol=1e-6)
+        np.testing.assert_allclose(described["scale"], expected[1], rtol=1e-6)
+    normalised = module(torch.from_numpy(x)).reshape(-1, 3)
+    if mode == "standard":
+        np.testing.assert_allclose(normalised.mean(0).numpy(), 0.0, atol=1e-3)
+    else:
+        assert normalised.min().item() == pytest.approx(0.0, abs=1e-6) and normalised.max().item() == pytest.approx(1.0, abs=1e-6)
