@@ -12,8 +12,10 @@ from sqlalchemy import Engine
 from services.config import Settings
 from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
+from services.registry.artifacts import LocalArtifactStore
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import UowFactory
+from services.usecases.serve import Predictor
 from worker.app import RUN_JOB_TASK, KilnCelery
 
 
@@ -37,6 +39,8 @@ class ApiContext:
     sessions: OnnxSessionCache
     metrics: ApiMetrics
     datasets: DatasetStore
+    store: LocalArtifactStore
+    predictor: Predictor
 
 
 def get_context(request: Request) -> ApiContext:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,7 +12,7 @@ from fastapi import FastAPI
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.middleware import RequestMetricsMiddleware
-from api.routers import datasets, health, jobs, models
+from api.routers import datasets, health, jobs, models, predict, v2
 from services.config import Settings
 from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
@@ -18,6 +20,7 @@ from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import count_jobs_by_state
+from services.usecases.serve import BatchingDefaults, Predictor
 from worker.app import create_celery
 
 
@@ -28,20 +31,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     celery = create_celery(settings)
     store = LocalArtifactStore(settings.artifacts)
     metrics = ApiMetrics(lambda: count_jobs_by_state(uow_factory=uow_factory))
+    sessions = OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for)
+    # onnxruntime releases the GIL, so batched runs proceed on these threads while the event loop reads requests.
+    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="kiln-infer")
+    predictor = Predictor(
+        uow_factory=uow_factory, sessions=sessions, executor=executor, ttl_s=settings.resolve_cache_s,
+        defaults=BatchingDefaults(settings.max_batch_size, settings.max_queue_delay_ms),
+    )  # fmt: skip
     context = ApiContext(
-        settings=settings,
-        engine=engine,
-        uow_factory=uow_factory,
-        celery=celery,
-        dispatcher=CeleryDispatcher(celery),
-        sessions=OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for),
-        metrics=metrics,
-        datasets=DatasetStore(settings.datasets),
-    )
+        settings=settings, engine=engine, uow_factory=uow_factory, celery=celery, dispatcher=CeleryDispatcher(celery),
+        sessions=sessions, metrics=metrics, datasets=DatasetStore(settings.datasets), store=store, predictor=predictor,
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        executor.shutdown(wait=False)
         engine.dispose()
 
     app = FastAPI(
@@ -52,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
+    app.include_router(predict.router)
+    app.include_router(v2.router)
     app.include_router(health.router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

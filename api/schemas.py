@@ -62,10 +62,12 @@ class ModelPublic(BaseModel):
     created_at: datetime
     latest_version: int | None
     version_count: int
+    aliases: dict[str, int] | None = None
 
     @classmethod
-    def of(cls, model: ModelSummary) -> ModelPublic:
-        return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version, version_count=model.version_count)
+    def of(cls, model: ModelSummary, aliases: dict[str, int] | None = None) -> ModelPublic:
+        return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version,
+                   version_count=model.version_count, aliases=aliases)  # fmt: skip
 
 
 class ModelsPublic(BaseModel):
@@ -96,10 +98,12 @@ class VersionPublic(BaseModel):
     dataset: dict[str, Any]
     labels: list[str] | None
     preprocessing: dict[str, Any] | None  # the vocabulary itself is in the ONNX metadata and the artifact
+    serving: dict[str, Any] | None
+    aliases: list[str]
     created_at: datetime
 
     @classmethod
-    def of(cls, v: ModelVersion) -> VersionPublic:
+    def of(cls, v: ModelVersion, aliases: dict[str, int]) -> VersionPublic:
         return cls(
             model=v.model_name,
             version=v.version,
@@ -112,6 +116,8 @@ class VersionPublic(BaseModel):
             dataset=v.dataset,
             labels=v.labels,
             preprocessing=_summary(v.preprocessing),
+            serving=v.serving,
+            aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,
         )
 

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_in_memory_dataset_mb: int = Field(default=1024, ge=1)
 
     max_loaded_models: int = Field(default=16, ge=1)
+    # Dynamic batching defaults (each version may override them): rows per run, and how long a
+    # queued request may wait for the batch to fill. A request that finds its model idle never waits.
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0)
+    resolve_cache_s: float = Field(default=1.0, ge=0.0)  # how stale an alias may be on this replica
+    max_model_mb: int = Field(default=512, ge=1)  # uploaded ONNX files
     readiness_timeout_s: float = 2.0
 
     @model_validator(mode="after")

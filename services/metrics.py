@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.registry.entities import JobState
+from services.registry.entities import JobState, ModelVersion
+from services.serving.batcher import BatchResult
 
 # Seconds; fine at the low end, where a predict on a small model lands.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -46,4 +47,26 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.inference_requests = Counter(
+            "kiln_inference_requests", "Predictions by model version and outcome.", ["model", "version", "outcome"], registry=self.registry
+        )
+        self.inference_queue = Histogram(
+            "kiln_inference_queue_seconds", "Time a prediction waited for its batch.", ["model", "version"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.inference_compute = Histogram(
+            "kiln_inference_compute_seconds", "The onnxruntime run a prediction rode in.", ["model", "version"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.inference_batch = Histogram(
+            "kiln_inference_batch_size", "Rows in the onnxruntime run a prediction rode in.", ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
+        )  # fmt: skip
         self.registry.register(JobsByStateCollector(count_jobs_by_state))
+
+    def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
+        labels = (version.model_name, str(version.version))
+        self.inference_requests.labels(*labels, "ok").inc()
+        self.inference_queue.labels(*labels).observe(result.queue_s)
+        self.inference_compute.labels(*labels).observe(result.compute_s)
+        self.inference_batch.labels(*labels).observe(result.batch_rows)

@@ -1,18 +1,35 @@
-"""`/v1/models`: registered models, their versions, and predictions."""
+"""`/v1/models`: registered models, their versions and aliases, artifacts, and uploaded ONNX models."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep
-from api.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse, VersionPublic, VersionsPublic
-from services.usecases.models import get_version, list_models, list_versions
-from services.usecases.predict import predict
+from api.schemas import ModelPublic, ModelsPublic, VersionPublic, VersionsPublic
+from api.uploads import receive_upload
+from services.errors import InvalidInput
+from services.usecases.byo import register_onnx
+from services.usecases.models import get_version, list_models, list_versions, model_aliases
+from services.usecases.versions import delete_alias, set_alias, set_serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 VersionNumber = Annotated[int, Path(ge=1)]
+AliasName = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+
+
+class AliasUpdate(BaseModel):
+    version: int = Field(ge=1)
+
+
+class ServingUpdate(BaseModel):
+    max_batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0, le=1000)
 
 
 @router.get("", response_model=ModelsPublic)
@@ -22,21 +39,86 @@ def read_models(ctx: ContextDep) -> ModelsPublic:
     return ModelsPublic(data=[ModelPublic.of(m) for m in found], count=len(found))
 
 
+@router.get("/{name}", response_model=ModelPublic)
+def read_model(name: str, ctx: ContextDep) -> ModelPublic:
+    """One model: its latest version and its aliases."""
+    summary, aliases = model_aliases(name, uow_factory=ctx.uow_factory)
+    return ModelPublic.of(summary, aliases)
+
+
 @router.get("/{name}/versions", response_model=VersionsPublic)
 def read_versions(name: str, ctx: ContextDep) -> VersionsPublic:
     """A model's versions, oldest first."""
     found = list_versions(name, uow_factory=ctx.uow_factory)
-    return VersionsPublic(data=[VersionPublic.of(v) for v in found], count=len(found))
+    _, aliases = model_aliases(name, uow_factory=ctx.uow_factory)
+    return VersionsPublic(data=[VersionPublic.of(v, aliases) for v in found], count=len(found))
+
+
+@router.post("/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionPublic)
+async def create_version(name: str, request: Request, ctx: ContextDep, response: Response) -> VersionPublic:
+    """Register your own ONNX file (multipart `file`, optional `labels` as a JSON list) as the next version."""
+    target = ctx.datasets.staging() / "model.onnx"
+    try:
+        received, fields = await receive_upload(request, target=target, max_bytes=ctx.settings.max_model_mb * 2**20)
+        labels = _labels(fields.get("labels"))
+        version = await run_in_threadpool(register_onnx, name, received, labels=labels, uow_factory=ctx.uow_factory, store=ctx.store)
+    finally:
+        ctx.datasets.remove(target.parent)
+    response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
+    return VersionPublic.of(version, {})
+
+
+def _labels(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    try:
+        labels = json.loads(raw)
+    except json.JSONDecodeError:
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise InvalidInput('labels: expected a JSON list of class names, e.g. ["cat", "dog"]', field="labels")
+    return labels
 
 
 @router.get("/{name}/versions/{version}", response_model=VersionPublic)
 def read_version(name: str, version: VersionNumber, ctx: ContextDep) -> VersionPublic:
-    """One version: signature, metrics, lineage."""
-    return VersionPublic.of(get_version(name, version, uow_factory=ctx.uow_factory))
+    """One version: signature, labels, metrics, lineage and aliases."""
+    found = get_version(name, version, uow_factory=ctx.uow_factory)
+    return VersionPublic.of(found, model_aliases(name, uow_factory=ctx.uow_factory)[1])
 
 
-@router.post("/{name}/versions/{version}/predict", response_model=PredictResponse)
-def predict_version(name: str, version: VersionNumber, body: PredictRequest, ctx: ContextDep) -> PredictResponse:
-    """Outputs for a batch of rows from one version."""
-    result = predict(name, version, body.inputs, uow_factory=ctx.uow_factory, sessions=ctx.sessions)
-    return PredictResponse(model=result.model, version=result.version, outputs=result.outputs.tolist(), labels=result.labels)
+@router.patch("/{name}/versions/{version}", response_model=VersionPublic)
+def update_version(name: str, version: VersionNumber, body: ServingUpdate, ctx: ContextDep) -> VersionPublic:
+    """Override this version's dynamic batching (`max_batch_size`, `max_queue_delay_ms`)."""
+    updated = set_serving(name, version, body.model_dump(exclude_none=True), uow_factory=ctx.uow_factory)
+    ctx.predictor.forget(name, updated.artifact_sha256)
+    return VersionPublic.of(updated, model_aliases(name, uow_factory=ctx.uow_factory)[1])
+
+
+@router.get("/{name}/versions/{version}/artifact", response_class=FileResponse)
+def read_artifact(name: str, version: VersionNumber, ctx: ContextDep, request: Request) -> Response:
+    """The ONNX file; its sha256 is the ETag."""
+    found = get_version(name, version, uow_factory=ctx.uow_factory)
+    etag = f'"{found.artifact_sha256}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return FileResponse(ctx.store.path_for(found.artifact_sha256), media_type="application/octet-stream",
+                        filename=f"{name}-{version}.onnx", headers={"ETag": etag})  # fmt: skip
+
+
+@router.put("/{name}/aliases/{alias}", response_model=VersionPublic)
+def update_alias(name: str, alias: AliasName, body: AliasUpdate, ctx: ContextDep) -> VersionPublic:
+    """Point an alias at a version; its session is loaded and warmed before the alias moves."""
+    target = get_version(name, body.version, uow_factory=ctx.uow_factory)
+    ctx.predictor.model(target)  # load and warm up now, so the first request through the alias is not slow
+    set_alias(name, alias, body.version, uow_factory=ctx.uow_factory)
+    ctx.predictor.forget(name)
+    return VersionPublic.of(target, model_aliases(name, uow_factory=ctx.uow_factory)[1])
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_alias(name: str, alias: AliasName, ctx: ContextDep) -> Response:
+    """Remove an alias; the version stays."""
+    delete_alias(name, alias, uow_factory=ctx.uow_factory)
+    ctx.predictor.forget(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -71,12 +71,13 @@ class NewVersion:
     dataset_id: uuid.UUID | None = None  # an uploaded dataset, which then cannot be deleted
     labels: list[str] | None = None  # class names in output order
     preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs first (e.g. tokenise text)
+    serving: dict[str, Any] | None = None  # batching overrides: max_batch_size, max_queue_delay_ms
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
 VERSION_FIELDS = (
     "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
-    "dataset_id", "labels", "preprocessing",
+    "dataset_id", "labels", "preprocessing", "serving",
 )  # fmt: skip
 
 

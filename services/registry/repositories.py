@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from services.registry.entities import VERSION_FIELDS, DatasetRecord, EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
-from services.registry.tables import DatasetRow, JobEpochRow, JobRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
+from services.registry.tables import DatasetRow, JobEpochRow, JobRow, ModelAliasRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
 
 
 def _job(row: JobRow, history: list[EpochRecord]) -> Job:
@@ -166,6 +167,36 @@ class ModelRepository:
         self.session.add(ModelVersionRow(model_id=model_id, version=version, created_at=utcnow(), **supplied))
         self.session.flush()
         return version
+
+    def latest_version(self, name: str) -> int | None:
+        return self.session.scalar(select(func.max(ModelVersionRow.version)).join(ModelRow).where(ModelRow.name == name))
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        return self.session.scalar(select(ModelAliasRow.version).join(ModelRow).where(ModelRow.name == name, ModelAliasRow.alias == alias))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        rows = self.session.execute(select(ModelAliasRow.alias, ModelAliasRow.version).join(ModelRow).where(ModelRow.name == name))
+        return {alias: version for alias, version in rows}
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        model_id = self._model_id(name)
+        row = self.session.get(ModelAliasRow, (model_id, alias))
+        if row is None:
+            self.session.add(ModelAliasRow(model_id=model_id, alias=alias, version=version, updated_at=utcnow()))
+        else:
+            row.version, row.updated_at = version, utcnow()
+        self.session.flush()
+
+    def delete_alias(self, name: str, alias: str) -> bool:
+        model_id = self._model_id(name)
+        result = self.session.execute(delete(ModelAliasRow).where(ModelAliasRow.model_id == model_id, ModelAliasRow.alias == alias))
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def set_serving(self, name: str, version: int, serving: dict[str, Any]) -> None:
+        model_id = self._model_id(name)
+        self.session.execute(
+            update(ModelVersionRow).where(ModelVersionRow.model_id == model_id, ModelVersionRow.version == version).values(serving=serving)
+        )
 
     def artifact_in_use(self, sha256: str) -> bool:
         return self.session.scalar(select(func.count()).where(ModelVersionRow.artifact_sha256 == sha256)) != 0

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, Uuid
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, ForeignKeyConstraint, Integer, String, Text, TypeDecorator, UniqueConstraint, Uuid
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,7 +91,23 @@ class ModelVersionRow(Base):
     dataset_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("datasets.id", name="fk_model_versions_dataset_id"), index=True)
     labels: Mapped[list[str] | None] = mapped_column(JSON)  # class names, in output order
     preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # e.g. the vocabulary of a text model
+    serving: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # per-version batching overrides
     created_at: Mapped[datetime]
+
+
+class ModelAliasRow(Base):
+    """A movable name for one version of a model (MLflow's aliases): `production`, `staging` ..."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(["model_id", "version"], ["model_versions.model_id", "model_versions.version"],
+                             name="fk_model_aliases_version"),
+    )  # fmt: skip
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
 
 
 class DatasetRow(Base):

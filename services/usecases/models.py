@@ -27,3 +27,12 @@ def get_version(name: str, version: int, *, uow_factory: UowFactory) -> ModelVer
                 raise NotFound(f"no model named '{name}'", field="name")
             raise NotFound(f"model '{name}' has no version {version}", field="version")
         return found
+
+
+def model_aliases(name: str, *, uow_factory: UowFactory) -> tuple[ModelSummary, dict[str, int]]:
+    """A model's summary and its aliases (alias -> version)."""
+    with uow_factory() as uow:
+        found = next((m for m in uow.models.summaries() if m.name == name), None)
+        if found is None:
+            raise NotFound(f"no model named '{name}'", field="name")
+        return found, uow.models.aliases(name)

@@ -1,26 +1,15 @@
-"""Predictions from a registered version through onnxruntime."""
+"""Turning a predict call's JSON into model inputs, and outputs into label names."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from services.data.text import encode
 from services.errors import InvalidInput
-from services.serving.sessions import OnnxSessionCache
-from services.serving.signature import check_input
-from services.usecases.jobs import UowFactory
-from services.usecases.models import get_version
-
-
-@dataclass(frozen=True)
-class Prediction:
-    model: str
-    version: int
-    outputs: np.ndarray
-    labels: list[str] | None = None  # the predicted class name of each row, for classifiers
+from services.registry.entities import ModelVersion
+from services.serving.sessions import LoadedModel
 
 
 def as_input_array(values: Any, *, dtype: str = "float32") -> np.ndarray:
@@ -36,16 +25,12 @@ def as_input_array(values: Any, *, dtype: str = "float32") -> np.ndarray:
     return array
 
 
-def predict(name: str, version: int, values: Any, *, uow_factory: UowFactory, sessions: OnnxSessionCache) -> Prediction:
-    """Run `values` (rows) through version `version` of model `name`."""
-    found = get_version(name, version, uow_factory=uow_factory)
-    model = sessions.get(found.artifact_sha256)
+def input_feeds(values: Any, version: ModelVersion, model: LoadedModel) -> dict[str, np.ndarray]:
+    """Kiln's JSON `inputs` (rows, or raw strings for a text model) as the feeds of a single-input model."""
     (spec,) = model.signature.inputs
-    preprocessing = found.preprocessing or {}
+    preprocessing = version.preprocessing or {}
     array = _text_ids(values, preprocessing) if preprocessing.get("kind") == "text" else as_input_array(values, dtype=spec.dtype)
-    check_input(spec, array)
-    (outputs, *_) = model.run({spec.name: array})
-    return Prediction(name, version, outputs, predicted_labels(outputs, found.labels))
+    return {spec.name: array}
 
 
 def _text_ids(values: Any, preprocessing: dict[str, Any]) -> np.ndarray:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 
 import torch
-from sqlalchemy.exc import IntegrityError
 
 from services.data.builtins import LoadedDataset, load_builtin, load_upload
 from services.data.store import DatasetStore
@@ -21,6 +19,7 @@ from services.spec import DataSpec, JobSpec
 from services.training.loop import Diverged, EpochResult
 from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
+from services.usecases.versions import discard_if_unreferenced, register_version
 
 log = logging.getLogger(__name__)
 REGISTER_ATTEMPTS = 5
@@ -95,7 +94,7 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
     try:
         return _register(job_id, spec, data, dataset_id, outcome, artifact, signature, ctx)
     except BaseException:
-        _discard_unreferenced(artifact, ctx)
+        discard_if_unreferenced(artifact.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
         raise
 
 
@@ -147,27 +146,4 @@ def _register(
         labels=outcome.labels,
         preprocessing=outcome.preprocessing,
     )
-    for attempt in range(1, REGISTER_ATTEMPTS + 1):
-        try:
-            with ctx.uow_factory() as uow:
-                version = uow.models.add_version(new)
-                if not uow.jobs.finish(job_id, state=JobState.SUCCEEDED, version=version):
-                    raise KilnError("the job stopped running before its version could be registered")
-                uow.commit()
-                return version
-        except IntegrityError:
-            with ctx.uow_factory() as uow:
-                existing = uow.models.version_for_job(job_id)
-            if existing is not None:  # registered by an earlier delivery of this job
-                return existing.version
-            log.warning("version number race for %s, retry %d", spec.model_name, attempt)
-            time.sleep(0.05 * attempt)
-    raise KilnError(f"could not register a version of '{spec.model_name}' after {REGISTER_ATTEMPTS} attempts")
-
-
-def _discard_unreferenced(artifact: StoredArtifact, ctx: WorkerContext) -> None:
-    """Remove an artifact no version points to, so a failed registration leaves no orphan file."""
-    with ctx.uow_factory() as uow:
-        in_use = uow.models.artifact_in_use(artifact.sha256)
-    if not in_use:
-        ctx.store.delete(artifact.sha256)
+    return register_version(new, uow_factory=ctx.uow_factory)

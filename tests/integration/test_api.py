@@ -147,6 +147,7 @@ def test_predict_runs_the_registered_onnx_file(client: TestClient) -> None:
         "latest_version": 1,
         "version_count": 1,
         "created_at": None,
+        "aliases": None,
     }
     version = client.get("/v1/models/double/versions/1").json()
     assert version["signature"]["inputs"][0]["shape"] == [-1, 4]

@@ -1,0 +1,128 @@
+"""The Open Inference Protocol v2 (KServe/Triton REST): health, metadata, readiness and infer, errors as {"error"}."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import ContextDep
+from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
+from services.errors import KilnError, NotFound
+from services.registry.entities import ModelVersion
+from services.usecases.models import list_versions
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+
+def _error(exc: KilnError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=404 if isinstance(exc, NotFound) else 400)
+
+
+def v2_errors(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """The protocol's error shape, {"error": "..."}, instead of Kiln's v1 one."""
+
+    @wraps(handler)
+    async def wrapped(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except KilnError as exc:
+            return _error(exc)
+
+    return wrapped
+
+
+def _version_number(version: str) -> int:
+    if not version.isdigit() or int(version) < 1:
+        raise NotFound(f"no version {version!r}: versions are numbers from 1")
+    return int(version)
+
+
+def _resolve(ctx: ContextDep, name: str, version: str | None) -> ModelVersion:
+    return ctx.predictor.resolve(name, version=_version_number(version) if version is not None else None)
+
+
+@router.get("")
+async def read_server(ctx: ContextDep) -> dict[str, Any]:
+    """Server metadata."""
+    return {"name": "kiln", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+async def read_live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/health/ready")
+def read_ready(ctx: ContextDep) -> Response:
+    """Ready while the registry answers."""
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return JSONResponse({"error": "the model registry cannot be reached"}, status_code=503)
+    return Response(status_code=200)
+
+
+def _metadata(ctx: ContextDep, version: ModelVersion, versions: list[str]) -> dict[str, Any]:
+    signature = ctx.predictor.model(version).signature
+    tensors = lambda specs: [{"name": t.name, "datatype": datatype(t.dtype), "shape": list(t.shape)} for t in specs]  # noqa: E731
+    return {"name": version.model_name, "versions": versions, "platform": "onnxruntime_onnx",
+            "inputs": tensors(signature.inputs), "outputs": tensors(signature.outputs)}  # fmt: skip
+
+
+@router.get("/models/{name}")
+@v2_errors
+async def read_model(name: str, ctx: ContextDep) -> Response:
+    """Metadata of the default version (alias `production`, else the latest), listing every version."""
+    version = _resolve(ctx, name, None)
+    versions = [str(v.version) for v in list_versions(name, uow_factory=ctx.uow_factory)]
+    return JSONResponse(_metadata(ctx, version, versions))
+
+
+@router.get("/models/{name}/versions/{version}")
+@v2_errors
+async def read_model_version(name: str, version: str, ctx: ContextDep) -> Response:
+    found = _resolve(ctx, name, version)
+    return JSONResponse(_metadata(ctx, found, [version]))
+
+
+@router.get("/models/{name}/ready")
+@v2_errors
+async def read_model_ready(name: str, ctx: ContextDep) -> Response:
+    ctx.predictor.model(_resolve(ctx, name, None))  # loads the session if it is not loaded yet
+    return Response(status_code=200)
+
+
+@router.get("/models/{name}/versions/{version}/ready")
+@v2_errors
+async def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Response:
+    ctx.predictor.model(_resolve(ctx, name, version))
+    return Response(status_code=200)
+
+
+async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
+    header, feeds = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    result = await ctx.predictor.infer(found, feeds)
+    ctx.metrics.observe_inference(found, result)
+    names = [t.name for t in ctx.predictor.model(found).signature.outputs]
+    reply = {"model_name": found.model_name, "model_version": str(found.version)} | ({"id": header["id"]} if "id" in header else {})
+    body, headers = encode_response(reply, dict(zip(names, result.outputs, strict=True)), header)
+    return Response(body, headers=headers)
+
+
+@router.post("/models/{name}/infer")
+@v2_errors
+async def infer(name: str, request: Request, ctx: ContextDep) -> Response:
+    """Infer with the default version: JSON tensors, or the binary tensor extension."""
+    return await _infer(request, ctx, _resolve(ctx, name, None))
+
+
+@router.post("/models/{name}/versions/{version}/infer")
+@v2_errors
+async def infer_version(name: str, version: str, request: Request, ctx: ContextDep) -> Response:
+    return await _infer(request, ctx, _resolve(ctx, name, version))

@@ -1,0 +1,106 @@
+"""Dynamic batching: concurrent requests for one model merge into one onnxruntime run.
+
+A request that finds the model idle runs at once, on the event loop, so a lone client pays no
+queue delay and no thread hand-off. Requests that arrive while a run is in flight queue up; when
+it ends they run together (up to `max_batch_size` rows) in the executor, after waiting at most
+`max_queue_delay_s` from the oldest one for the batch to fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+Runner = Callable[[Feeds], list[np.ndarray]]
+
+
+@dataclass
+class _Pending:
+    feeds: Feeds
+    rows: int
+    future: asyncio.Future[tuple[list[np.ndarray], float, int]]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outputs: list[np.ndarray]
+    queue_s: float  # time spent waiting for a batch
+    compute_s: float  # the onnxruntime run
+    batch_rows: int  # rows in the run this request rode in
+
+
+class DynamicBatcher:
+    def __init__(self, run: Runner, *, max_batch_size: int, max_queue_delay_s: float, executor: Executor) -> None:
+        self.run, self.max_batch_size, self.max_queue_delay_s, self.executor = run, max_batch_size, max_queue_delay_s, executor
+        self._queue: deque[_Pending] = deque()
+        self._busy = False
+
+    async def submit(self, feeds: Feeds) -> BatchResult:
+        rows = len(next(iter(feeds.values())))
+        if not self._busy and not self._queue:
+            self._busy = True
+            try:
+                started = time.perf_counter()
+                outputs = self.run(feeds)
+                return BatchResult(outputs, 0.0, time.perf_counter() - started, rows)
+            finally:
+                self._busy = False
+                self._start_draining()
+        pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._start_draining()
+        outputs, compute_s, batch_rows = await pending.future
+        return BatchResult(outputs, time.perf_counter() - pending.queued_at - compute_s, compute_s, batch_rows)
+
+    def _start_draining(self) -> None:
+        if not self._busy and self._queue:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._wait_to_fill()
+                batch = self._take()
+                await self._run_batch(batch)
+        finally:
+            self._busy = False
+            if self._queue:  # arrivals between the last take and now
+                self._start_draining()
+
+    async def _wait_to_fill(self) -> None:
+        deadline = self._queue[0].queued_at + self.max_queue_delay_s
+        while sum(p.rows for p in self._queue) < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+            await asyncio.sleep(min(left, 0.0005))
+
+    def _take(self) -> list[_Pending]:
+        batch, rows = [self._queue.popleft()], 0
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
+            rows += self._queue[0].rows
+            batch.append(self._queue.popleft())
+        return batch
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}  # (sum B, ...)
+        started = time.perf_counter()
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds)
+        except Exception as exc:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        compute_s, rows = time.perf_counter() - started, sum(p.rows for p in batch)
+        offsets = np.cumsum([0, *(p.rows for p in batch)])
+        for p, start, end in zip(batch, offsets[:-1], offsets[1:], strict=True):
+            if not p.future.done():
+                p.future.set_result(([o[start:end] for o in outputs], compute_s, rows))

@@ -1,0 +1,111 @@
+"""Registering versions (trained or uploaded), aliases, and resolving what a predict call names."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.exc import IntegrityError
+
+from services.errors import KilnError, NotFound
+from services.registry.artifacts import LocalArtifactStore
+from services.registry.entities import JobState, ModelVersion, NewVersion
+from services.usecases.jobs import UowFactory
+
+log = logging.getLogger(__name__)
+REGISTER_ATTEMPTS = 5
+DEFAULT_ALIAS = "production"
+
+
+def register_version(new: NewVersion, *, uow_factory: UowFactory) -> int:
+    """Register `new` as the next version; a job's version is registered with its success, in one transaction.
+
+    Numbers are max + 1 under a unique constraint: a concurrent registration that takes the same
+    number loses with IntegrityError and retries. A job registers at most one version.
+    """
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        try:
+            with uow_factory() as uow:
+                version = uow.models.add_version(new)
+                if new.job_id is not None and not uow.jobs.finish(new.job_id, state=JobState.SUCCEEDED, version=version):
+                    raise KilnError("the job stopped running before its version could be registered")
+                uow.commit()
+                return version
+        except IntegrityError:
+            if new.job_id is not None:
+                with uow_factory() as uow:
+                    existing = uow.models.version_for_job(new.job_id)
+                if existing is not None:  # registered by an earlier delivery of this job
+                    return existing.version
+            log.warning("version number race for %s, retry %d", new.model_name, attempt)
+            time.sleep(0.05 * attempt)
+    raise KilnError(f"could not register a version of '{new.model_name}' after {REGISTER_ATTEMPTS} attempts")
+
+
+def set_alias(name: str, alias: str, version: int, *, uow_factory: UowFactory) -> ModelVersion:
+    """Point `alias` of model `name` at `version` (creating or moving it)."""
+    with uow_factory() as uow:
+        target = uow.models.get_version(name, version)
+        if target is None:
+            _raise_missing(uow, name, version)
+        uow.models.set_alias(name, alias, version)
+        uow.commit()
+    assert target is not None
+    return target
+
+
+def delete_alias(name: str, alias: str, *, uow_factory: UowFactory) -> None:
+    with uow_factory() as uow:
+        if not uow.models.delete_alias(name, alias):
+            raise NotFound(f"model '{name}' has no alias '{alias}'", field="alias")
+        uow.commit()
+
+
+def resolve(name: str, *, version: int | None = None, alias: str | None = None, uow_factory: UowFactory) -> ModelVersion:
+    """The version a call names: a number, an alias, or neither (alias `production`, else the latest)."""
+    with uow_factory() as uow:
+        if version is not None:
+            found = uow.models.get_version(name, version)
+            if found is None:
+                _raise_missing(uow, name, version)
+        elif alias is not None:
+            number = uow.models.alias_version(name, alias)
+            if number is None:
+                raise NotFound(f"model '{name}' has no alias '{alias}'" if uow.models.exists(name) else f"no model named '{name}'",
+                               field="alias")  # fmt: skip
+            found = uow.models.get_version(name, number)
+        else:
+            number = uow.models.alias_version(name, DEFAULT_ALIAS) or uow.models.latest_version(name)
+            if number is None:
+                raise NotFound(f"no model named '{name}'", field="name")
+            found = uow.models.get_version(name, number)
+    assert found is not None
+    return found
+
+
+def _raise_missing(uow: object, name: str, version: int) -> None:
+    if not uow.models.exists(name):  # type: ignore[attr-defined]
+        raise NotFound(f"no model named '{name}'", field="name")
+    raise NotFound(f"model '{name}' has no version {version}", field="version")
+
+
+def discard_if_unreferenced(sha256: str, *, uow_factory: UowFactory, store: LocalArtifactStore) -> None:
+    """Remove an artifact no version points to, so a failed registration leaves no orphan file."""
+    with uow_factory() as uow:
+        in_use = uow.models.artifact_in_use(sha256)
+    if not in_use:
+        store.delete(sha256)
+
+
+def set_serving(name: str, version: int, serving: dict[str, float], *, uow_factory: UowFactory) -> ModelVersion:
+    """Merge batching overrides into a version's serving options."""
+    with uow_factory() as uow:
+        found = uow.models.get_version(name, version)
+        if found is None:
+            _raise_missing(uow, name, version)
+        assert found is not None
+        uow.models.set_serving(name, version, (found.serving or {}) | serving)
+        uow.commit()
+        updated = uow.models.get_version(name, version)
+    assert updated is not None
+    return updated

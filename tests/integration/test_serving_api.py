@@ -1,0 +1,158 @@
+"""Serving on the embedded defaults: bring-your-own ONNX, aliases, artifacts, batching options, OIP v2 JSON."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from services.config import Settings
+from tests.conftest import migrate
+from tests.onnx_factory import linear_softmax, malformed, scale, with_external_data
+
+WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)  # 3 features -> 2 classes
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path, max_model_mb=1)
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _upload(client: TestClient, name: str, model: bytes, **fields: str):  # type: ignore[no-untyped-def]
+    return client.post(f"/v1/models/{name}/versions", files={"file": ("model.onnx", model)}, data=fields)
+
+
+def test_uploaded_onnx_is_checked_registered_and_served(client: TestClient) -> None:
+    response = _upload(client, "byo", linear_softmax(WEIGHTS), labels='["left", "right"]')
+    assert response.status_code == 201, response.text
+    version = response.json()
+    assert version["version"] == 1 and version["labels"] == ["left", "right"] and version["job_id"] is None
+    assert version["signature"] == {"inputs": [{"name": "features", "dtype": "float32", "shape": [-1, 3]}],
+                                    "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [-1, 2]}]}  # fmt: skip
+    predicted = client.post("/v1/models/byo/predict", json={"inputs": [[2, 0, 0], [0, 2, 0]]}).json()
+    assert predicted["labels"] == ["left", "right"] and predicted["version"] == 1
+    expected = np.exp([[2, -2], [-2, 2]]) / np.exp([[2, -2], [-2, 2]]).sum(1, keepdims=True)
+    np.testing.assert_allclose(predicted["outputs"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (b"definitely not protobuf", "not an ONNX model"),
+        (malformed(), "the ONNX graph is malformed"),
+        (with_external_data(linear_softmax(WEIGHTS)), "refers to external data"),
+    ],
+)
+def test_bad_onnx_is_refused_before_any_session_and_leaves_nothing(client: TestClient, model: bytes, message: str) -> None:
+    response = _upload(client, "bad", model)
+    assert response.status_code == 422 and message in response.json()["error"]["message"]
+    settings = client.app.state.kiln.settings
+    assert [p for p in settings.artifacts.rglob("*") if p.is_file()] == []
+    assert client.get("/v1/models").json()["count"] == 0
+
+
+def test_oversized_onnx_is_a_413(client: TestClient) -> None:
+    response = _upload(client, "big", b"\0" * (2 * 2**20))
+    assert response.status_code == 413
+
+
+def test_aliases_route_predictions_and_the_default_is_production_else_latest(client: TestClient) -> None:
+    for factor in (2.0, 3.0, 4.0):
+        assert _upload(client, "scale", scale(factor, 2)).status_code == 201
+
+    def default() -> float:
+        return client.post("/v1/models/scale/predict", json={"inputs": [[1, 1]]}).json()["outputs"][0][0]
+
+    assert default() == 4.0  # no production alias: the latest
+    moved = client.put("/v1/models/scale/aliases/production", json={"version": 1})
+    assert moved.status_code == 200 and moved.json()["aliases"] == ["production"]
+    assert default() == 2.0
+    client.put("/v1/models/scale/aliases/staging", json={"version": 2})
+    assert client.post("/v1/models/scale/aliases/staging/predict", json={"inputs": [[1, 1]]}).json()["outputs"] == [[3.0, 3.0]]
+    assert client.get("/v1/models/scale").json()["aliases"] == {"production": 1, "staging": 2}
+    client.put("/v1/models/scale/aliases/production", json={"version": 2})
+    assert default() == 3.0
+    assert client.delete("/v1/models/scale/aliases/production").status_code == 204
+    assert default() == 4.0
+    assert client.delete("/v1/models/scale/aliases/production").status_code == 404
+    assert client.post("/v1/models/scale/aliases/nope/predict", json={"inputs": [[1, 1]]}).json()["error"]["message"] == (
+        "model 'scale' has no alias 'nope'"
+    )
+    assert client.put("/v1/models/scale/aliases/production", json={"version": 9}).status_code == 404
+
+
+def test_artifact_download_uses_the_sha256_as_etag(client: TestClient) -> None:
+    model = scale(2.0, 2)
+    _upload(client, "scale", model)
+    response = client.get("/v1/models/scale/versions/1/artifact")
+    assert response.status_code == 200 and response.content == model
+    assert response.headers["etag"] == f'"{hashlib.sha256(model).hexdigest()}"'
+    cached = client.get("/v1/models/scale/versions/1/artifact", headers={"If-None-Match": response.headers["etag"]})
+    assert cached.status_code == 304
+
+
+def test_serving_options_are_set_per_version(client: TestClient) -> None:
+    _upload(client, "scale", scale(2.0, 2))
+    patched = client.patch("/v1/models/scale/versions/1", json={"max_batch_size": 8})
+    assert patched.json()["serving"] == {"max_batch_size": 8}
+    assert client.patch("/v1/models/scale/versions/1", json={"max_queue_delay_ms": 5}).json()["serving"] == {
+        "max_batch_size": 8, "max_queue_delay_ms": 5.0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([[1, 2]], "expected (N, 3) float32, got (N, 2) float32"),
+        ([[1, "x", 3]], "rectangular array of numbers"),
+        ([[1, float("nan"), 3]], "finite"),
+    ],
+)
+def test_bad_predict_input_is_a_422_naming_the_signature(client: TestClient, inputs: list, message: str) -> None:
+    _upload(client, "byo", linear_softmax(WEIGHTS))
+    response = client.post("/v1/models/byo/versions/1/predict", content=__import__("json").dumps({"inputs": inputs}),
+                           headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 422 and message in response.json()["error"]["message"]
+
+
+def test_v2_json_infer_with_flat_and_nested_data(client: TestClient) -> None:
+    _upload(client, "byo", linear_softmax(WEIGHTS))
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2/health/live").status_code == 200 and client.get("/v2/health/ready").status_code == 200
+    metadata = client.get("/v2/models/byo").json()
+    assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 3]}] and metadata["versions"] == ["1"]
+    for data in ([2, 0, 0, 0, 2, 0], [[2, 0, 0], [0, 2, 0]]):
+        body = {"id": "r1", "inputs": [{"name": "features", "shape": [2, 3], "datatype": "FP32", "data": data}]}
+        reply = client.post("/v2/models/byo/versions/1/infer", json=body).json()
+        assert reply["id"] == "r1" and reply["model_version"] == "1"
+        (output,) = reply["outputs"]
+        assert output["name"] == "probabilities" and output["shape"] == [2, 2] and len(output["data"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v2/models/nope/infer", {"inputs": []}, 404, "no model named 'nope'"),
+        ("/v2/models/byo/versions/7/infer", {"inputs": []}, 404, "no version 7"),
+        ("/v2/models/byo/infer", {"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, 400,
+         "expected (N, 3) float32"),
+        ("/v2/models/byo/infer", {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}, 400,
+         "do not fill shape"),
+        ("/v2/models/byo/infer", {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 400,
+         "missing input 'features'"),
+        ("/v2/models/byo/infer", {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP128", "data": [1, 2, 3]}]}, 400,
+         "datatype"),
+    ],
+)  # fmt: skip
+def test_v2_errors_are_json_with_an_error_field(client: TestClient, path: str, body: dict, status: int, message: str) -> None:
+    _upload(client, "byo", linear_softmax(WEIGHTS))
+    response = client.post(path, json=body)
+    assert response.status_code == status and message in response.json()["error"]

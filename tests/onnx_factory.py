@@ -1,0 +1,46 @@
+"""Small ONNX models the tests build with onnx's helpers: no torch, so they stand for bring-your-own files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def linear_softmax(weights: np.ndarray, *, name: str = "classifier") -> bytes:
+    """(N, F) float32 -> softmax(x @ W) (N, K): a bring-your-own classifier."""
+    features, classes = weights.shape
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])
+    w = numpy_helper.from_array(weights.astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["features", "W"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, name, [x], [y], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def scale(factor: float, width: int) -> bytes:
+    """(N, width) -> factor * x."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])
+    k = helper.make_tensor("k", TensorProto.FLOAT, [], [factor])
+    graph = helper.make_graph([helper.make_node("Mul", ["input", "k"], ["output"])], "scale", [x], [y], [k])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def with_external_data(model_bytes: bytes) -> bytes:
+    """The same model, claiming its weights live in a file beside it."""
+    model = onnx.load_from_string(model_bytes)
+    tensor = model.graph.initializer[0]
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    tensor.ClearField("raw_data")
+    return model.SerializeToString()
+
+
+def malformed() -> bytes:
+    """A graph whose node reads a tensor nothing produces."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("Add", ["input", "nowhere"], ["output"])], "bad", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
