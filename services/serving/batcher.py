@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests for one model merge into one onnxruntime run.
 
-A request that finds the model idle runs at once, on the event loop, so a lone client pays no
-queue delay and no thread hand-off. Requests that arrive while a run is in flight queue up; when
-it ends they run together (up to `max_batch_size` rows) in the executor, after waiting at most
-`max_queue_delay_s` from the oldest one for the batch to fill.
+A request that finds the model idle yields to the event loop once, so requests that arrived with
+it can join; if none did, it runs at once on the event loop, and a lone client pays no queue delay
+and no thread hand-off. Otherwise requests queue up and run together (up to `max_batch_size`
+rows) in the executor, after waiting at most `max_queue_delay_s` from the oldest one for the
+batch to fill; requests that arrive during a run join the next one.
 """
 
 from __future__ import annotations
@@ -45,18 +46,21 @@ class DynamicBatcher:
 
     async def submit(self, feeds: Feeds) -> BatchResult:
         rows = len(next(iter(feeds.values())))
-        if not self._busy and not self._queue:
-            self._busy = True
-            try:
-                started = time.perf_counter()
-                outputs = self.run(feeds)
-                return BatchResult(outputs, 0.0, time.perf_counter() - started, rows)
-            finally:
-                self._busy = False
-                self._start_draining()
         pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
-        self._start_draining()
+        if not self._busy:
+            self._busy = True
+            await asyncio.sleep(0)  # requests read in the same loop turn join the queue now
+            if len(self._queue) == 1:  # alone: run here, no hand-off
+                self._queue.popleft()
+                try:
+                    started = time.perf_counter()
+                    outputs = self.run(feeds)
+                    return BatchResult(outputs, 0.0, time.perf_counter() - started, rows)
+                finally:
+                    self._busy = False
+                    self._start_draining()
+            asyncio.get_running_loop().create_task(self._drain())
         outputs, compute_s, batch_rows = await pending.future
         return BatchResult(outputs, time.perf_counter() - pending.queued_at - compute_s, compute_s, batch_rows)
 

@@ -67,17 +67,17 @@ def test_batches_never_exceed_the_maximum() -> None:
 def test_queue_delay_lets_a_batch_fill() -> None:
     run = SlowDouble(0.0)
     batcher = _batcher(run, max_queue_delay_s=0.05)
+    one = {"x": np.ones((1, 1), np.float32)}
+
+    async def late() -> object:
+        await asyncio.sleep(0.01)
+        return await batcher.submit(one)
 
     async def main() -> None:
-        first = asyncio.create_task(batcher.submit({"x": np.ones((1, 1), np.float32)}))
-        await asyncio.sleep(0)
-        rest = [asyncio.create_task(batcher.submit({"x": np.ones((1, 1), np.float32)})) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        late = [asyncio.create_task(batcher.submit({"x": np.ones((1, 1), np.float32)})) for _ in range(2)]
-        await asyncio.gather(first, *rest, *late)
+        await asyncio.gather(batcher.submit(one), batcher.submit(one), late())
 
     asyncio.run(main())
-    assert run.batches == [1, 5]  # the lone first ran at once; the rest waited for each other
+    assert run.batches == [3]  # two arrived together, and waited long enough for the third
 
 
 def test_a_failing_run_fails_every_request_in_its_batch() -> None:
