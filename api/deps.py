@@ -26,7 +26,7 @@ class CeleryDispatcher:
         self.celery = celery
 
     def send(self, job_id: uuid.UUID, *, queue: str) -> None:
-        self.celery.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue)
+        self.celery.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=self.celery.settings.queue_prefix + queue)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # SQLite waits this long for a lock instead of failing at once (API and worker share the file).
     sqlite_busy_timeout_ms: int = 10_000
 
+    # Prepended to the broker's queue names, so deployments (or test sessions) can share one broker.
+    queue_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)
+
     # Worker: prefork children on a CPU host; one per GPU on a GPU host.
     worker_concurrency: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0)  # 0: cores divided by concurrency

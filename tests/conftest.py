@@ -50,12 +50,14 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+# Each test session's workers and API use queues of their own, so sessions can share one Redis.
+QUEUE_PREFIX = f"test-{uuid.uuid4().hex[:8]}-"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The real Redis, on a database number the suite empties first."""
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    client.flushdb()
+    """The real Redis; this session's queues are named with QUEUE_PREFIX."""
+    redis.Redis.from_url(REDIS_URL).ping()
     return REDIS_URL
 
 

@@ -87,7 +87,7 @@ def main() -> None:
             "--concurrency",
             str(plan.concurrency),
             "--queues",
-            plan.queue,
+            plan.settings.queue_prefix + plan.queue,
             "--hostname",
             heartbeat.name,
             # Gossip, mingle and worker heartbeats use broadcast messages; Kiln's state lives in SQL.

@@ -23,7 +23,7 @@ def create_celery(settings: Settings) -> KilnCelery:
         accept_content=["json"],
         result_backend=None,
         task_ignore_result=True,
-        task_default_queue="cpu",
+        task_default_queue=f"{settings.queue_prefix}cpu",
         # A job runs for minutes: take one message at a time and acknowledge it only when done.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

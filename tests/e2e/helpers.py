@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 
 from services.data.builtins import load_builtin
-from tests.conftest import ROOT
+from tests.conftest import QUEUE_PREFIX, ROOT
 from tests.factories import DIGITS_MLP
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
@@ -22,7 +22,7 @@ FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 def kiln_env(**values: str) -> dict[str, str]:
     """This environment without any KILN_ variable of the caller's, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | {"KILN_QUEUE_PREFIX": QUEUE_PREFIX}
     return env | {f"KILN_{k.upper()}": v for k, v in values.items()}
 
 
