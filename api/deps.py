@@ -43,8 +43,13 @@ class ApiContext:
     predictor: Predictor
 
 
-def get_context(request: Request) -> ApiContext:
-    return request.app.state.kiln
+def context(request: Request) -> ApiContext:
+    return request.app.state.kiln  # type: ignore[no-any-return]
+
+
+async def get_context(request: Request) -> ApiContext:
+    # async on purpose: FastAPI runs a plain `def` dependency on its thread pool, a hand-off per request.
+    return context(request)
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]

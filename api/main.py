@@ -54,11 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.kiln = context
     install_error_handlers(app)
+    # The hot routes first: routing tries routes in order.
+    app.include_router(predict.router)
+    app.include_router(v2.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
-    app.include_router(predict.router)
-    app.include_router(v2.router)
     app.include_router(health.router)
+    app.router.routes[:0] = predict.FAST_ROUTES + v2.FAST_ROUTES
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

@@ -16,6 +16,7 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is a locked lookup; do it once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,7 +35,13 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.http_requests.labels(method, template, str(status)).inc()
-            self.metrics.http_duration.labels(method, template).observe(time.perf_counter() - started)
+            key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
+            children = self._children.get(key)
+            if children is None:
+                method, template = key[0], key[1]
+                children = self._children[key] = (
+                    self.metrics.http_requests.labels(method, template, str(status)),
+                    self.metrics.http_duration.labels(method, template),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 from services.errors import InvalidInput
 
@@ -25,8 +25,8 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     """The request's JSON header and its input tensors, from JSON data or the binary section."""
     split = int(header_length) if header_length else len(body)
     try:
-        header = json.loads(body[:split])
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        header = orjson.loads(body[:split])
+    except (orjson.JSONDecodeError, ValueError) as err:
         raise InvalidInput(f"the inference header is not valid JSON: {err}") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise InvalidInput("an inference request needs an 'inputs' list")
@@ -75,7 +75,7 @@ def encode_response(header: dict[str, Any], outputs: dict[str, np.ndarray], requ
         else:
             item["data"] = array.reshape(-1).tolist()
         items.append(item)
-    text = json.dumps(header | {"outputs": items}, separators=(",", ":")).encode()
+    text = orjson.dumps(header | {"outputs": items})
     if not blobs:
         return text, {"Content-Type": "application/json"}
     return text + b"".join(blobs), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(text))}

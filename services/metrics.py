@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -63,10 +64,19 @@ class ApiMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
         )  # fmt: skip
         self.registry.register(JobsByStateCollector(count_jobs_by_state))
+        self._children: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
-        labels = (version.model_name, str(version.version))
-        self.inference_requests.labels(*labels, "ok").inc()
-        self.inference_queue.labels(*labels).observe(result.queue_s)
-        self.inference_compute.labels(*labels).observe(result.compute_s)
-        self.inference_batch.labels(*labels).observe(result.batch_rows)
+        key = (version.model_name, version.version)
+        children = self._children.get(key)
+        if children is None:  # looked up once per version: `labels()` takes a lock and builds a key each call
+            labels = (version.model_name, str(version.version))
+            children = self._children[key] = (
+                self.inference_requests.labels(*labels, "ok"), self.inference_queue.labels(*labels),
+                self.inference_compute.labels(*labels), self.inference_batch.labels(*labels),
+            )  # fmt: skip
+        ok, queue, compute, batch = children
+        ok.inc()
+        queue.observe(result.queue_s)
+        compute.observe(result.compute_s)
+        batch.observe(result.batch_rows)

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.routing import Route
 
-from api.deps import ContextDep
+from api.deps import ContextDep, context
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import ModelVersion
@@ -126,3 +127,23 @@ async def infer(name: str, request: Request, ctx: ContextDep) -> Response:
 @v2_errors
 async def infer_version(name: str, version: str, request: Request, ctx: ContextDep) -> Response:
     return await _infer(request, ctx, _resolve(ctx, name, version))
+
+
+def _fast(path: str, versioned: bool) -> Route:
+    """A plain Starlette route in front of the FastAPI one (kept for the docs); see api.routers.predict._fast."""
+    route: Route
+
+    async def endpoint(request: Request) -> Response:
+        request.scope["route"] = route
+        ctx, params = context(request), request.path_params
+        try:
+            found = _resolve(ctx, params["name"], params["version"] if versioned else None)
+            return await _infer(request, ctx, found)
+        except KilnError as exc:
+            return _error(exc)
+
+    route = Route(path, endpoint, methods=["POST"])
+    return route
+
+
+FAST_ROUTES = [_fast("/v2/models/{name}/versions/{version}/infer", True), _fast("/v2/models/{name}/infer", False)]
