@@ -11,27 +11,29 @@ from fastapi import FastAPI
 
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
-from api.middleware import RequestMetricsMiddleware
+from api.middleware import RequestMiddleware
 from api.routers import datasets, health, jobs, models, predict, v2
 from services.config import Settings
 from services.data.store import DatasetStore
+from services.logs import configure_logging
 from services.metrics import ApiMetrics
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import count_jobs_by_state
 from services.usecases.serve import BatchingDefaults, Predictor
-from worker.app import create_celery
+from worker.app import create_celery, queue_lengths
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(level=settings.log_level, json_lines=settings.log_format == "json")
     settings.ensure_dirs()
     engine, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     celery = create_celery(settings)
     store = LocalArtifactStore(settings.artifacts)
-    metrics = ApiMetrics(lambda: count_jobs_by_state(uow_factory=uow_factory))
-    sessions = OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for)
+    metrics = ApiMetrics(lambda: count_jobs_by_state(uow_factory=uow_factory), lambda: queue_lengths(celery))
+    sessions = OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for, on_size=metrics.models_loaded.set)
     # onnxruntime releases the GIL, so batched runs proceed on these threads while the event loop reads requests.
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="kiln-infer")
     predictor = Predictor(
@@ -62,5 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.router.routes[:0] = predict.FAST_ROUTES + v2.FAST_ROUTES
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     return app

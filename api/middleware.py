@@ -1,7 +1,11 @@
-"""Request metrics as plain ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
+"""Per-request metrics, request ids and one log line, as plain ASGI middleware (no per-request task or body copy)."""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+import re
 import time
 from typing import Any
 
@@ -9,14 +13,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.metrics import ApiMetrics
 
+log = logging.getLogger("kiln.request")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 
-class RequestMetricsMiddleware:
-    """Counts requests and times them by route template, never by raw path (no user input in labels)."""
+
+class RequestMiddleware:
+    """Counts and times requests by route template (never by raw path), and logs one line per request.
+
+    An `X-Request-ID` the caller sends is kept when it is a short token, else one is made; either
+    way it is echoed in the response and written in the log line.
+    """
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is a locked lookup; do it once
+        # Request ids: a random prefix per process and a counter (uuid4 costs a getrandom call per request).
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,24 +38,33 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = given.decode() if _REQUEST_ID.match(given) else f"{self._id_prefix}-{next(self._ids):x}"
 
-        async def send_with_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, send_with_id)
         finally:
-            route: Any = scope.get("route")
-            key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
-            children = self._children.get(key)
-            if children is None:
-                method, template = key[0], key[1]
-                children = self._children[key] = (
-                    self.metrics.http_requests.labels(method, template, str(status)),
-                    self.metrics.http_duration.labels(method, template),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self._record(scope, status, time.perf_counter() - started, request_id)
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        route: Any = scope.get("route")
+        key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
+        children = self._children.get(key)
+        if children is None:
+            method, template = key[0], key[1]
+            children = self._children[key] = (
+                self.metrics.http_requests.labels(method, template, str(status)),
+                self.metrics.http_duration.labels(method, template),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            fields = {"request_id": request_id, "method": key[0], "route": key[1], "status": status, "duration_ms": round(seconds * 1e3, 3)}
+            log.info("%s %s %d %.1f ms", key[0], key[1], status, seconds * 1000, extra=fields)

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = None  # default: <data_dir>/artifacts
 
     host: str = "127.0.0.1"
+    api_workers: int = Field(default=1, ge=1)  # `python -m api` processes
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)  # the worker's /metrics; 0: none
+    log_format: Literal["text", "json"] = "text"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -1,12 +1,20 @@
-"""Every Prometheus metric Kiln exposes, in one place."""
+"""Every Prometheus metric Kiln exposes, in one place.
+
+With several processes (uvicorn workers, Celery's prefork children) prometheus_client's
+multiprocess mode keeps exact totals: each process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR, which the entrypoint wipes at start, and a scrape sums them. That
+variable must be set before this module is first imported, so entrypoints import it late.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from services.registry.entities import JobState, ModelVersion
@@ -30,11 +38,43 @@ class JobsByStateCollector(Collector):
         yield family
 
 
+class QueueLengthCollector(Collector):
+    """`kiln_broker_queue_length{queue}`: messages waiting in the broker, asked at scrape time."""
+
+    def __init__(self, queue_lengths: Callable[[], dict[str, int]]) -> None:
+        self._queue_lengths = queue_lengths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("kiln_broker_queue_length", "Jobs waiting in the broker, by queue.", labels=["queue"])
+        for queue, length in self._queue_lengths().items():
+            family.add_metric([queue], length)
+        yield family
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def exposition(registry: CollectorRegistry, scrape_time: list[Collector]) -> bytes:
+    """The text exposition: this process's registry, or, in multiprocess mode, every process's files."""
+    if multiprocess():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        for collector in scrape_time:
+            registry.register(collector)
+    return generate_latest(registry)
+
+
 class ApiMetrics:
     """The API's metrics, on a registry of their own so each app instance starts clean."""
 
-    def __init__(self, count_jobs_by_state: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, count_jobs_by_state: Callable[[], dict[str, int]], queue_lengths: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
+        # Read at scrape time from SQL and the broker, so every replica reports the same.
+        self.scrape_time: list[Collector] = [JobsByStateCollector(count_jobs_by_state), QueueLengthCollector(queue_lengths)]
+        if not multiprocess():
+            for collector in self.scrape_time:
+                self.registry.register(collector)
         self.http_requests = Counter(
             "kiln_http_requests",
             "HTTP requests by route template and status.",
@@ -63,8 +103,17 @@ class ApiMetrics:
             "kiln_inference_batch_size", "Rows in the onnxruntime run a prediction rode in.", ["model", "version"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
         )  # fmt: skip
-        self.registry.register(JobsByStateCollector(count_jobs_by_state))
+        self.inference_duration = Histogram(
+            "kiln_inference_duration_seconds", "Queue wait plus compute of a prediction.", ["model", "version"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.models_loaded = Gauge(
+            "kiln_models_loaded", "onnxruntime sessions loaded.", registry=self.registry, multiprocess_mode="livesum"
+        )
         self._children: dict[tuple[str, int], tuple[Any, ...]] = {}
+
+    def render(self) -> bytes:
+        return exposition(self.registry, self.scrape_time)
 
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
         key = (version.model_name, version.version)
@@ -74,9 +123,58 @@ class ApiMetrics:
             children = self._children[key] = (
                 self.inference_requests.labels(*labels, "ok"), self.inference_queue.labels(*labels),
                 self.inference_compute.labels(*labels), self.inference_batch.labels(*labels),
+                self.inference_duration.labels(*labels),
             )  # fmt: skip
-        ok, queue, compute, batch = children
+        ok, queue, compute, batch, total = children
         ok.inc()
         queue.observe(result.queue_s)
         compute.observe(result.compute_s)
         batch.observe(result.batch_rows)
+        total.observe(result.queue_s + result.compute_s)
+
+
+class WorkerMetrics:
+    """What a training worker reports; its pool children write, its main process serves them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs_finished = Counter("kiln_training_jobs_finished", "Jobs that ended, by outcome.", ["outcome"], registry=self.registry)
+        self.epoch_duration = Histogram(
+            "kiln_training_epoch_duration_seconds", "Seconds per training epoch.", ["model"], registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+        )  # fmt: skip
+        self.samples_per_second = Gauge(
+            "kiln_training_samples_per_second", "Training throughput in the last epoch.", ["model"], registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.last_loss = Gauge(
+            "kiln_training_last_loss", "The last epoch's loss, by split.", ["model", "split"], registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.gpu_memory = Gauge(
+            "kiln_worker_gpu_memory_bytes", "CUDA memory allocated by a training process.", ["worker"], registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.gpu_utilization = Gauge(
+            "kiln_worker_gpu_utilization_ratio", "GPU utilisation seen by a training process (0-1).", ["worker"],
+            registry=self.registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+
+    def epoch(self, model: str, *, seconds: float, samples: int, metrics: dict[str, float]) -> None:
+        self.epoch_duration.labels(model).observe(seconds)
+        self.samples_per_second.labels(model).set(samples / seconds if seconds > 0 else 0.0)
+        self.last_loss.labels(model, "train").set(metrics["loss"])
+        if "val_loss" in metrics:
+            self.last_loss.labels(model, "validation").set(metrics["val_loss"])
+
+    def render(self) -> bytes:
+        return exposition(self.registry, [])
+
+
+def serve_worker_metrics(*, host: str, port: int) -> None:
+    """The worker's /metrics on its own port, summing what its pool children wrote."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)

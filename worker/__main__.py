@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 from celery import signals
 
 from services.config import Settings
+from services.logs import configure_logging
 from services.registry.unit_of_work import connect_registry
 from services.usecases.workers import record_worker_heartbeat, remove_worker
 from worker.app import create_celery
@@ -64,10 +66,23 @@ class Heartbeat:
         remove_worker(uow_factory=self.uow_factory, name=self.name)
 
 
+def prepare_metrics(settings: Settings) -> None:
+    """Multiprocess metrics: pool children write files here, the main process serves their sum."""
+    metrics_dir = settings.data_dir / "metrics" / f"worker-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # before prometheus_client is first imported
+    if settings.worker_metrics_port:
+        from services.metrics import serve_worker_metrics
+
+        serve_worker_metrics(host=settings.host, port=settings.worker_metrics_port)
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging(level=settings.log_level, json_lines=settings.log_format == "json")
     settings.ensure_dirs()
+    prepare_metrics(settings)
     plan = plan_worker(settings)
     configure(plan)
     app = create_celery(settings)

@@ -15,6 +15,17 @@ class KilnCelery(Celery):
     settings: Settings
 
 
+def queue_lengths(app: KilnCelery) -> dict[str, int]:
+    """Messages waiting in the cpu and gpu queues (empty when the broker cannot be asked)."""
+    prefix = app.settings.queue_prefix
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            return {queue: int(channel._size(prefix + queue)) for queue in ("cpu", "gpu")}  # kombu's virtual transports
+    except Exception:
+        return {}
+
+
 def create_celery(settings: Settings) -> KilnCelery:
     app = KilnCelery("kiln", broker=settings.broker_url, include=["worker.tasks"], set_as_current=False)
     app.settings = settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 from billiard.process import current_process
@@ -55,6 +56,8 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // plan.concurrency))
     warm_up(device)  # so the first job does not pay about a second of torch start-up
     _, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    from services.metrics import WorkerMetrics
+
     return WorkerContext(
         uow_factory=uow_factory,
         store=LocalArtifactStore(settings.artifacts),
@@ -62,4 +65,6 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         parity=ParityCheck(rows=settings.parity_rows, atol=settings.parity_max_abs_diff, rtol=settings.parity_rtol),
         datasets=DatasetStore(settings.datasets),
         max_in_memory_bytes=settings.max_in_memory_dataset_mb * 2**20,
+        metrics=WorkerMetrics(),
+        worker_name=f"{socket.gethostname()}:{os.getpid()}",
     )

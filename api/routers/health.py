@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import ContextDep
@@ -47,4 +47,4 @@ def _check_broker(ctx: ContextDep) -> str:
 @router.get("/metrics", include_in_schema=False)
 def read_metrics(ctx: ContextDep) -> Response:
     """Prometheus exposition."""
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -51,9 +51,10 @@ def _warm_up(model: LoadedModel) -> None:
 class OnnxSessionCache:
     """At most `capacity` sessions, keyed by artifact sha256, least recently used evicted first."""
 
-    def __init__(self, *, capacity: int, path_for: Callable[[str], Path]) -> None:
+    def __init__(self, *, capacity: int, path_for: Callable[[str], Path], on_size: Callable[[int], None] | None = None) -> None:
         self.capacity = capacity
         self._path_for = path_for
+        self._on_size = on_size or (lambda size: None)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -69,6 +70,7 @@ class OnnxSessionCache:
             self._models.move_to_end(sha256)
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
+            self._on_size(len(self._models))
             return model
 
     def _load(self, sha256: str) -> LoadedModel:

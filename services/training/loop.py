@@ -25,6 +25,7 @@ class EpochResult:
     epoch: int  # 1-based
     metrics: dict[str, float]  # Keras names: loss, accuracy, val_loss, val_accuracy ... and learning_rate
     duration_s: float
+    samples: int  # training rows seen
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def fit(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimiz
         metrics["learning_rate"] = learning_rate
         options.schedule.after_epoch(metrics)
         stop = options.stopper.update(epoch, metrics, network) if options.stopper else False
-        result = EpochResult(epoch, metrics, time.perf_counter() - started)
+        result = EpochResult(epoch, metrics, time.perf_counter() - started, len(train))
         options.on_epoch_end(result)
         results.append(result)
         if stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_e
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
 
+if TYPE_CHECKING:  # imported for real only by the worker, after it has set up multiprocess metrics
+    from services.metrics import WorkerMetrics
+
 log = logging.getLogger(__name__)
 REGISTER_ATTEMPTS = 5
 DEFAULT_TEST_SPLIT = 0.2
@@ -36,6 +40,8 @@ class WorkerContext:
     parity: ParityCheck
     datasets: DatasetStore
     max_in_memory_bytes: int
+    metrics: WorkerMetrics | None = None  # None where nothing scrapes (tests in-process)
+    worker_name: str = ""
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
@@ -47,17 +53,25 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     if not claimed or job is None:
         log.info("job %s not claimed (state %s): nothing to do", job_id, job.state if job else "missing")
         return
-    log.info("job %s started on %s, attempt %d", job_id, ctx.device, job.attempt)
+    event = {"job_id": str(job_id)}
+    log.info("job %s running on %s, attempt %d", job_id, ctx.device, job.attempt, extra=event | {"state": "running"})
     try:
         version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
     except Exception as exc:  # every failure ends the job with a readable reason
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
-        log.exception("job %s failed: %s", job_id, reason)
+        log.exception("job %s failed: %s", job_id, reason, extra=event | {"state": "failed"})
         with ctx.uow_factory() as uow:
             uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)
             uow.commit()
+        _count(ctx, "failed")
         return
-    log.info("job %s succeeded: %s version %d", job_id, job.model_name, version)
+    log.info("job %s succeeded: %s version %d", job_id, job.model_name, version, extra=event | {"state": "succeeded", "version": version})
+    _count(ctx, "succeeded")
+
+
+def _count(ctx: WorkerContext, outcome: str) -> None:
+    if ctx.metrics is not None:
+        ctx.metrics.jobs_finished.labels(outcome).inc()
 
 
 def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID | None]:
@@ -85,7 +99,7 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
             device=ctx.device,
             onnx_path=onnx_path,
             parity=ctx.parity,
-            on_epoch_end=lambda r: _record_epoch(job_id, r, ctx),
+            on_epoch_end=lambda r: _record_epoch(job_id, spec.model_name, r, ctx),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         artifact = ctx.store.put(onnx_path)
@@ -98,7 +112,7 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
         raise
 
 
-def _record_epoch(job_id: uuid.UUID, result: EpochResult, ctx: WorkerContext) -> None:
+def _record_epoch(job_id: uuid.UUID, model_name: str, result: EpochResult, ctx: WorkerContext) -> None:
     metrics = result.metrics
     with ctx.uow_factory() as uow:
         uow.jobs.add_epoch(
@@ -112,7 +126,21 @@ def _record_epoch(job_id: uuid.UUID, result: EpochResult, ctx: WorkerContext) ->
             ),
         )
         uow.commit()
-    log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"))
+    event = {"job_id": str(job_id), "epoch": result.epoch, "loss": metrics["loss"], "val_loss": metrics.get("val_loss")}
+    log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"), extra=event)
+    if ctx.metrics is not None:
+        ctx.metrics.epoch(model_name, seconds=result.duration_s, samples=result.samples, metrics=metrics)
+        if ctx.device.type == "cuda":
+            _gpu_figures(ctx)
+
+
+def _gpu_figures(ctx: WorkerContext) -> None:
+    assert ctx.metrics is not None
+    ctx.metrics.gpu_memory.labels(ctx.worker_name).set(torch.cuda.memory_allocated(ctx.device))
+    try:
+        ctx.metrics.gpu_utilization.labels(ctx.worker_name).set(torch.cuda.utilization(ctx.device) / 100)
+    except Exception:  # needs NVML (pynvml); memory is still reported
+        log.debug("GPU utilisation unavailable", exc_info=True)
 
 
 def _register(
