@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=1, ge=1)  # `python -m api` processes
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)  # the worker's /metrics; 0: none
     log_format: Literal["text", "json"] = "text"
+    events_poll_s: float = Field(default=0.25, gt=0)  # how often a job's event stream reads its progress
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -75,7 +75,10 @@ def prepare_metrics(settings: Settings) -> None:
     if settings.worker_metrics_port:
         from services.metrics import serve_worker_metrics
 
-        serve_worker_metrics(host=settings.host, port=settings.worker_metrics_port)
+        try:
+            serve_worker_metrics(host=settings.host, port=settings.worker_metrics_port)
+        except OSError as err:  # training matters more than its metrics: say so loudly, and go on
+            log.error("worker metrics not served on port %d: %s (set KILN_WORKER_METRICS_PORT)", settings.worker_metrics_port, err)
 
 
 def main() -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep
 from api.schemas import JobPublic, JobsPublic, JobSummary
@@ -40,3 +45,38 @@ def read_jobs(
 def read_job(job_id: uuid.UUID, ctx: ContextDep) -> JobPublic:
     """One job: its state, current epoch, per-epoch history, error and resulting version."""
     return JobPublic.of(get_job(job_id, uow_factory=ctx.uow_factory))
+
+
+FINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+def _event(name: str, data: object) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def stream_job_events(job_id: uuid.UUID, request: Request, ctx: ContextDep) -> StreamingResponse:
+    """Server-Sent Events: `epoch` per finished epoch, `state` on each change, then `end` with the job; the stream then closes.
+
+    Progress is read from SQL, so it works with any broker and any number of API replicas.
+    """
+    await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        sent, state = 0, None
+        while True:
+            job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
+            for epoch in JobPublic.of(job).history[sent:]:
+                yield _event("epoch", epoch.model_dump())
+            sent = len(job.history)
+            if job.state != state:
+                state = job.state
+                yield _event("state", {"state": state, "error": job.error, "version": job.version})
+            if job.state in FINAL_STATES:
+                yield _event("end", JobPublic.of(job).model_dump(mode="json"))
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(ctx.settings.events_poll_s)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,11 @@ FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 def kiln_env(**values: str) -> dict[str, str]:
     """This environment without any KILN_ variable of the caller's, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | {"KILN_QUEUE_PREFIX": QUEUE_PREFIX}
+    # No worker /metrics port unless a test asks for one: several workers may run at once.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | {
+        "KILN_QUEUE_PREFIX": QUEUE_PREFIX,
+        "KILN_WORKER_METRICS_PORT": "0",
+    }
     return env | {f"KILN_{k.upper()}": v for k, v in values.items()}
 
 
@@ -107,3 +112,24 @@ def train_digits_and_predict(base_url: str) -> dict[str, Any]:
             "wall_s": wall_s,
             "accuracy": float((outputs.argmax(axis=1) == test.y_test).mean()),
         }
+
+
+def job_events(base_url: str, job_id: str, timeout: float = 120) -> list[tuple[str, dict[str, Any]]]:
+    """Every Server-Sent Event of a job's stream, until the server closes it."""
+    events, name = [], ""
+    with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", timeout=timeout) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def check_event_stream(events: list[tuple[str, dict[str, Any]]], epochs: int) -> None:
+    """Epochs 1..n in order, states in order, and a final `end` carrying the finished job."""
+    assert [data["epoch"] for name, data in events if name == "epoch"] == list(range(1, epochs + 1))
+    states = [data["state"] for name, data in events if name == "state"]
+    assert states[-1] == "succeeded" and states == sorted(set(states), key=states.index)
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded" and len(events[-1][1]["history"]) == epochs

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.e2e.helpers import kiln_env, spawn, stop, train_digits_and_predict, wait_until_ready
+from tests.e2e.helpers import check_event_stream, job_events, kiln_env, spawn, stop, train_digits_and_predict, wait_until_ready
 
 
 def _children(pid: int) -> list[int]:
@@ -37,6 +37,7 @@ def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
         children = _children(proc.pid)
         assert len(children) == 2  # the API and the worker
         result = train_digits_and_predict(url)
+        check_event_stream(job_events(url, result["job"]["id"]), epochs=20)  # a finished job's stream replays it
         print(f"\n[e2e embedded] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}")
         assert result["accuracy"] >= 0.95
         assert (tmp_path / "var" / "kiln.db").exists() and (tmp_path / "var" / "broker.db").exists()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.helpers import (
+    check_event_stream,
+    job_events,
     rss_mib,
     train_digits_and_predict,
     wait_for_job,
@@ -46,3 +49,10 @@ def test_versions_increase_and_metrics_report_jobs_by_state(kiln: dict) -> None:
         metrics = client.get("/metrics").text
         succeeded = client.get("/v1/jobs", params={"state": "succeeded"}).json()["count"]
         assert f'kiln_training_jobs{{state="succeeded"}} {float(succeeded)}' in metrics
+
+
+def test_job_events_stream_each_epoch_then_the_end(kiln: dict) -> None:
+    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+        job = client.post("/v1/jobs", json=tiny_job(training={"epochs": 5})).json()
+        assert client.get(f"/v1/jobs/{uuid.uuid4()}/events").status_code == 404
+    check_event_stream(job_events(kiln["url"], job["id"]), epochs=5)
