@@ -19,10 +19,11 @@ FROM base AS api
 RUN pip install .
 USER kiln
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "api"]
 
 FROM base AS worker
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url ${TORCH_INDEX_URL} torch==2.13.0 && pip install '.[train]'
 USER kiln
+EXPOSE 9101
 CMD ["python", "-m", "worker"]

@@ -29,6 +29,12 @@ if ! redis_up; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
 fi
 
+# The metrics tests scrape Kiln with a real Prometheus and check expositions with promtool.
+if ! have prometheus || ! have promtool; then
+  echo "ensure-services: installing Prometheus"
+  apt_install prometheus
+fi
+
 for _ in $(seq 1 60); do
   if postgres_up && redis_up; then
     exit 0

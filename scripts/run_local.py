@@ -35,7 +35,7 @@ def migrate(settings: Settings) -> None:
 
 def start(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
     python = sys.executable
-    api = [python, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", settings.host, "--port", str(settings.port)]
+    api = [python, "-m", "api"]  # KILN_HOST, KILN_PORT, KILN_API_WORKERS
     # Children get their own process group: the terminal's Ctrl-C reaches only this supervisor,
     # which then stops them in order.
     spawn = dict(cwd=ROOT, start_new_session=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from pathlib import Path
 
@@ -137,3 +138,16 @@ def test_upload_larger_than_memory_budget_is_streamed_and_normalised_in_the_grap
     session = ort.InferenceSession(str(ctx.store.path_for(version.artifact_sha256)), providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(None, {"input": np.array([[70, 50, 50, 50, 50, 50], [30, 50, 50, 50, 50, 50]], np.float32)})
     assert probabilities.argmax(axis=1).tolist() == [1, 0]  # raw values in: the graph normalises them
+
+
+def test_job_events_are_logged_with_the_job_id(ctx: WorkerContext, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.logs import configure_logging
+
+    configure_logging(level="info", json_lines=True)
+    job_id = _queue(ctx, tiny_job())
+    run_job(job_id, ctx)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("job_id") == str(job_id)]
+    assert [line["epoch"] for line in mine if "epoch" in line] == [1, 2]
+    assert [line["state"] for line in mine if "state" in line] == ["running", "succeeded"]
+    assert all(line["loss"] > 0 for line in mine if "epoch" in line)

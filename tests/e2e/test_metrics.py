@@ -1,0 +1,109 @@
+"""Metrics across processes: exact totals from 2 API processes and a prefork worker, checked by promtool and a real Prometheus."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port, migrate
+from tests.e2e.helpers import kiln_env, spawn, stop, wait_for_job, wait_until_ready
+from tests.factories import tiny_job
+
+N_REQUESTS, N_JOBS, EPOCHS = 200, 4, 3
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(
+        s.value for family in text_string_to_metric_families(text) for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    data_dir = tmp_path_factory.mktemp("metrics")
+    migrate(f"sqlite:///{data_dir / 'kiln.db'}")
+    api_port, worker_port = free_port(), free_port()
+    env = kiln_env(data_dir=str(data_dir), broker_url=redis_url, port=str(api_port))
+    logs = [data_dir / "api.log", data_dir / "worker.log"]
+    api = spawn([sys.executable, "-m", "api"], env | {"KILN_API_WORKERS": "2"}, logs[0])
+    worker = spawn([sys.executable, "-m", "worker"], env | {"KILN_WORKER_CONCURRENCY": "2", "KILN_WORKER_METRICS_PORT": str(worker_port)},
+                   logs[1])  # fmt: skip
+    try:
+        wait_until_ready(f"http://127.0.0.1:{api_port}", [api, worker], logs)
+        yield {"api": f"http://127.0.0.1:{api_port}", "worker": f"http://127.0.0.1:{worker_port}", "data_dir": data_dir,
+               "api_port": api_port, "worker_port": worker_port}  # fmt: skip
+    finally:
+        stop(api)
+        stop(worker)
+
+
+def test_api_totals_are_exact_across_two_processes(stack: dict) -> None:
+    for _ in range(N_REQUESTS):
+        with httpx.Client() as client:  # a new connection each time, so both processes take requests
+            assert client.get(f"{stack['api']}/healthz").status_code == 200
+    text = httpx.get(f"{stack['api']}/metrics").text
+    assert samples(text, "kiln_http_requests_total", route="/healthz", status="200") == N_REQUESTS
+    assert samples(text, "kiln_http_request_duration_seconds_count", route="/healthz") == N_REQUESTS
+    pids = {p.name.rsplit("_", 1)[-1] for p in (stack["data_dir"] / "metrics" / f"api-{stack['api_port']}").glob("counter_*.db")}
+    assert len(pids) >= 2, pids  # both processes counted some
+
+
+def test_worker_totals_are_exact_across_prefork_children(stack: dict) -> None:
+    with httpx.Client(base_url=stack["api"], timeout=30) as client:
+        locations = [client.post("/v1/jobs", json=tiny_job(model_name="metered", training={"epochs": EPOCHS})).headers["location"]
+                     for _ in range(N_JOBS)]  # fmt: skip
+        assert all(wait_for_job(client, loc)["state"] == "succeeded" for loc in locations)
+        api_text = client.get("/metrics").text
+    text = httpx.get(stack["worker"]).text
+    assert samples(text, "kiln_training_jobs_finished_total", outcome="succeeded") == N_JOBS
+    assert samples(text, "kiln_training_epoch_duration_seconds_count", model="metered") == N_JOBS * EPOCHS
+    assert samples(text, "kiln_training_last_loss", model="metered", split="train") > 0
+    assert samples(api_text, "kiln_training_jobs", state="succeeded") >= N_JOBS
+    assert "kiln_broker_queue_length" in api_text
+
+
+def test_both_expositions_pass_promtool(stack: dict) -> None:
+    for url in (f"{stack['api']}/metrics", stack["worker"]):
+        result = subprocess.run(["promtool", "check", "metrics"], input=httpx.get(url).text, capture_output=True, text=True)
+        assert result.returncode == 0, (url, result.stdout, result.stderr)
+
+
+def test_a_real_prometheus_scrapes_the_api_and_the_worker(stack: dict, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"""
+global: {{scrape_interval: 1s}}
+scrape_configs:
+  - job_name: kiln-api
+    static_configs: [{{targets: ["127.0.0.1:{stack["api_port"]}"]}}]
+  - job_name: kiln-worker
+    static_configs: [{{targets: ["127.0.0.1:{stack["worker_port"]}"]}}]
+""")
+    prometheus = spawn(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{port}"], kiln_env(), tmp_path / "prometheus.log")  # fmt: skip
+    try:
+        found: dict[str, list] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(found) < 3:
+            for query in ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total"):
+                try:
+                    result = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5).json()
+                except httpx.TransportError:
+                    continue
+                if result.get("status") == "success" and result["data"]["result"]:
+                    found[query] = result["data"]["result"]
+            time.sleep(0.5)
+        assert len(found) == 3, ((tmp_path / "prometheus.log").read_text()[-2000:], found)
+        jobs = {r["metric"]["job"] for series in found.values() for r in series}
+        assert jobs == {"kiln-api", "kiln-worker"}
+    finally:
+        stop(prometheus)
