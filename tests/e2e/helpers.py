@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,10 @@ FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 def kiln_env(**values: str) -> dict[str, str]:
     """This environment without any KILN_ variable of the caller's, plus `values`."""
-    # No worker /metrics port unless a test asks for one: several workers may run at once.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | {
-        "KILN_QUEUE_PREFIX": QUEUE_PREFIX,
-        "KILN_WORKER_METRICS_PORT": "0",
-    }
+    # Queues of its own for each set of processes (they may share one Redis with another set), and no
+    # worker /metrics port unless a test asks for one: several workers may run at once.
+    own = {"KILN_QUEUE_PREFIX": f"{QUEUE_PREFIX}{uuid.uuid4().hex[:6]}-", "KILN_WORKER_METRICS_PORT": "0"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | own
     return env | {f"KILN_{k.upper()}": v for k, v in values.items()}
 
 

@@ -97,7 +97,7 @@ scrape_configs:
             for query in ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total"):
                 try:
                     result = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5).json()
-                except httpx.TransportError:
+                except (httpx.TransportError, ValueError):  # not up yet
                     continue
                 if result.get("status") == "success" and result["data"]["result"]:
                     found[query] = result["data"]["result"]
