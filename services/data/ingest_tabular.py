@@ -30,6 +30,16 @@ def _open(source: Path) -> tuple[TextIO, Iterator[list[str]], list[str]]:
     return handle, reader, header
 
 
+def _rows(reader: Iterator[list[str]], header: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each non-empty row, refusing a row whose width differs from the header's."""
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DatasetError(f"row {line} has {len(row)} values; the header has {len(header)}", where=f"row {line}")
+        yield line, row
+
+
 def _column(header: list[str], name: str, role: str) -> int:
     if name not in header:
         raise DatasetError(f"no {role} column {name!r}: the columns are {', '.join(header)}", where=f"column {name!r}")
@@ -48,11 +58,7 @@ def ingest_csv(source: Path, folder: Path, options: UploadOptions) -> Ingested:
             raise DatasetError("the file has no feature columns besides the target")
         chunks, buffer, targets = [], [], []
         try:
-            for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DatasetError(f"row {line} has {len(row)} values; the header has {len(header)}", where=f"row {line}")
+            for line, row in _rows(reader, header):
                 buffer.append([_feature(row[i], line, header[i]) for i in features])
                 targets.append(row[target].strip())
                 if len(buffer) == CHUNK_ROWS:
@@ -86,11 +92,7 @@ def ingest_text_csv(source: Path, folder: Path, options: UploadOptions) -> Inges
         text, label = _column(header, options.text_column, "text"), _column(header, label_name, "label")
         texts, labels = [], []
         try:
-            for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DatasetError(f"row {line} has {len(row)} values; the header has {len(header)}", where=f"row {line}")
+            for _, row in _rows(reader, header):
                 texts.append(row[text])
                 labels.append(row[label].strip())
         except (UnicodeDecodeError, csv.Error) as err:

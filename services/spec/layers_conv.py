@@ -31,16 +31,19 @@ class Conv1DLayer(Strict):
         return (conv_length(shape[0], self.kernel_size, self.strides, self.padding), self.filters)
 
 
-class Conv2DLayer(Strict):
-    """`Conv2D(filters, kernel_size, strides=(1, 1), padding="valid", activation=None)` on `(H, W, C)`."""
-
-    type: Literal["Conv2D"]
+class _Conv2DArguments(Strict):
     filters: Size
     kernel_size: Size2D
     strides: Size2D = 1
     padding: Padding = "valid"
     activation: ActivationName = "linear"
     use_bias: bool = True
+
+
+class Conv2DLayer(_Conv2DArguments):
+    """`Conv2D(filters, kernel_size, strides=(1, 1), padding="valid", activation=None)` on `(H, W, C)`."""
+
+    type: Literal["Conv2D"]
 
     def output_shape(self, shape: Shape) -> Shape:
         need_rank(shape, 3, *IMAGE)
@@ -48,16 +51,10 @@ class Conv2DLayer(Strict):
         return (conv_length(shape[0], kh, sh, self.padding), conv_length(shape[1], kw, sw, self.padding), self.filters)
 
 
-class Conv2DTransposeLayer(Strict):
+class Conv2DTransposeLayer(_Conv2DArguments):
     """`Conv2DTranspose(filters, kernel_size, strides=(1, 1), padding="valid")`: the decoder's upsampling conv."""
 
     type: Literal["Conv2DTranspose"]
-    filters: Size
-    kernel_size: Size2D
-    strides: Size2D = 1
-    padding: Padding = "valid"
-    activation: ActivationName = "linear"
-    use_bias: bool = True
 
     def output_shape(self, shape: Shape) -> Shape:
         need_rank(shape, 3, *IMAGE)
