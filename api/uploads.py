@@ -14,6 +14,7 @@ from services.errors import InvalidDataset, PayloadTooLarge
 from services.usecases.datasets import ReceivedFile
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 32
 
 
 class _Receiver:
@@ -30,13 +31,14 @@ class _Receiver:
         self._headers: dict[bytes, bytes] = {}
         self._name: str | None = None
         self._value = bytearray()
+        self.complete = False  # the closing boundary was seen
 
     def callbacks(self) -> dict[str, Any]:
         return {
             "on_part_begin": self._part_begin, "on_part_data": self._part_data, "on_part_end": self._part_end,
             "on_header_field": lambda d, s, e: setattr(self, "_header_field", self._header_field + d[s:e]),
             "on_header_value": self._header_value, "on_header_end": lambda: setattr(self, "_header_field", b""),
-            "on_headers_finished": self._headers_finished,
+            "on_headers_finished": self._headers_finished, "on_end": lambda: setattr(self, "complete", True),
         }  # fmt: skip
 
     def _part_begin(self) -> None:
@@ -50,8 +52,12 @@ class _Receiver:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = params.get(b"name", b"").decode("utf-8", "replace")
         if self._name == "file":
+            if self.file is not None:
+                raise InvalidDataset("the form has two 'file' parts: send one file per upload", field="file")
             self.filename = os.path.basename(params.get(b"filename", b"").decode("utf-8", "replace"))
             self.file = open(self.target, "wb")
+        elif len(self.fields) >= MAX_FIELDS:
+            raise InvalidDataset(f"the form has more than {MAX_FIELDS} fields", field=self._name)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -78,7 +84,8 @@ async def receive_upload(request: Request, *, target: Path, max_bytes: int) -> t
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidDataset("send the dataset as multipart/form-data with a 'file' part", field="file")
-    declared = int(request.headers.get("content-length") or 0)
+    length = request.headers.get("content-length") or "0"
+    declared = int(length) if length.isdigit() else 0
     if declared > max_bytes + MAX_FIELD_BYTES * 8:  # refuse before reading a byte
         raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes // 2**20} MB", field="file")
     receiver = _Receiver(target, max_bytes)
@@ -87,11 +94,13 @@ async def receive_upload(request: Request, *, target: Path, max_bytes: int) -> t
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
+        if receiver.file is None:
+            raise InvalidDataset("the form has no 'file' part: attach the dataset file as 'file'", field="file")
+        if not receiver.complete or not receiver.file.closed:
+            raise InvalidDataset("the upload was cut short: the multipart body has no closing boundary", field="file")
     except BaseException:
         if receiver.file is not None:
             receiver.file.close()
         target.unlink(missing_ok=True)
         raise
-    if receiver.file is None:
-        raise InvalidDataset("the form has no 'file' part: attach the dataset file as 'file'", field="file")
     return ReceivedFile(target, receiver.filename, receiver.sha.hexdigest(), receiver.size), receiver.fields

@@ -23,7 +23,9 @@ def datatype(numpy_name: str) -> str:
 
 def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The request's JSON header and its input tensors, from JSON data or the binary section."""
-    split = int(header_length) if header_length else len(body)
+    split = int(header_length) if header_length and header_length.isdigit() else len(body)
+    if header_length and (not header_length.isdigit() or split > len(body)):
+        raise InvalidInput(f"{HEADER_LENGTH} must be a byte count within the body's {len(body)} bytes")
     try:
         header = orjson.loads(body[:split])
     except (orjson.JSONDecodeError, ValueError) as err:
@@ -36,8 +38,13 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
         if kind not in DATATYPES or not isinstance(shape, list):
             raise InvalidInput(f"input {name!r}: expected a shape list and a datatype among {', '.join(DATATYPES)}")
         dtype = np.dtype(DATATYPES[kind])
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidInput(f"input {name!r}: shape must list non-negative integers, got {shape}")
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
+            expected = int(np.prod(shape)) * dtype.itemsize
+            if not isinstance(size, int) or size != expected:
+                raise InvalidInput(f"input {name!r}: binary_data_size must be {expected} bytes for shape {shape} {kind}, got {size!r}")
             if offset + size > len(binary):
                 raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body")
             array = np.frombuffer(binary[offset : offset + size], dtype=dtype)

@@ -44,14 +44,10 @@ async def create_dataset(request: Request, ctx: ContextDep, response: Response) 
     """Upload a CSV, text CSV, NPZ or image ZIP as multipart/form-data (`file` plus options)."""
     settings = ctx.settings
     target = ctx.datasets.staging() / "upload"
-    received, fields = await receive_upload(request, target=target, max_bytes=settings.max_upload_mb * 2**20)
-    try:
-        options = upload_options(fields, received.filename)
-    except InvalidDataset:
-        ctx.datasets.remove(target.parent)
-        raise
     limits = ZipLimits(settings.max_zip_files, settings.max_zip_uncompressed_mb * 2**20)
     try:
+        received, fields = await receive_upload(request, target=target, max_bytes=settings.max_upload_mb * 2**20)
+        options = upload_options(fields, received.filename)
         record, created = await run_in_threadpool(
             upload_dataset, received, options, name=fields.get("name"), uow_factory=ctx.uow_factory, store=ctx.datasets, limits=limits
         )

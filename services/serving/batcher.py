@@ -50,7 +50,13 @@ class DynamicBatcher:
         self._queue.append(pending)
         if not self._busy:
             self._busy = True
-            await asyncio.sleep(0)  # requests read in the same loop turn join the queue now
+            try:
+                await asyncio.sleep(0)  # requests read in the same loop turn join the queue now
+            except BaseException:  # cancelled while holding the batcher: hand it on, never leave it busy
+                self._queue.remove(pending)
+                self._busy = False
+                self._start_draining()
+                raise
             if len(self._queue) == 1:  # alone: run here, no hand-off
                 self._queue.popleft()
                 try:
@@ -94,14 +100,16 @@ class DynamicBatcher:
         return batch
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
-        feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}  # (sum B, ...)
         started = time.perf_counter()
         try:
+            feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}  # (sum B, ...)
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds)
-        except Exception as exc:
+        except BaseException as exc:  # every request of the batch gets the error; none is left waiting
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    p.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the batch was cancelled"))
+            if not isinstance(exc, Exception):
+                raise
             return
         compute_s, rows = time.perf_counter() - started, sum(p.rows for p in batch)
         offsets = np.cumsum([0, *(p.rows for p in batch)])

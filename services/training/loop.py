@@ -35,6 +35,7 @@ class Split:
     x: torch.Tensor | RowView
     y: torch.Tensor  # as the loss reads it (Objective.prepare_targets), on the device
     x_dtype: torch.dtype = torch.float32  # what rows read from disk are converted to
+    row_shape: tuple[int, ...] | None = None  # what rows read from disk are reshaped to (the model's input_shape)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -50,7 +51,9 @@ class Split:
         rows = np.arange(n) if order is None else order.cpu().numpy()
         for start in range(0, n, size):
             wanted = np.sort(rows[start : start + size])  # sorted: contiguous rows become one read
-            x = torch.from_numpy(self.x.read(wanted)).to(self.y.device, self.x_dtype, non_blocking=True)
+            block = self.x.read(wanted)
+            block = block.reshape(len(wanted), *self.row_shape) if self.row_shape else block
+            x = torch.from_numpy(block).to(self.y.device, self.x_dtype, non_blocking=True)
             yield x, self.y[torch.from_numpy(wanted).to(self.y.device)]
 
 

@@ -73,7 +73,7 @@ def _split(x: np.ndarray | RowView, y: np.ndarray, shape: tuple[int, ...], objec
     if isinstance(x, RowView):
         if targets_are_inputs:
             raise TrainingFailed("autoencoders (targets: inputs) need a dataset that fits in memory")
-        return Split(x, objective.prepare_targets(torch.from_numpy(y).to(device)), x_dtype)
+        return Split(x, objective.prepare_targets(torch.from_numpy(y).to(device)), x_dtype, shape)
     x = np.ascontiguousarray(x.reshape(len(x), *shape).astype(dtype, copy=False))  # counts checked at submission
     tensor = torch.from_numpy(x)
     tensor = tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
@@ -108,7 +108,7 @@ def train_and_export(spec: JobSpec, data: LoadedDataset, *, device: torch.device
     objective = Objective(spec.training.loss, from_logits=from_logits, n_classes=data.info.n_classes)
     prepared = _prepare(spec, data, stratify=objective.is_classification)
     if spec.data.normalization != "none":
-        network.normalize, prepared.normalization = normalizer(spec.data.normalization, prepared.fit)
+        network.normalize, prepared.normalization = normalizer(spec.data.normalization, prepared.fit, channels=shape[-1])
     reconstruct = spec.data.targets == "inputs"
     make = lambda x, y: _split(x, y, shape, objective, device, dtype=dtype, targets_are_inputs=reconstruct)  # noqa: E731
     train, test = make(prepared.fit, prepared.y_fit), make(prepared.test, prepared.y_test)

@@ -32,9 +32,8 @@ def _chunks(x: np.ndarray | RowView) -> Any:
         yield (x.read(np.arange(len(x))[rows]) if isinstance(x, RowView) else x[rows]).astype(np.float64)
 
 
-def normalizer(mode: str, x: np.ndarray | RowView) -> tuple[Normalize, dict[str, Any]]:
-    """Per-feature (or per-channel: the last axis) statistics of the training rows, read in chunks."""
-    channels = x.shape[-1]
+def normalizer(mode: str, x: np.ndarray | RowView, *, channels: int) -> tuple[Normalize, dict[str, Any]]:
+    """Per-feature (or per-channel: the last axis of the model's input) statistics of the training rows, read in chunks."""
     total, squares, count = np.zeros(channels), np.zeros(channels), 0
     low, high = np.full(channels, np.inf), np.full(channels, -np.inf)
     for chunk in _chunks(x):

@@ -59,6 +59,12 @@ def upload_dataset(received: ReceivedFile, options: UploadOptions, *, name: str 
     staged = store.staging()
     try:
         ingested = _ingest(received, staged, options, limits)
+        record = DatasetRecord(
+            id=uuid.uuid4(), name=name or received.filename or options.format, format=options.format, fingerprint=fingerprint,
+            sha256=received.sha256, size=received.size, n_samples=ingested.n_samples, feature_shape=ingested.feature_shape,
+            dtype=ingested.dtype, target=ingested.target(), options=_options_json(options), created_at=utcnow(),
+        )  # fmt: skip
+        folder = store.commit(staged, record.id)
     except DatasetError as err:
         shutil.rmtree(staged, ignore_errors=True)
         raise InvalidDataset(err.message, field=err.where) from None
@@ -67,12 +73,7 @@ def upload_dataset(received: ReceivedFile, options: UploadOptions, *, name: str 
         raise
     finally:
         received.path.unlink(missing_ok=True)
-    record = DatasetRecord(
-        id=uuid.uuid4(), name=name or received.filename or options.format, format=options.format, fingerprint=fingerprint,
-        sha256=received.sha256, size=received.size, n_samples=ingested.n_samples, feature_shape=ingested.feature_shape,
-        dtype=ingested.dtype, target=ingested.target(), options=_options_json(options), created_at=utcnow(),
-    )  # fmt: skip
-    return _record(record, store.commit(staged, record.id), uow_factory=uow_factory, store=store)
+    return _record(record, folder, uow_factory=uow_factory, store=store)
 
 
 def _options_json(options: UploadOptions) -> dict[str, object]:

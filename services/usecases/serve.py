@@ -67,7 +67,9 @@ class Predictor:
         rows = {len(a) for a in feeds.values()}
         if len(rows) != 1:
             raise InvalidInput("every input must have the same number of rows", field="inputs")
-        key = (version.artifact_sha256, *((n, a.shape[1:], a.dtype.str) for n, a in sorted(feeds.items())))
+        # Keyed by the serving options too: options changed on any replica take effect once the resolution refreshes.
+        serving = tuple(sorted((version.serving or {}).items()))
+        key = (version.artifact_sha256, serving, *((n, a.shape[1:], a.dtype.str) for n, a in sorted(feeds.items())))
         return await self._batcher(key, model, version).submit(feeds)
 
     def _batcher(self, key: tuple[Any, ...], model: LoadedModel, version: ModelVersion) -> DynamicBatcher:

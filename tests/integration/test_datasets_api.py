@@ -125,3 +125,31 @@ def test_jobs_on_uploads_are_checked_against_them(client: TestClient) -> None:
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "data.dataset"
     builtin_split = client.post("/v1/jobs", json=job_body(data={"test_split": 0.3}))
     assert builtin_split.status_code == 422 and builtin_split.json()["error"]["field"] == "data.test_split"
+
+
+def _multipart(*parts: tuple[str, str | None, bytes], close: bool = True) -> tuple[bytes, dict[str, str]]:
+    boundary = "kilnboundary"
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    if close:
+        body += f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.mark.parametrize(
+    ("parts", "close", "message"),
+    [
+        ((("file", "a.csv", NUMERIC_CSV.encode()), ("target", None, b"c")), False, "cut short"),
+        ((("file", "a.csv", NUMERIC_CSV.encode()), ("file", "b.csv", b"x,y\n1,2\n"), ("target", None, b"c")), True, "two 'file' parts"),
+    ],
+)
+def test_truncated_or_doubled_multipart_is_refused_and_leaves_nothing(
+    client: TestClient, settings: Settings, parts: tuple, close: bool, message: str
+) -> None:
+    body, headers = _multipart(*parts, close=close)
+    response = client.post("/v1/datasets", content=body, headers=headers)
+    assert response.status_code == 422 and message in response.json()["error"]["message"]
+    assert _leftovers(settings) == [] and [p for p in settings.datasets.iterdir() if p.name != ".staging"] == []
+    assert list((settings.datasets / ".staging").iterdir()) == []

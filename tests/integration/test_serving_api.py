@@ -156,3 +156,22 @@ def test_v2_errors_are_json_with_an_error_field(client: TestClient, path: str, b
     _upload(client, "byo", linear_softmax(WEIGHTS))
     response = client.post(path, json=body)
     assert response.status_code == status and message in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("header_length", "size", "message"),
+    [
+        ("-5", 12, "must be a byte count"),
+        ("99999", 12, "must be a byte count"),
+        (None, 8, "binary_data_size must be 12 bytes"),
+        (None, "12", "binary_data_size must be 12 bytes"),
+    ],
+)
+def test_v2_binary_sizes_are_checked(client: TestClient, header_length: str | None, size: object, message: str) -> None:
+    _upload(client, "byo", linear_softmax(WEIGHTS))
+    header = __import__("json").dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32",
+                                                   "parameters": {"binary_data_size": size}}]}).encode()  # fmt: skip
+    body = header + np.ones((1, 3), np.float32).tobytes()
+    headers = {"Inference-Header-Content-Length": header_length or str(len(header)), "content-type": "application/octet-stream"}
+    response = client.post("/v2/models/byo/infer", content=body, headers=headers)
+    assert response.status_code == 400 and message in response.json()["error"]

@@ -170,7 +170,7 @@ def test_normalisation_statistics_per_last_axis_in_memory_and_from_disk(tmp_path
     flat = x.reshape(-1, 3).astype(np.float64)
     expected = (flat.mean(0), flat.std(0)) if mode == "standard" else (flat.min(0), flat.max(0) - flat.min(0))
     for source in (x, RowView(tmp_path / "x.npy")):
-        module, described = normalizer(mode, source)
+        module, described = normalizer(mode, source, channels=3)
         np.testing.assert_allclose(described["shift"], expected[0], rtol=1e-6)
         np.testing.assert_allclose(described["scale"], expected[1], rtol=1e-6)
     normalised = module(torch.from_numpy(x)).reshape(-1, 3)
@@ -178,3 +178,15 @@ def test_normalisation_statistics_per_last_axis_in_memory_and_from_disk(tmp_path
         np.testing.assert_allclose(normalised.mean(0).numpy(), 0.0, atol=1e-3)
     else:
         assert normalised.min().item() == pytest.approx(0.0, abs=1e-6) and normalised.max().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_rows_streamed_from_disk_are_reshaped_to_the_input_shape(tmp_path: Path) -> None:
+    from services.data.arrays import RowView
+
+    x = np.arange(6 * 12, dtype=np.float32).reshape(6, 12)
+    np.save(tmp_path / "x.npy", x)
+    split = Split(RowView(tmp_path / "x.npy"), torch.arange(6), torch.float32, (3, 4))
+    batches = list(split.batches(torch.tensor([5, 0, 3, 1, 2, 4]), 4))
+    assert [tuple(b[0].shape) for b in batches] == [(4, 3, 4), (2, 3, 4)]
+    first_x, first_y = batches[0]
+    np.testing.assert_array_equal(first_x.numpy(), x[first_y.numpy()].reshape(-1, 3, 4))  # rows and labels stay paired
