@@ -38,6 +38,7 @@ class JobSummary(BaseModel):
 
 
 class JobPublic(JobSummary):
+    cancel_requested: bool = Field(default=False, description="A cancel was asked; the job stops at its next batch.")
     epoch: int = Field(description="The last finished epoch; 0 until the first ends.")
     epochs: int = Field(description="Epochs asked for.")
     history: list[EpochPublic]
@@ -49,7 +50,8 @@ class JobPublic(JobSummary):
             EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s)
             for e in job.history
         ]
-        return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history)
+        return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history,
+                   cancel_requested=job.cancel_requested)  # fmt: skip
 
 
 class JobsPublic(BaseModel):

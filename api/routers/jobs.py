@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,17 +16,29 @@ from api.deps import ContextDep
 from api.schemas import JobPublic, JobsPublic, JobSummary
 from services.registry.entities import JobState
 from services.spec import JobSpec
-from services.usecases.jobs import get_job, list_jobs, submit_job
+from services.usecases.jobs import cancel_job, get_job, list_jobs, submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-def create_job(spec: JobSpec, ctx: ContextDep, response: Response) -> JobPublic:
-    """Queue a training job; poll the `Location` it returns."""
-    job = submit_job(spec, uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher, stale_after_s=ctx.settings.worker_stale_after_s)
+def create_job(
+    spec: JobSpec, ctx: ContextDep, response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> JobPublic:  # fmt: skip
+    """Queue a training job; poll the `Location` it returns. A repeated `Idempotency-Key` with the same body returns the same job."""
+    job, created = submit_job(spec, uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher,
+                              stale_after_s=ctx.settings.worker_stale_after_s, idempotency_key=idempotency_key)  # fmt: skip
     response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return JobPublic.of(job)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def cancel(job_id: uuid.UUID, ctx: ContextDep) -> JobPublic:
+    """Cancel a job: a queued one at once, a running one at its next batch (no version is registered)."""
+    return JobPublic.of(cancel_job(job_id, uow_factory=ctx.uow_factory))
 
 
 @router.get("", response_model=JobsPublic)

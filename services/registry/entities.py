@@ -40,6 +40,7 @@ class Job:
     finished_at: datetime | None
     version: int | None
     history: list[EpochRecord] = field(default_factory=list)
+    cancel_requested: bool = False
 
     @property
     def epoch(self) -> int:

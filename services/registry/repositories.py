@@ -27,6 +27,7 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         finished_at=row.finished_at,
         version=row.version,
         history=history,
+        cancel_requested=row.cancel_requested,
     )
 
 
@@ -38,18 +39,30 @@ class JobRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str) -> None:
-        self.session.add(
-            JobRow(
-                id=job_id,
-                model_name=model_name,
-                spec=spec,
-                state=JobState.QUEUED,
-                queue=queue,
-                attempt=0,
-                created_at=utcnow(),
-            )
+    def add(
+        self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
+        idempotency_key: str | None = None, request_hash: str | None = None,
+    ) -> None:  # fmt: skip
+        self.session.add(JobRow(
+            id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue, attempt=0, created_at=utcnow(),
+            cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash,
+        ))  # fmt: skip
+        self.session.flush()  # a duplicate Idempotency-Key fails here, inside the caller's transaction
+
+    def by_idempotency_key(self, key: str) -> tuple[uuid.UUID, str | None] | None:
+        """The job created with `key`, and the hash of the body that created it."""
+        row = self.session.execute(select(JobRow.id, JobRow.request_hash).where(JobRow.idempotency_key == key)).first()
+        return (row[0], row[1]) if row else None
+
+    def request_cancel(self, job_id: uuid.UUID) -> bool:
+        """Ask a running job to stop at its next batch; False when it is not running."""
+        result = self.session.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.state == JobState.RUNNING).values(cancel_requested=True)
         )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def cancel_requested(self, job_id: uuid.UUID) -> bool:
+        return bool(self.session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def get(self, job_id: uuid.UUID, *, with_history: bool = True) -> Job | None:
         row = self.session.get(JobRow, job_id)

@@ -6,9 +6,23 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, ForeignKeyConstraint, Integer, String, Text, TypeDecorator, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false as sa_false
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -50,6 +64,10 @@ class JobRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     version: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Idempotency-Key of the request that created the job, and a hash of its body.
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobEpochRow(Base):

@@ -68,11 +68,16 @@ class FitOptions:
     stopper: EarlyStopping | None = None
     autocast: torch.dtype | None = None  # bf16 on CUDA where supported
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
+    should_stop: Callable[[], bool] | None = None  # asked at every batch boundary (cancellation)
     on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
 
 
 class Diverged(RuntimeError):
     pass
+
+
+class Stopped(RuntimeError):
+    """Training was asked to stop (the job was cancelled)."""
 
 
 def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
@@ -110,6 +115,8 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
     losses = torch.empty((n + size - 1) // size, device=data.y.device)
     outputs, targets = [], []
     for batch, (x, y) in enumerate(data.batches(order, size)):
+        if options.should_stop is not None and options.should_stop():
+            raise Stopped(f"cancelled at epoch {epoch}, batch {batch + 1}")
         if options.augment is not None:
             x = options.augment(x)
         with _autocast(x, options.autocast):

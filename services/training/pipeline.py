@@ -82,7 +82,7 @@ def _split(x: np.ndarray | RowView, y: np.ndarray, shape: tuple[int, ...], objec
 
 
 def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimizer, train: Split, device: torch.device,
-                 on_epoch_end: Callable[[EpochResult], None]) -> FitOptions:  # fmt: skip
+                 on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None) -> FitOptions:  # fmt: skip
     training, augmentation = spec.training, spec.data.augmentation
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return FitOptions(
@@ -93,12 +93,14 @@ def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimiz
         clip=make_clipper(training.optimizer, list(network.parameters())),
         stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
         autocast=torch.bfloat16 if bf16 else None, on_epoch_end=on_epoch_end,
-        augment=Augmenter(augmentation, seed=training.seed) if augmentation else None,
+        augment=Augmenter(augmentation, seed=training.seed) if augmentation else None, should_stop=should_stop,
     )  # fmt: skip
 
 
-def train_and_export(spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
-                     on_epoch_end: Callable[[EpochResult], None]) -> TrainingOutcome:  # fmt: skip
+def train_and_export(
+    spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
+    on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
+) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path`, and return the version's metrics."""
     torch.manual_seed(spec.training.seed)
     shape, dtype = tuple(spec.model.input_shape), np.dtype(input_dtype(spec.model))
@@ -117,7 +119,7 @@ def train_and_export(spec: JobSpec, data: LoadedDataset, *, device: torch.device
     if device.type == "cuda":
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # conv weights as cuDNN prefers
     optimizer = make_optimizer(spec.training.optimizer, list(network.parameters()))
-    options = _fit_options(spec, network, optimizer, train, device, on_epoch_end)
+    options = _fit_options(spec, network, optimizer, train, device, on_epoch_end, should_stop)
     started = time.perf_counter()
     history = fit(network.trainable(), objective, optimizer, train=train, val=val, options=options)
     train_seconds = time.perf_counter() - started

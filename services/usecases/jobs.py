@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
+from sqlalchemy.exc import IntegrityError
+
 from services.data.catalogue import DatasetInfo, resolve_dataset, upload_info
-from services.errors import InvalidSpec, NotFound, Unavailable
+from services.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from services.registry.entities import Job, JobState
 from services.registry.tables import utcnow
 from services.registry.unit_of_work import SqlUnitOfWork
@@ -51,15 +55,33 @@ def dataset_info(data: DataSpec, uow: SqlUnitOfWork) -> DatasetInfo:
                        dtype=record.dtype, target=record.target)  # fmt: skip
 
 
-def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float) -> Job:
-    """Validate the spec against its dataset, record the job as queued, then send it to a worker."""
-    with uow_factory() as uow:
-        check_job_against_dataset(spec, dataset_info(spec.data, uow))
+def request_hash(spec: JobSpec) -> str:
+    """The body's fingerprint: the same spec, whatever its key order or defaults spelt out, hashes the same."""
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:  # fmt: skip
+    """Validate the spec against its dataset, record the job as queued, then send it to a worker.
+
+    With an `idempotency_key`, a repeat of the same body returns the job the first one made (created
+    False, nothing sent again); the same key with another body is a Conflict.
+    """
+    body_hash = request_hash(spec)
+    if idempotency_key is not None and (existing := _replay(idempotency_key, body_hash, uow_factory)) is not None:
+        return existing, False
     job_id = uuid.uuid4()
-    with uow_factory() as uow:
-        queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
-        uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue=queue)
-        uow.commit()
+    try:
+        with uow_factory() as uow:
+            check_job_against_dataset(spec, dataset_info(spec.data, uow))
+            queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
+            uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue=queue,
+                         idempotency_key=idempotency_key, request_hash=body_hash if idempotency_key else None)  # fmt: skip
+            uow.commit()
+    except IntegrityError:
+        if idempotency_key is None or (existing := _replay(idempotency_key, body_hash, uow_factory)) is None:
+            raise
+        return existing, False  # a concurrent request with the same key won
     # Only after the commit: a worker that picks the message up must find the row.
     try:
         dispatcher.send(job_id, queue=queue)
@@ -69,6 +91,30 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
             uow.jobs.finish(job_id, state=JobState.FAILED, error=f"could not enqueue: {exc}", from_state=JobState.QUEUED)
             uow.commit()
         raise Unavailable("the job queue cannot be reached; the job was not started, try again") from exc
+    return get_job(job_id, uow_factory=uow_factory), True
+
+
+def _replay(key: str, body_hash: str, uow_factory: UowFactory) -> Job | None:
+    with uow_factory() as uow:
+        found = uow.jobs.by_idempotency_key(key)
+    if found is None:
+        return None
+    job_id, first_hash = found
+    if first_hash != body_hash:
+        raise Conflict(f"Idempotency-Key {key!r} was used for another request body (job {job_id})", field="Idempotency-Key")
+    return get_job(job_id, uow_factory=uow_factory)
+
+
+def cancel_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next batch. A finished job is a Conflict."""
+    with uow_factory() as uow:
+        job = uow.jobs.get(job_id, with_history=False)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}", field="job_id")
+        stopped = uow.jobs.finish(job_id, state=JobState.CANCELLED, error="cancelled before it started", from_state=JobState.QUEUED)
+        if not stopped and not uow.jobs.request_cancel(job_id):
+            raise Conflict(f"job {job_id} has already {job.state.value}: there is nothing to cancel", field="job_id")
+        uow.commit()
     return get_job(job_id, uow_factory=uow_factory)
 
 

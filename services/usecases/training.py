@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import DataSpec, JobSpec
-from services.training.loop import Diverged, EpochResult
+from services.training.loop import Diverged, EpochResult, Stopped
 from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
@@ -57,6 +58,13 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     log.info("job %s running on %s, attempt %d", job_id, ctx.device, job.attempt, extra=event | {"state": "running"})
     try:
         version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
+    except Stopped as stop:
+        log.info("job %s %s", job_id, stop, extra=event | {"state": "cancelled"})
+        with ctx.uow_factory() as uow:
+            uow.jobs.finish(job_id, state=JobState.CANCELLED, error=str(stop))
+            uow.commit()
+        _count(ctx, "cancelled")
+        return
     except Exception as exc:  # every failure ends the job with a readable reason
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed: %s", job_id, reason, extra=event | {"state": "failed"})
@@ -72,6 +80,22 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
 def _count(ctx: WorkerContext, outcome: str) -> None:
     if ctx.metrics is not None:
         ctx.metrics.jobs_finished.labels(outcome).inc()
+
+
+class CancelWatch:
+    """Whether the job was cancelled, read from SQL at most every `every_s` seconds (it is asked every batch)."""
+
+    def __init__(self, job_id: uuid.UUID, uow_factory: UowFactory, every_s: float = 0.5) -> None:
+        self.job_id, self.uow_factory, self.every_s = job_id, uow_factory, every_s
+        self._checked, self._cancelled = -float("inf"), False
+
+    def __call__(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self._checked >= self.every_s:
+            self._checked = now
+            with self.uow_factory() as uow:
+                self._cancelled = uow.jobs.cancel_requested(self.job_id)
+        return self._cancelled
 
 
 def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID | None]:
@@ -91,6 +115,7 @@ def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID 
 
 def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) -> int:
     data, dataset_id = _load(spec.data, ctx)
+    watch = CancelWatch(job_id, ctx.uow_factory)
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
@@ -100,12 +125,15 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
             onnx_path=onnx_path,
             parity=ctx.parity,
             on_epoch_end=lambda r: _record_epoch(job_id, spec.model_name, r, ctx),
+            should_stop=watch,
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         artifact = ctx.store.put(onnx_path)
     finally:
         onnx_path.unlink(missing_ok=True)
     try:
+        if watch(force=True):  # cancelled between the last batch and now: register nothing
+            raise Stopped("cancelled before its version was registered")
         return _register(job_id, spec, data, dataset_id, outcome, artifact, signature, ctx)
     except BaseException:
         discard_if_unreferenced(artifact.sha256, uow_factory=ctx.uow_factory, store=ctx.store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -56,3 +57,16 @@ def test_job_events_stream_each_epoch_then_the_end(kiln: dict) -> None:
         job = client.post("/v1/jobs", json=tiny_job(training={"epochs": 5})).json()
         assert client.get(f"/v1/jobs/{uuid.uuid4()}/events").status_code == 404
     check_event_stream(job_events(kiln["url"], job["id"]), epochs=5)
+
+
+def test_cancel_stops_a_running_job_on_the_worker(kiln: dict) -> None:
+    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+        job = client.post("/v1/jobs", json=tiny_job(model_name="to-cancel", training={"epochs": 400})).json()
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/jobs/{job['id']}").json()["epoch"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["cancel_requested"] is True
+        ended = wait_for_job(client, f"/v1/jobs/{job['id']}")
+        assert ended["state"] == "cancelled" and ended["version"] is None and ended["epoch"] < 400
+        assert client.get("/v1/models/to-cancel/versions").status_code == 404

@@ -191,3 +191,23 @@ def test_unreachable_broker_fails_the_job_instead_of_losing_it(tmp_path: Path) -
         assert response.json()["error"]["code"] == "unavailable"
         (job,) = client.get("/v1/jobs").json()["data"]
         assert job["state"] == "failed" and job["error"].startswith("could not enqueue")
+
+
+def test_idempotency_key_returns_the_same_job_and_sends_it_once(client: TestClient) -> None:
+    first = client.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "order-7"})
+    again = client.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "order-7"})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    assert _queued_task_args(client, "cpu") == [[first.json()["id"]]]  # sent once
+    other = client.post("/v1/jobs", json=job_body(training={"epochs": 3}), headers={"Idempotency-Key": "order-7"})
+    assert other.status_code == 409 and other.json()["error"]["field"] == "Idempotency-Key"
+    assert client.get("/v1/jobs").json()["count"] == 1
+
+
+def test_cancelling_a_queued_job_ends_it_at_once(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=job_body()).json()
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled"
+    again = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"]
+    assert client.post(f"/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from services.registry.entities import JobState
 from services.spec import JobSpec
 from services.training.pipeline import ParityCheck
 from services.usecases.datasets import ReceivedFile, upload_dataset
-from services.usecases.jobs import get_job
+from services.usecases.jobs import cancel_job, get_job
 from services.usecases.training import WorkerContext, run_job
 from tests.datasets_factory import npz_bytes
 from tests.factories import tiny_job
@@ -151,3 +153,23 @@ def test_job_events_are_logged_with_the_job_id(ctx: WorkerContext, capsys: pytes
     assert [line["epoch"] for line in mine if "epoch" in line] == [1, 2]
     assert [line["state"] for line in mine if "state" in line] == ["running", "succeeded"]
     assert all(line["loss"] > 0 for line in mine if "epoch" in line)
+
+
+def test_cancelled_job_stops_at_a_batch_and_registers_no_version(ctx: WorkerContext) -> None:
+    job_id = _queue(ctx, tiny_job(training={"epochs": 400}))
+    runner = threading.Thread(target=run_job, args=(job_id, ctx))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not get_job(job_id, uow_factory=ctx.uow_factory).history:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert cancel_job(job_id, uow_factory=ctx.uow_factory).cancel_requested
+    runner.join(timeout=60)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.CANCELLED and job.error is not None and job.error.startswith("cancelled at epoch")
+    assert 1 <= job.epoch < 400 and job.version is None
+    with ctx.uow_factory() as uow:
+        assert uow.models.summaries() == []
+    assert _artifact_files(ctx) == []
+    run_job(job_id, ctx)  # a late re-delivery claims nothing
+    assert get_job(job_id, uow_factory=ctx.uow_factory).attempt == 1
