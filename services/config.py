@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = 15.0
     worker_stale_after_s: float = 60.0
 
+    # A job's time budget, in rising order (checked below): Celery raises SoftTimeLimitExceeded in the task,
+    # then kills it; the broker redelivers an unacknowledged message only after its visibility timeout;
+    # the job's lease outlives all three, so a live worker is never mistaken for a dead one.
+    job_soft_time_limit_s: int = Field(default=6 * 3600, ge=1)
+    job_time_limit_s: int = Field(default=6 * 3600 + 300, ge=1)
+    broker_visibility_timeout_s: int = Field(default=6 * 3600 + 900, ge=1)
+    job_lease_s: int = Field(default=6 * 3600 + 1800, ge=1)
+
     # ONNX must agree with PyTorch on held-out rows: |onnx - torch| <= abs + rel * |torch| per element.
     parity_max_abs_diff: float = Field(default=1e-4, gt=0)
     parity_rtol: float = Field(default=1e-4, ge=0)
@@ -61,6 +69,16 @@ class Settings(BaseSettings):
     resolve_cache_s: float = Field(default=1.0, ge=0.0)  # how stale an alias may be on this replica
     max_model_mb: int = Field(default=512, ge=1)  # uploaded ONNX files
     readiness_timeout_s: float = 2.0
+
+    @model_validator(mode="after")
+    def _time_limits_rise(self) -> Settings:
+        limits = [self.job_soft_time_limit_s, self.job_time_limit_s, self.broker_visibility_timeout_s, self.job_lease_s]
+        if limits != sorted(set(limits)):
+            raise ValueError(
+                "need KILN_JOB_SOFT_TIME_LIMIT_S < KILN_JOB_TIME_LIMIT_S < KILN_BROKER_VISIBILITY_TIMEOUT_S < KILN_JOB_LEASE_S, "
+                f"got {limits}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

@@ -44,5 +44,10 @@ def create_celery(settings: Settings) -> KilnCelery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        task_soft_time_limit=settings.job_soft_time_limit_s,
+        task_time_limit=settings.job_time_limit_s,
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Only Redis reads this; kombu's SQLAlchemy transport passes its options on to create_engine.
+        app.conf.broker_transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s}
     return app

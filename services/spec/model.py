@@ -161,6 +161,7 @@ class TrainingSpec(Strict):
     lr_schedule: ScheduleSpec = ScheduleSpec()
     early_stopping: EarlyStoppingSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)  # the same seed gives the same split and weights
+    max_duration_s: float | None = Field(default=None, gt=0)  # the job fails, registering nothing, past this much training
 
     @field_validator("optimizer", "lr_schedule", mode="before")
     @classmethod

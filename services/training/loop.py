@@ -69,6 +69,8 @@ class FitOptions:
     autocast: torch.dtype | None = None  # bf16 on CUDA where supported
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
     should_stop: Callable[[], bool] | None = None  # asked at every batch boundary (cancellation)
+    deadline: float | None = None  # time.monotonic() past which training gives up
+    max_duration_s: float | None = None  # the budget `deadline` came from, for the message
     on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
 
 
@@ -78,6 +80,10 @@ class Diverged(RuntimeError):
 
 class Stopped(RuntimeError):
     """Training was asked to stop (the job was cancelled)."""
+
+
+class OutOfTime(RuntimeError):
+    """Training ran past its time budget."""
 
 
 def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
@@ -117,6 +123,8 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
     for batch, (x, y) in enumerate(data.batches(order, size)):
         if options.should_stop is not None and options.should_stop():
             raise Stopped(f"cancelled at epoch {epoch}, batch {batch + 1}")
+        if options.deadline is not None and time.monotonic() > options.deadline:
+            raise OutOfTime(f"stopped at epoch {epoch}, batch {batch + 1}: training.max_duration_s of {options.max_duration_s:g} s reached")
         if options.augment is not None:
             x = options.augment(x)
         with _autocast(x, options.autocast):

@@ -121,6 +121,8 @@ def train_and_export(
     optimizer = make_optimizer(spec.training.optimizer, list(network.parameters()))
     options = _fit_options(spec, network, optimizer, train, device, on_epoch_end, should_stop)
     started = time.perf_counter()
+    if spec.training.max_duration_s is not None:
+        options.deadline, options.max_duration_s = time.monotonic() + spec.training.max_duration_s, spec.training.max_duration_s
     history = fit(network.trainable(), objective, optimizer, train=train, val=val, options=options)
     train_seconds = time.perf_counter() - started
     tested = evaluate(network.trainable(), objective, test, options.metrics, options.autocast)

@@ -18,7 +18,7 @@ from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import DataSpec, JobSpec
-from services.training.loop import Diverged, EpochResult, Stopped
+from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
@@ -66,7 +66,8 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
         _count(ctx, "cancelled")
         return
     except Exception as exc:  # every failure ends the job with a readable reason
-        reason = exc.message if isinstance(exc, KilnError) else str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        readable = isinstance(exc, Diverged | OutOfTime)
+        reason = exc.message if isinstance(exc, KilnError) else str(exc) if readable else f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed: %s", job_id, reason, extra=event | {"state": "failed"})
         with ctx.uow_factory() as uow:
             uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)

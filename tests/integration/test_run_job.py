@@ -173,3 +173,12 @@ def test_cancelled_job_stops_at_a_batch_and_registers_no_version(ctx: WorkerCont
     assert _artifact_files(ctx) == []
     run_job(job_id, ctx)  # a late re-delivery claims nothing
     assert get_job(job_id, uow_factory=ctx.uow_factory).attempt == 1
+
+
+def test_a_job_past_its_max_duration_fails_and_registers_nothing(ctx: WorkerContext) -> None:
+    job_id = _queue(ctx, tiny_job(training={"epochs": 2000, "max_duration_s": 0.5}))
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.FAILED and job.error is not None
+    assert job.error.startswith("stopped at epoch") and job.error.endswith("training.max_duration_s of 0.5 s reached")
+    assert job.epoch < 2000 and job.version is None and _artifact_files(ctx) == []
