@@ -64,5 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.router.routes[:0] = predict.FAST_ROUTES + v2.FAST_ROUTES
-    app.add_middleware(RequestMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20)
     return app

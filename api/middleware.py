@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
 import time
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.metrics import ApiMetrics
 
 log = logging.getLogger("kiln.request")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+_UPLOADS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
+
+
+class BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing passes it on (it turns other errors into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"error": {"code": "payload_too_large", "message": f"the request body is larger than {limit} bytes",
+                                 "field": "body", "details": []}}).encode()  # fmt: skip
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestMiddleware:
@@ -24,9 +42,10 @@ class RequestMiddleware:
     way it is echoed in the response and written in the log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is a locked lookup; do it once
         # Request ids: a random prefix per process and a counter (uuid4 costs a getrandom call per request).
         self._id_prefix = os.urandom(6).hex()
@@ -49,9 +68,36 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if self._declares_too_much(scope):  # refused before routing: no lookup, no body read
+                status = 413
+                await _too_large(send_with_id, self.max_body_bytes)
+            else:
+                await self.app(scope, self._limited(scope, receive), send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started, request_id)
+
+    def _capped(self, scope: Scope) -> bool:
+        return scope["method"] in ("POST", "PUT", "PATCH") and not _UPLOADS.match(scope["path"])
+
+    def _declares_too_much(self, scope: Scope) -> bool:
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        return self._capped(scope) and declared.isdigit() and int(declared) > self.max_body_bytes
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+        """`receive`, stopping at `max_body_bytes` (uploads stream to disk and keep limits of their own)."""
+        if not self._capped(scope):
+            return receive
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        return counting
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route: Any = scope.get("route")

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
 
     dataset_dir: Path | None = None  # default: <data_dir>/datasets
     max_upload_mb: int = Field(default=1024, ge=1)
+    max_body_mb: int = Field(default=64, ge=1)  # every other request body (413 above it)
     max_zip_uncompressed_mb: int = Field(default=4096, ge=1)  # what an image or NPZ archive may unpack to
     max_zip_files: int = Field(default=100_000, ge=1)
     # Uploaded arrays larger than this are streamed from disk in batches instead of loaded whole.

@@ -1,0 +1,44 @@
+"""Every route but the uploads caps its request body: a 413 in Kiln's error shape, before the body is used."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from services.config import Settings
+from tests.conftest import migrate
+from tests.factories import job_body
+
+BIG = json.dumps(job_body() | {"padding": "x" * (2 * 2**20)}).encode()  # 2 MB against a 1 MB limit
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path, max_body_mb=1)
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/models/m/versions/1/predict", "/v2/models/m/infer", "/v1/models/m/aliases/a"])
+def test_large_bodies_are_refused_with_a_413(client: TestClient, path: str) -> None:
+    method = client.put if path.endswith("/aliases/a") else client.post
+    response = method(path, content=BIG, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_bodies_are_counted_too(client: TestClient) -> None:
+    chunks = iter([BIG[i : i + 65536] for i in range(0, len(BIG), 65536)])
+    response = client.post("/v1/jobs", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert client.get("/v1/jobs").json()["count"] == 0
+
+
+def test_small_bodies_pass(client: TestClient) -> None:
+    assert client.post("/v1/jobs", json=job_body()).status_code == 202
