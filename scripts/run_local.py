@@ -33,16 +33,19 @@ def migrate(settings: Settings) -> None:
     command.upgrade(config, "head")
 
 
-def start(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
-    python = sys.executable
-    api = [python, "-m", "api"]  # KILN_HOST, KILN_PORT, KILN_API_WORKERS
+COMMANDS = {"api": [sys.executable, "-m", "api"], "worker": [sys.executable, "-m", "worker"]}  # KILN_HOST, KILN_PORT ...
+MAX_RESTARTS = 5  # a worker that keeps dying within RESTART_WINDOW_S stops the whole thing
+RESTART_WINDOW_S = 60.0
+
+
+def spawn(name: str) -> subprocess.Popen[bytes]:
     # Children get their own process group: the terminal's Ctrl-C reaches only this supervisor,
     # which then stops them in order.
-    spawn = dict(cwd=ROOT, start_new_session=True)
-    return {
-        "api": subprocess.Popen(api, **spawn),  # type: ignore[call-overload]
-        "worker": subprocess.Popen([python, "-m", "worker"], **spawn),  # type: ignore[call-overload]
-    }
+    return subprocess.Popen(COMMANDS[name], cwd=ROOT, start_new_session=True)
+
+
+def start(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+    return {name: spawn(name) for name in COMMANDS}
 
 
 def _api_up(url: str) -> bool:
@@ -101,11 +104,19 @@ def main() -> int:
     try:
         if wait_ready(settings, url, procs):
             print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True)
+        restarts: list[float] = []
         while not signals_seen:
-            exited = [name for name, p in procs.items() if p.poll() is not None]
-            if exited:
-                print(f"kiln: {', '.join(exited)} exited; stopping", file=sys.stderr, flush=True)
+            if procs["api"].poll() is not None:
+                print("kiln: the API exited; stopping", file=sys.stderr, flush=True)
                 return 1
+            if procs["worker"].poll() is not None:
+                # As a process supervisor would: a crashed worker is started again, and its job is redelivered.
+                restarts = [t for t in restarts if time.monotonic() - t < RESTART_WINDOW_S] + [time.monotonic()]
+                if len(restarts) > MAX_RESTARTS:
+                    print(f"kiln: the worker died {len(restarts)} times in {RESTART_WINDOW_S:.0f} s; stopping", file=sys.stderr, flush=True)
+                    return 1
+                print(f"kiln: the worker exited with {procs['worker'].returncode}; restarting it", file=sys.stderr, flush=True)
+                procs["worker"] = spawn("worker")
             time.sleep(0.2)
         return 0
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -10,7 +11,17 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.e2e.helpers import check_event_stream, job_events, kiln_env, spawn, stop, train_digits_and_predict, wait_until_ready
+from tests.e2e.helpers import (
+    check_event_stream,
+    job_events,
+    kiln_env,
+    spawn,
+    stop,
+    train_digits_and_predict,
+    wait_for_job,
+    wait_until_ready,
+)
+from tests.factories import tiny_job
 
 
 def _children(pid: int) -> list[int]:
@@ -53,3 +64,25 @@ def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
         raise AssertionError("the API still answers after Ctrl-C")
     except httpx.TransportError:
         pass
+
+
+def test_make_run_restarts_a_worker_that_dies(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "run.log"
+    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port)), log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, [proc], [log])
+        api, worker = _children(proc.pid)  # started in this order
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while worker in _children(proc.pid) or len(_children(proc.pid)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert api in _children(proc.pid)
+        with httpx.Client(base_url=url, timeout=30) as client:  # the new worker takes jobs
+            job = wait_for_job(client, client.post("/v1/jobs", json=tiny_job()).headers["location"])
+        assert job["state"] == "succeeded", job["error"]
+        assert "restarting it" in log.read_text()
+    finally:
+        assert stop(proc, sig=signal.SIGINT, timeout=60) == 0
