@@ -15,7 +15,7 @@ from api.middleware import RequestMiddleware
 from api.routers import datasets, health, jobs, models, predict, v2
 from services.config import Settings
 from services.data.store import DatasetStore
-from services.logs import configure_logging
+from services.logs import RequestLog, configure_logging
 from services.metrics import ApiMetrics
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
@@ -64,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.router.routes[:0] = predict.FAST_ROUTES + v2.FAST_ROUTES
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20)
+    request_log = RequestLog(json_lines=settings.log_format == "json")
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20, request_log=request_log)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import re
 import time
@@ -13,9 +12,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.logs import RequestLog
 from services.metrics import ApiMetrics
 
-log = logging.getLogger("kiln.request")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 _UPLOADS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
 
@@ -42,10 +41,11 @@ class RequestMiddleware:
     way it is echoed in the response and written in the log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int, request_log: RequestLog) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.request_log = request_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is a locked lookup; do it once
         # Request ids: a random prefix per process and a counter (uuid4 costs a getrandom call per request).
         self._id_prefix = os.urandom(6).hex()
@@ -111,6 +111,4 @@ class RequestMiddleware:
             )
         children[0].inc()
         children[1].observe(seconds)
-        if log.isEnabledFor(logging.INFO):
-            fields = {"request_id": request_id, "method": key[0], "route": key[1], "status": status, "duration_ms": round(seconds * 1e3, 3)}
-            log.info("%s %s %d %.1f ms", key[0], key[1], status, seconds * 1000, extra=fields)
+        self.request_log.write(request_id=request_id, method=key[0], route=key[1], status=status, seconds=seconds)
