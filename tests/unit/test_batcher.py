@@ -91,3 +91,18 @@ def test_a_failing_run_fails_every_request_in_its_batch() -> None:
         return await asyncio.gather(*(batcher.submit({"x": np.ones((1, 1))}) for _ in range(4)), return_exceptions=True)
 
     assert all(isinstance(r, RuntimeError) for r in asyncio.run(main()))
+
+
+def test_after_a_long_lonely_spell_a_burst_is_still_batched() -> None:
+    run = SlowDouble(0.001)
+    batcher = _batcher(run)
+    one = {"x": np.ones((1, 1), np.float32)}
+
+    async def main() -> None:
+        for _ in range(100):  # one client at a time: the batcher stops yielding for them
+            await batcher.submit(one)
+        run.batches.clear()
+        await asyncio.gather(*(batcher.submit(one) for _ in range(40)))
+
+    asyncio.run(main())
+    assert sum(run.batches) == 40 and max(run.batches) > 1  # an occasional probe finds the crowd
