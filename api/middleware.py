@@ -85,7 +85,8 @@ class RequestMiddleware:
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """`receive`, stopping at `max_body_bytes` (uploads stream to disk and keep limits of their own)."""
-        if not self._capped(scope):
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if not self._capped(scope) or declared.isdigit():  # a declared length was checked, and the server stops at it
             return receive
         seen = 0
 

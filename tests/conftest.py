@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from services.config import Settings
 from services.registry.db import make_engine
 from services.registry.unit_of_work import SqlUnitOfWork, connect_registry
 
@@ -91,6 +92,14 @@ def uow_factory(database_url: str) -> Iterator[Callable[[], SqlUnitOfWork]]:
     engine, factory = connect_registry(database_url)
     yield factory
     engine.dispose()
+
+
+def embedded_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings on the embedded defaults under `data_dir`, with the registry migrated."""
+    settings = Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    return settings
 
 
 def free_port() -> int:

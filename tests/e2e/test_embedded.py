@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "run.log"
+def _make_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """scripts/run_local.py, as `make run` starts it, on a data folder and port of its own; returns once it is ready."""
+    port, log = free_port(), tmp_path / "run.log"
     proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port)), log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, [proc], [log])
+    except BaseException:
+        stop(proc, sig=signal.SIGINT, timeout=60)
+        raise
+    return proc, url, log
+
+
+def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    proc, url, log = _make_run(tmp_path)
+    port = url.rsplit(":", 1)[1]
+    try:
         children = _children(proc.pid)
         assert len(children) == 2  # the API and the worker
         result = train_digits_and_predict(url)
@@ -67,12 +78,8 @@ def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
 
 
 def test_make_run_restarts_a_worker_that_dies(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "run.log"
-    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port)), log)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, log = _make_run(tmp_path)
     try:
-        wait_until_ready(url, [proc], [log])
         api, worker = _children(proc.pid)  # started in this order
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30

@@ -15,15 +15,12 @@ from api.main import create_app
 from services.config import Settings
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import NewVersion
-from tests.conftest import migrate
+from tests.conftest import embedded_settings
 from tests.factories import job_body
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
-    settings = Settings(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    return settings
+    return embedded_settings(tmp_path, **overrides)
 
 
 @pytest.fixture

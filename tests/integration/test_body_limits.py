@@ -10,8 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from services.config import Settings
-from tests.conftest import migrate
+from tests.conftest import embedded_settings
 from tests.factories import job_body
 
 BIG = json.dumps(job_body() | {"padding": "x" * (2 * 2**20)}).encode()  # 2 MB against a 1 MB limit
@@ -19,10 +18,7 @@ BIG = json.dumps(job_body() | {"padding": "x" * (2 * 2**20)}).encode()  # 2 MB a
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, max_body_mb=1)
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(embedded_settings(tmp_path, max_body_mb=1))) as c:
         yield c
 
 

@@ -12,17 +12,14 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from services.config import Settings
 from services.registry.entities import NewVersion
-from tests.conftest import migrate
+from tests.conftest import embedded_settings
 from tests.datasets_factory import iris_csv, npz_bytes
 from tests.factories import job_body
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, max_upload_mb=1)
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    return settings
+    return embedded_settings(tmp_path, max_upload_mb=1)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from services.config import Settings
-from tests.conftest import migrate
+from tests.conftest import embedded_settings
 
 
 def _lines(err: str) -> list[dict]:
@@ -18,10 +17,7 @@ def _lines(err: str) -> list[dict]:
 
 
 def test_json_request_lines_carry_the_request_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(data_dir=tmp_path, log_format="json")
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(embedded_settings(tmp_path, log_format="json"))) as client:
         kept = client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers={"X-Request-ID": "req-42"})
         made = client.get("/healthz", headers={"X-Request-ID": "not a valid id!"})
     assert kept.headers["x-request-id"] == "req-42"
@@ -33,10 +29,7 @@ def test_json_request_lines_carry_the_request_id(tmp_path: Path, capsys: pytest.
 
 
 def test_text_logs_are_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(data_dir=tmp_path)
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
         client.get("/healthz", headers={"X-Request-ID": "r-1"})
     err = capsys.readouterr().err
     assert "INFO kiln.request: GET /healthz 200" in err and "request_id=r-1" in err and not err.lstrip().startswith("{")

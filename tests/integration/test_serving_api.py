@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from services.config import Settings
-from tests.conftest import migrate
+from tests.conftest import embedded_settings
 from tests.onnx_factory import linear_softmax, malformed, scale, with_external_data
 
 WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)  # 3 features -> 2 classes
@@ -20,10 +19,7 @@ WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)  # 3 feat
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, max_model_mb=1)
-    settings.ensure_dirs()
-    migrate(settings.database_url)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(embedded_settings(tmp_path, max_model_mb=1))) as c:
         yield c
 
 
