@@ -63,15 +63,27 @@ async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONR
     )
 
 
-async def _on_kiln_error(_: Request, exc: KilnError) -> JSONResponse:
-    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+def status_for(exc: KilnError) -> int:
+    return next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+
+
+def kiln_error_response(exc: KilnError) -> JSONResponse:
+    status = status_for(exc)
     details = [{"field": exc.field, "message": exc.message}] if exc.field else []
     return JSONResponse(error_body(exc.code, exc.message, field=exc.field, details=details), status_code=status)
 
 
-async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _on_kiln_error(_: Request, exc: KilnError) -> JSONResponse:
+    return kiln_error_response(exc)
+
+
+async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return http_error_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
+from api.hotpath import HotRoutes
 from api.middleware import RequestMiddleware
 from api.routers import datasets, health, jobs, models, predict, v2
 from services.config import Settings
@@ -25,7 +27,7 @@ from services.usecases.serve import BatchingDefaults, Predictor
 from worker.app import create_celery, queue_lengths
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> KilnApp:
     settings = settings or Settings()
     configure_logging(level=settings.log_level, json_lines=settings.log_format == "json")
     settings.ensure_dirs()
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor.shutdown(wait=False)
         engine.dispose()
 
-    app = FastAPI(
+    app = KilnApp(
         title="Kiln", version="0.1.0", summary="Train neural networks from a JSON spec and serve them as ONNX.", lifespan=lifespan
     )
     app.state.kiln = context
@@ -63,7 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    app.router.routes[:0] = predict.FAST_ROUTES + v2.FAST_ROUTES
+    # Outermost: the request middleware, then the prediction routes, then FastAPI's own stack.
+    hot = HotRoutes(predict.FAST_ROUTES + v2.FAST_ROUTES, app=super(KilnApp, app).__call__, owner=app)
     request_log = RequestLog(json_lines=settings.log_format == "json")
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20, request_log=request_log)
+    app.front = RequestMiddleware(hot, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20, request_log=request_log)
     return app
+
+
+class KilnApp(FastAPI):
+    """FastAPI, entered through `front` (see create_app and api.hotpath)."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.front(scope, receive, send)

@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from api.deps import ContextDep, context
+from api.errors import status_for
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import ModelVersion
@@ -20,8 +22,12 @@ from services.usecases.models import list_versions
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
 
-def _error(exc: KilnError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=404 if isinstance(exc, NotFound) else 400)
+def _error(exc: KilnError | HTTPException) -> JSONResponse:
+    """The protocol answers bad input with a 400; a missing model stays a 404 and an oversized body a 413."""
+    if isinstance(exc, HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    status = status_for(exc)
+    return JSONResponse({"error": exc.message}, status_code=400 if status == 422 else status)
 
 
 def v2_errors(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -31,7 +37,7 @@ def v2_errors(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awai
     async def wrapped(*args: Any, **kwargs: Any) -> Response:
         try:
             return await handler(*args, **kwargs)
-        except KilnError as exc:
+        except (KilnError, HTTPException) as exc:
             return _error(exc)
 
     return wrapped
@@ -130,20 +136,17 @@ async def infer_version(name: str, version: str, request: Request, ctx: ContextD
 
 
 def _fast(path: str, versioned: bool) -> Route:
-    """A plain Starlette route in front of the FastAPI one (kept for the docs); see api.routers.predict._fast."""
-    route: Route
+    """A plain Starlette route served by api.hotpath ahead of the FastAPI one (kept for the docs); see api.routers.predict._fast."""
 
     async def endpoint(request: Request) -> Response:
-        request.scope["route"] = route
         ctx, params = context(request), request.path_params
         try:
             found = _resolve(ctx, params["name"], params["version"] if versioned else None)
             return await _infer(request, ctx, found)
-        except KilnError as exc:
+        except (KilnError, HTTPException) as exc:
             return _error(exc)
 
-    route = Route(path, endpoint, methods=["POST"])
-    return route
+    return Route(path, endpoint, methods=["POST"])
 
 
 FAST_ROUTES = [_fast("/v2/models/{name}/versions/{version}/infer", True), _fast("/v2/models/{name}/infer", False)]

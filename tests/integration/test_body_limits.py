@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from tests.conftest import embedded_settings
 from tests.factories import job_body
+from tests.onnx_factory import scale
 
 BIG = json.dumps(job_body() | {"padding": "x" * (2 * 2**20)}).encode()  # 2 MB against a 1 MB limit
 
@@ -29,10 +30,16 @@ def test_large_bodies_are_refused_with_a_413(client: TestClient, path: str) -> N
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_chunked_bodies_are_counted_too(client: TestClient) -> None:
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/models/m/versions/1/predict", "/v1/models/m/predict", "/v2/models/m/infer"])
+def test_chunked_bodies_are_counted_too(client: TestClient, path: str) -> None:
+    assert client.post("/v1/models/m/versions", files={"file": ("m.onnx", scale(2.0, 4))}).status_code == 201
     chunks = iter([BIG[i : i + 65536] for i in range(0, len(BIG), 65536)])
-    response = client.post("/v1/jobs", content=chunks, headers={"content-type": "application/json"})
+    response = client.post(path, content=chunks, headers={"content-type": "application/json"})
     assert response.status_code == 413
+    if path.startswith("/v2"):  # the protocol's error shape
+        assert "larger than 1048576 bytes" in response.json()["error"]
+    else:
+        assert response.json()["error"]["code"] == "payload_too_large"
     assert client.get("/v1/jobs").json()["count"] == 0
 
 
