@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,17 +15,7 @@ from services.registry.artifacts import LocalArtifactStore
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import UowFactory
 from services.usecases.serve import Predictor
-from worker.app import RUN_JOB_TASK, KilnCelery
-
-
-class CeleryDispatcher:
-    """Sends jobs to workers by task name; the API never imports the task code."""
-
-    def __init__(self, celery: KilnCelery) -> None:
-        self.celery = celery
-
-    def send(self, job_id: uuid.UUID, *, queue: str) -> None:
-        self.celery.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=self.celery.settings.queue_prefix + queue)
+from worker.app import CeleryDispatcher, KilnCelery
 
 
 @dataclass(frozen=True)

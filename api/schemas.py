@@ -39,6 +39,9 @@ class JobSummary(BaseModel):
 
 class JobPublic(JobSummary):
     cancel_requested: bool = Field(default=False, description="A cancel was asked; the job stops at its next batch.")
+    lease_owner: str | None = Field(default=None, description="The worker running this attempt.")
+    heartbeat_at: datetime | None = Field(default=None, description="When that worker last said it was alive.")
+    checkpoint_epoch: int | None = Field(default=None, description="The epoch a re-delivered attempt resumes after.")
     epoch: int = Field(description="The last finished epoch; 0 until the first ends.")
     epochs: int = Field(description="Epochs asked for.")
     history: list[EpochPublic]
@@ -51,7 +54,8 @@ class JobPublic(JobSummary):
             for e in job.history
         ]
         return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history,
-                   cancel_requested=job.cancel_requested)  # fmt: skip
+                   cancel_requested=job.cancel_requested, lease_owner=job.lease_owner, heartbeat_at=job.heartbeat_at,
+                   checkpoint_epoch=job.checkpoint_epoch)  # fmt: skip
 
 
 class JobsPublic(BaseModel):

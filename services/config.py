@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(default=6 * 3600 + 900, ge=1)
     job_lease_s: int = Field(default=6 * 3600 + 1800, ge=1)
 
+    # Crash safety (see services/usecases/sweeper.py): a running job's worker writes a heartbeat every
+    # job_heartbeat_s; one silent for job_stale_after_s is taken back and sent again, up to max_attempts
+    # attempts in all. A queued job whose queue is empty and whose message went out more than
+    # redispatch_after_s ago lost its message (a broker restart) and is sent again.
+    max_attempts: int = Field(default=3, ge=1)
+    job_heartbeat_s: float = Field(default=5.0, gt=0)
+    job_stale_after_s: float = Field(default=60.0, gt=0)
+    redispatch_after_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+    checkpoint_dir: Path | None = None  # default: <data_dir>/checkpoints
+
     # ONNX must agree with PyTorch on held-out rows: |onnx - torch| <= abs + rel * |torch| per element.
     parity_max_abs_diff: float = Field(default=1e-4, gt=0)
     parity_rtol: float = Field(default=1e-4, ge=0)
@@ -79,6 +90,10 @@ class Settings(BaseSettings):
                 "need KILN_JOB_SOFT_TIME_LIMIT_S < KILN_JOB_TIME_LIMIT_S < KILN_BROKER_VISIBILITY_TIMEOUT_S < KILN_JOB_LEASE_S, "
                 f"got {limits}"
             )
+        if self.job_stale_after_s < 3 * self.job_heartbeat_s:  # one late beat must not look like a dead worker
+            raise ValueError(
+                f"need KILN_JOB_STALE_AFTER_S >= 3 x KILN_JOB_HEARTBEAT_S, got {self.job_stale_after_s:g} and {self.job_heartbeat_s:g}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -93,6 +108,7 @@ class Settings(BaseSettings):
             self.artifact_dir = data_dir / "artifacts"
         self.artifact_dir = self.artifact_dir.resolve()
         self.dataset_dir = (self.dataset_dir or data_dir / "datasets").resolve()
+        self.checkpoint_dir = (self.checkpoint_dir or data_dir / "checkpoints").resolve()
         return self
 
     @property
@@ -107,7 +123,13 @@ class Settings(BaseSettings):
         assert self.dataset_dir is not None
         return self.dataset_dir
 
+    @property
+    def checkpoints(self) -> Path:
+        """Where running jobs keep their last epoch's checkpoint, always set after validation."""
+        assert self.checkpoint_dir is not None
+        return self.checkpoint_dir
+
     def ensure_dirs(self) -> None:
         """Create the local folders the embedded defaults write to."""
-        for folder in (self.data_dir, self.artifacts, self.datasets):
+        for folder in (self.data_dir, self.artifacts, self.datasets, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,9 @@ from celery import signals
 from services.config import Settings
 from services.logs import configure_logging
 from services.registry.unit_of_work import connect_registry
+from services.usecases.sweeper import SweepPolicy, sweep
 from services.usecases.workers import record_worker_heartbeat, remove_worker
-from worker.app import create_celery
+from worker.app import CeleryDispatcher, create_celery, queue_lengths
 from worker.context import WorkerPlan, configure, worker_context
 
 log = logging.getLogger("kiln.worker")
@@ -66,6 +67,33 @@ class Heartbeat:
         remove_worker(uow_factory=self.uow_factory, name=self.name)
 
 
+class Sweeper:
+    """Runs services.usecases.sweeper every `sweep_interval_s` in the worker's main process."""
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        settings = plan.settings
+        _, self.uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        self.celery = create_celery(settings)
+        self.settings = settings
+        self.policy = SweepPolicy(max_attempts=settings.max_attempts, stale_after_s=settings.job_stale_after_s,
+                                  redispatch_after_s=settings.redispatch_after_s, checkpoints=settings.checkpoints)  # fmt: skip
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        dispatcher = CeleryDispatcher(self.celery)
+        while not self.stop.wait(self.settings.sweep_interval_s):
+            try:
+                sweep(uow_factory=self.uow_factory, dispatcher=dispatcher, waiting=lambda: queue_lengths(self.celery), policy=self.policy)
+            except Exception:  # the database is away: the next pass tries again
+                log.warning("sweep failed; retrying", exc_info=True)
+
+    def start(self, **_: object) -> None:
+        threading.Thread(target=self.run, name="kiln-sweeper", daemon=True).start()
+
+    def shutdown(self, **_: object) -> None:
+        self.stop.set()
+
+
 def prepare_metrics(settings: Settings) -> None:
     """Multiprocess metrics: pool children write files here, the main process serves their sum."""
     metrics_dir = settings.data_dir / "metrics" / f"worker-{os.getpid()}"
@@ -89,8 +117,10 @@ def main() -> None:
     plan = plan_worker(settings)
     configure(plan)
     app = create_celery(settings)
-    heartbeat = Heartbeat(plan)
+    heartbeat, sweeper = Heartbeat(plan), Sweeper(plan)
     signals.worker_ready.connect(heartbeat.start, weak=False)
+    signals.worker_ready.connect(sweeper.start, weak=False)
+    signals.worker_shutdown.connect(sweeper.shutdown, weak=False)
     # Each pool child builds its context (database engine, device, torch warm-up) as it starts.
     signals.worker_process_init.connect(lambda **_: worker_context(), weak=False)
     signals.worker_shutdown.connect(heartbeat.shutdown, weak=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from celery import Celery
 
 from services.config import Settings
@@ -13,6 +15,16 @@ class KilnCelery(Celery):
     """A Celery app that carries the Settings it was built from."""
 
     settings: Settings
+
+
+class CeleryDispatcher:
+    """Sends jobs to workers by task name; the API never imports the task code."""
+
+    def __init__(self, celery: KilnCelery) -> None:
+        self.celery = celery
+
+    def send(self, job_id: uuid.UUID, *, queue: str) -> None:
+        self.celery.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=self.celery.settings.queue_prefix + queue)
 
 
 def queue_lengths(app: KilnCelery) -> dict[str, int]:

@@ -12,7 +12,7 @@ from services.config import Settings
 from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
-from services.usecases.training import WorkerContext
+from services.usecases.training import LeaseTerms, WorkerContext
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         parity=ParityCheck(rows=settings.parity_rows, atol=settings.parity_max_abs_diff, rtol=settings.parity_rtol),
         datasets=DatasetStore(settings.datasets),
         max_in_memory_bytes=settings.max_in_memory_dataset_mb * 2**20,
+        checkpoints=settings.checkpoints,
         metrics=WorkerMetrics(),
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
+        lease=LeaseTerms(heartbeat_s=settings.job_heartbeat_s, lease_s=settings.job_lease_s),
     )

@@ -41,6 +41,9 @@ class Job:
     version: int | None
     history: list[EpochRecord] = field(default_factory=list)
     cancel_requested: bool = False
+    lease_owner: str | None = None
+    heartbeat_at: datetime | None = None
+    checkpoint_epoch: int | None = None
 
     @property
     def epoch(self) -> int:

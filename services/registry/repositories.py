@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -28,6 +28,9 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         version=row.version,
         history=history,
         cancel_requested=row.cancel_requested,
+        lease_owner=row.lease_owner,
+        heartbeat_at=row.heartbeat_at,
+        checkpoint_epoch=row.checkpoint_epoch,
     )
 
 
@@ -43,8 +46,9 @@ class JobRepository:
         self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
         idempotency_key: str | None = None, request_hash: str | None = None,
     ) -> None:  # fmt: skip
+        now = utcnow()
         self.session.add(JobRow(
-            id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue, attempt=0, created_at=utcnow(),
+            id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue, attempt=0, created_at=now, dispatched_at=now,
             cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash,
         ))  # fmt: skip
         self.session.flush()  # a duplicate Idempotency-Key fails here, inside the caller's transaction
@@ -86,14 +90,64 @@ class JobRepository:
         rows = self.session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
         return {state: count for state, count in rows}
 
-    def claim(self, job_id: uuid.UUID) -> bool:
-        """queued -> running, once: a duplicate delivery of the same message claims nothing."""
+    def claim(self, job_id: uuid.UUID, *, owner: str, lease_s: float) -> int | None:
+        """queued -> running, once per attempt: the attempt number, or None where a duplicate delivery claims nothing."""
+        now = utcnow()
         result = self.session.execute(
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
-            .values(state=JobState.RUNNING, attempt=JobRow.attempt + 1, started_at=utcnow())
+            .values(
+                state=JobState.RUNNING,
+                attempt=JobRow.attempt + 1,
+                started_at=func.coalesce(JobRow.started_at, now),
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                heartbeat_at=now,
+            )  # fmt: skip
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return self.session.scalar(select(JobRow.attempt).where(JobRow.id == job_id))
+
+    def heartbeat(self, job_id: uuid.UUID, attempt: int) -> bool:
+        """Renew attempt `attempt`'s claim; False when the job was taken back or ended (the attempt must stop)."""
+        return self._holding(job_id, attempt, heartbeat_at=utcnow())
+
+    def set_checkpoint(self, job_id: uuid.UUID, attempt: int, epoch: int) -> bool:
+        return self._holding(job_id, attempt, checkpoint_epoch=epoch)
+
+    def _holding(self, job_id: uuid.UUID, attempt: int, **values: Any) -> bool:
+        result = self.session.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.state == JobState.RUNNING, JobRow.attempt == attempt).values(**values)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def mark_dispatched(self, job_id: uuid.UUID) -> None:
+        self.session.execute(update(JobRow).where(JobRow.id == job_id).values(dispatched_at=utcnow()))
+
+    def lost_running(self, *, silent_since: datetime) -> list[tuple[uuid.UUID, int, str]]:
+        """(id, attempt, queue) of running jobs whose heartbeat is older than `silent_since` or whose lease ran out."""
+        rows = self.session.execute(
+            select(JobRow.id, JobRow.attempt, JobRow.queue).where(
+                JobRow.state == JobState.RUNNING,
+                (JobRow.heartbeat_at < silent_since) | (JobRow.lease_expires_at < utcnow()) | (JobRow.heartbeat_at.is_(None)),
+            )
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def requeue(self, job_id: uuid.UUID, attempt: int) -> bool:
+        """running (attempt `attempt`) -> queued, for another attempt; False when it moved meanwhile."""
+        return self._holding(job_id, attempt, state=JobState.QUEUED, lease_owner=None, lease_expires_at=None, heartbeat_at=None,
+                             dispatched_at=utcnow())  # fmt: skip
+
+    def unsent_queued(self, *, sent_before: datetime) -> list[tuple[uuid.UUID, str]]:
+        """(id, queue) of queued jobs whose message went out before `sent_before`, oldest first."""
+        rows = self.session.execute(
+            select(JobRow.id, JobRow.queue)
+            .where(JobRow.state == JobState.QUEUED, (JobRow.dispatched_at < sent_before) | JobRow.dispatched_at.is_(None))
+            .order_by(JobRow.created_at)
+        )
+        return [(row[0], row[1]) for row in rows]
 
     def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
         self.session.add(
@@ -116,14 +170,19 @@ class JobRepository:
         error: str | None = None,
         version: int | None = None,
         from_state: JobState = JobState.RUNNING,
+        attempt: int | None = None,
     ) -> bool:
-        """Move a job from `from_state` to its final state; a job in any other state is left as it is."""
+        """Move a job from `from_state` (and `attempt`, when given) to its final state; any other job is left as it is."""
+        query = update(JobRow).where(JobRow.id == job_id, JobRow.state == from_state)
+        if attempt is not None:
+            query = query.where(JobRow.attempt == attempt)
         result = self.session.execute(
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.state == from_state)
-            .values(state=state, error=error, version=version, finished_at=utcnow())
+            query.values(state=state, error=error, version=version, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def delete_epochs_after(self, job_id: uuid.UUID, epoch: int) -> None:
+        self.session.execute(delete(JobEpochRow).where(JobEpochRow.job_id == job_id, JobEpochRow.epoch > epoch))
 
 
 def _version(row: ModelVersionRow, model_name: str) -> ModelVersion:

@@ -68,6 +68,12 @@ class JobRow(Base):
     # Idempotency-Key of the request that created the job, and a hash of its body.
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Who runs the job (attempt `attempt`), until when at the latest, and when it last said it was alive.
+    lease_owner: Mapped[str | None] = mapped_column(String(160))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]  # when its message was last sent to the broker
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)  # the epoch its last checkpoint holds
 
 
 class JobEpochRow(Base):

@@ -21,6 +21,7 @@ class EarlyStopping:
         self.best_epoch = 0
         self.best_state: dict[str, Any] | None = None
         self.wait = 0
+        self.stopped = False  # the last update said stop (a job resumed after that epoch stops at once)
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -36,7 +37,8 @@ class EarlyStopping:
             self.best_state = copy.deepcopy(network.state_dict())  # the best checkpoint, kept in memory
             return False
         self.wait += 1
-        return self.wait >= self.spec.patience
+        self.stopped = self.wait >= self.spec.patience
+        return self.stopped
 
     def restore(self, network: nn.Module) -> None:
         if self.spec.restore_best_weights and self.best_state is not None:

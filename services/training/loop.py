@@ -91,10 +91,14 @@ def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.Abstract
 
 
 def fit(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, *,
-        train: Split, val: Split | None, options: FitOptions) -> list[EpochResult]:  # fmt: skip
-    """Train for up to `options.epochs`, reporting each epoch; raise Diverged on a non-finite loss."""
-    results = []
-    for epoch in range(1, options.epochs + 1):
+        train: Split, val: Split | None, options: FitOptions, done: list[EpochResult] | None = None) -> list[EpochResult]:  # fmt: skip
+    """Train for up to `options.epochs`, reporting each epoch; raise Diverged on a non-finite loss.
+
+    `done`: the epochs a checkpoint restored (the state is already back); training goes on after them.
+    """
+    results = list(done or [])
+    finished = options.stopper is not None and options.stopper.stopped
+    for epoch in range(len(results) + 1, options.epochs + 1 if not finished else 0):
         started = time.perf_counter()
         learning_rate = options.schedule.learning_rate
         metrics = _train_epoch(network, objective, optimizer, train, options, epoch)

@@ -16,6 +16,7 @@ from services.data.arrays import RowView
 from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
 from services.spec import JobSpec, final_activation, has_dynamic_time_axis, input_dtype
+from services.training import checkpoint
 from services.training.augment import Augmenter
 from services.training.builder import Network, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
@@ -39,6 +40,14 @@ class ParityCheck:
     rows: int  # held-out rows compared
     atol: float
     rtol: float
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where each epoch's checkpoint goes, and the checkpoint of an earlier attempt to resume from."""
+
+    path: Path
+    resume: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,6 +109,7 @@ def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimiz
 def train_and_export(
     spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
     on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path`, and return the version's metrics."""
     torch.manual_seed(spec.training.seed)
@@ -120,10 +130,12 @@ def train_and_export(
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # conv weights as cuDNN prefers
     optimizer = make_optimizer(spec.training.optimizer, list(network.parameters()))
     options = _fit_options(spec, network, optimizer, train, device, on_epoch_end, should_stop)
+    done = _checkpoint_every_epoch(checkpointing, network, optimizer, options) if checkpointing else []
     started = time.perf_counter()
-    if spec.training.max_duration_s is not None:
-        options.deadline, options.max_duration_s = time.monotonic() + spec.training.max_duration_s, spec.training.max_duration_s
-    history = fit(network.trainable(), objective, optimizer, train=train, val=val, options=options)
+    if spec.training.max_duration_s is not None:  # the budget covers earlier attempts' epochs too
+        left = spec.training.max_duration_s - sum(r.duration_s for r in done)
+        options.deadline, options.max_duration_s = time.monotonic() + left, spec.training.max_duration_s
+    history = fit(network.trainable(), objective, optimizer, train=train, val=val, options=options, done=done)
     train_seconds = time.perf_counter() - started
     tested = evaluate(network.trainable(), objective, test, options.metrics, options.autocast)
     started = time.perf_counter()
@@ -136,6 +148,21 @@ def train_and_export(
         "onnx_parity_max_abs_diff": parity_diff, "parameters": float(parameter_count(network)),
     }  # fmt: skip
     return TrainingOutcome(history, metrics, labels, prepared.preprocessing)
+
+
+def _checkpoint_every_epoch(checkpointing: Checkpointing, network: Network, optimizer: torch.optim.Optimizer,
+                            options: FitOptions) -> list[EpochResult]:  # fmt: skip
+    """Restore an earlier attempt's checkpoint if there is one, and save one after every epoch (before it is reported)."""
+    done = checkpoint.restore(checkpointing.resume, network, optimizer, options) if checkpointing.resume else []
+    history, report = list(done), options.on_epoch_end
+
+    def on_epoch_end(result: EpochResult) -> None:
+        history.append(result)
+        checkpoint.save(checkpoint.capture(result.epoch, history, network, optimizer, options), checkpointing.path)
+        report(result)
+
+    options.on_epoch_end = on_epoch_end
+    return done
 
 
 def _export(spec: JobSpec, network: Network, prepared: _Prepared, path: Path, parity: ParityCheck, labels: list[str] | None) -> float:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,8 +20,9 @@ from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import DataSpec, JobSpec
+from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
-from services.training.pipeline import ParityCheck, TrainingOutcome, train_and_export
+from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, train_and_export
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
 
@@ -41,41 +44,104 @@ class WorkerContext:
     parity: ParityCheck
     datasets: DatasetStore
     max_in_memory_bytes: int
+    checkpoints: Path  # one file per running job
     metrics: WorkerMetrics | None = None  # None where nothing scrapes (tests in-process)
     worker_name: str = ""
+    lease: LeaseTerms = field(default_factory=lambda: LeaseTerms())
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    heartbeat_s: float = 5.0  # how often a running attempt renews its claim
+    lease_s: float = 6 * 3600 + 1800  # the longest an attempt may hold a job, whatever its heartbeat
+
+
+class LeaseLost(RuntimeError):
+    """The sweeper gave this attempt's job to another attempt (or it ended): stop, and write nothing."""
+
+
+class JobLease:
+    """Renews an attempt's claim every `heartbeat_s` from a thread, and remembers when the claim is gone.
+
+    Every write an attempt makes is conditioned on its attempt number (a fencing token), so a worker
+    that was wrongly presumed dead and wakes up can change nothing; this only makes it stop early.
+    """
+
+    def __init__(self, job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> None:
+        self.job_id, self.attempt, self.ctx = job_id, attempt, ctx
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kiln-lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> JobLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ctx.lease.heartbeat_s):
+            try:
+                with self.ctx.uow_factory() as uow:
+                    held = uow.jobs.heartbeat(self.job_id, self.attempt)
+                    uow.commit()
+            except Exception:  # the database is away: try again next beat; the sweeper allows several
+                log.warning("job %s heartbeat failed; retrying", self.job_id, exc_info=True)
+                continue
+            if not held:
+                self.lost.set()
+                return
+
+
+def checkpoint_path(checkpoints: Path, job_id: uuid.UUID) -> Path:
+    return checkpoints / f"{job_id}.pt"
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
-    """Run one job to its end; a job this call cannot claim (a duplicate delivery) is left alone."""
+    """Run one attempt of a job to its end; a job this call cannot claim (a duplicate delivery) is left alone.
+
+    An attempt after the first resumes from the last checkpoint an earlier one wrote.
+    """
     with ctx.uow_factory() as uow:
-        claimed = uow.jobs.claim(job_id)
+        attempt = uow.jobs.claim(job_id, owner=ctx.worker_name or "worker", lease_s=ctx.lease.lease_s)
         job = uow.jobs.get(job_id, with_history=False)
         uow.commit()
-    if not claimed or job is None:
+    if attempt is None or job is None:
         log.info("job %s not claimed (state %s): nothing to do", job_id, job.state if job else "missing")
         return
-    event = {"job_id": str(job_id)}
-    log.info("job %s running on %s, attempt %d", job_id, ctx.device, job.attempt, extra=event | {"state": "running"})
+    event = {"job_id": str(job_id), "attempt": attempt}
+    log.info("job %s running on %s, attempt %d", job_id, ctx.device, attempt, extra=event | {"state": "running"})
     try:
-        version = _train_and_register(job_id, JobSpec.model_validate(job.spec), ctx)
+        with JobLease(job_id, attempt, ctx) as lease:
+            version = _train_and_register(job_id, attempt, JobSpec.model_validate(job.spec), ctx, lease)
+    except LeaseLost as lost:
+        log.warning("job %s attempt %d stopped: %s", job_id, attempt, lost, extra=event)
+        return  # the attempt that holds the job now owns its checkpoint too
     except Stopped as stop:
         log.info("job %s %s", job_id, stop, extra=event | {"state": "cancelled"})
-        with ctx.uow_factory() as uow:
-            uow.jobs.finish(job_id, state=JobState.CANCELLED, error=str(stop))
-            uow.commit()
+        _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop))
         _count(ctx, "cancelled")
         return
     except Exception as exc:  # every failure ends the job with a readable reason
         readable = isinstance(exc, Diverged | OutOfTime)
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if readable else f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed: %s", job_id, reason, extra=event | {"state": "failed"})
-        with ctx.uow_factory() as uow:
-            uow.jobs.finish(job_id, state=JobState.FAILED, error=reason)
-            uow.commit()
+        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason)
         _count(ctx, "failed")
         return
+    checkpoint_path(ctx.checkpoints, job_id).unlink(missing_ok=True)
     log.info("job %s succeeded: %s version %d", job_id, job.model_name, version, extra=event | {"state": "succeeded", "version": version})
     _count(ctx, "succeeded")
+
+
+def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str) -> None:
+    with ctx.uow_factory() as uow:
+        ended = uow.jobs.finish(job_id, state=state, error=error, attempt=attempt)
+        uow.commit()
+    if ended:
+        checkpoint_path(ctx.checkpoints, job_id).unlink(missing_ok=True)
 
 
 def _count(ctx: WorkerContext, outcome: str) -> None:
@@ -114,9 +180,39 @@ def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID 
     return loaded, dataset_id
 
 
-def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) -> int:
+def _resume_point(job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> dict[str, Any] | None:
+    """An earlier attempt's last checkpoint, with the epoch history in SQL made to match it exactly."""
+    path = checkpoint_path(ctx.checkpoints, job_id)
+    if attempt == 1 or not path.exists():
+        if attempt > 1:
+            log.info("job %s attempt %d: no checkpoint, starting over", job_id, attempt)
+        state = None
+    else:
+        state = checkpoint.load(path)
+    epoch = state["epoch"] if state else 0
+    with ctx.uow_factory() as uow:
+        # A checkpoint is written before its epoch is recorded, so SQL never runs ahead of it.
+        uow.jobs.delete_epochs_after(job_id, epoch)
+        recorded = {e.epoch for e in uow.jobs.history(job_id)}
+        for h in state["history"] if state else []:
+            if h["epoch"] not in recorded:
+                uow.jobs.add_epoch(job_id, _epoch_record(EpochResult(h["epoch"], h["metrics"], h["duration_s"], h["samples"])))
+        uow.commit()
+    if state:
+        log.info("job %s attempt %d resumes after epoch %d", job_id, attempt, epoch, extra={"job_id": str(job_id), "epoch": epoch})
+    return state
+
+
+def _train_and_register(job_id: uuid.UUID, attempt: int, spec: JobSpec, ctx: WorkerContext, lease: JobLease) -> int:
     data, dataset_id = _load(spec.data, ctx)
     watch = CancelWatch(job_id, ctx.uow_factory)
+
+    def should_stop() -> bool:
+        if lease.lost.is_set():
+            raise LeaseLost(f"attempt {attempt} no longer holds the job")
+        return watch()
+
+    resume = _resume_point(job_id, attempt, ctx)
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
@@ -125,8 +221,9 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
             device=ctx.device,
             onnx_path=onnx_path,
             parity=ctx.parity,
-            on_epoch_end=lambda r: _record_epoch(job_id, spec.model_name, r, ctx),
-            should_stop=watch,
+            on_epoch_end=lambda r: _record_epoch(job_id, attempt, spec.model_name, r, ctx),
+            should_stop=should_stop,
+            checkpointing=Checkpointing(checkpoint_path(ctx.checkpoints, job_id), resume),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         artifact = ctx.store.put(onnx_path)
@@ -135,25 +232,23 @@ def _train_and_register(job_id: uuid.UUID, spec: JobSpec, ctx: WorkerContext) ->
     try:
         if watch(force=True):  # cancelled between the last batch and now: register nothing
             raise Stopped("cancelled before its version was registered")
-        return _register(job_id, spec, data, dataset_id, outcome, artifact, signature, ctx)
+        return _register(job_id, attempt, spec, data, dataset_id, outcome, artifact, signature, ctx)
     except BaseException:
         discard_if_unreferenced(artifact.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
         raise
 
 
-def _record_epoch(job_id: uuid.UUID, model_name: str, result: EpochResult, ctx: WorkerContext) -> None:
+def _epoch_record(result: EpochResult) -> EpochRecord:
+    return EpochRecord(result.epoch, result.metrics["loss"], result.metrics.get("val_loss"), result.metrics, result.duration_s)
+
+
+def _record_epoch(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext) -> None:
+    """The epoch's row and the job's checkpoint epoch, in one transaction, while this attempt holds the job."""
     metrics = result.metrics
     with ctx.uow_factory() as uow:
-        uow.jobs.add_epoch(
-            job_id,
-            EpochRecord(
-                result.epoch,
-                metrics["loss"],
-                metrics.get("val_loss"),
-                metrics,
-                result.duration_s,
-            ),
-        )
+        if not uow.jobs.set_checkpoint(job_id, attempt, result.epoch):
+            raise LeaseLost(f"attempt {attempt} no longer holds the job")
+        uow.jobs.add_epoch(job_id, _epoch_record(result))
         uow.commit()
     event = {"job_id": str(job_id), "epoch": result.epoch, "loss": metrics["loss"], "val_loss": metrics.get("val_loss")}
     log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"), extra=event)
@@ -174,6 +269,7 @@ def _gpu_figures(ctx: WorkerContext) -> None:
 
 def _register(
     job_id: uuid.UUID,
+    attempt: int,
     spec: JobSpec,
     data: LoadedDataset,
     dataset_id: uuid.UUID | None,
@@ -203,4 +299,4 @@ def _register(
         labels=outcome.labels,
         preprocessing=outcome.preprocessing,
     )
-    return register_version(new, uow_factory=ctx.uow_factory)
+    return register_version(new, uow_factory=ctx.uow_factory, job_attempt=attempt)

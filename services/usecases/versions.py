@@ -17,17 +17,20 @@ REGISTER_ATTEMPTS = 5
 DEFAULT_ALIAS = "production"
 
 
-def register_version(new: NewVersion, *, uow_factory: UowFactory) -> int:
+def register_version(new: NewVersion, *, uow_factory: UowFactory, job_attempt: int | None = None) -> int:
     """Register `new` as the next version; a job's version is registered with its success, in one transaction.
 
     Numbers are max + 1 under a unique constraint: a concurrent registration that takes the same
-    number loses with IntegrityError and retries. A job registers at most one version.
+    number loses with IntegrityError and retries. A job registers at most one version, and only
+    while `job_attempt` still holds it (an attempt the sweeper took back registers nothing).
     """
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:
             with uow_factory() as uow:
                 version = uow.models.add_version(new)
-                if new.job_id is not None and not uow.jobs.finish(new.job_id, state=JobState.SUCCEEDED, version=version):
+                if new.job_id is not None and not uow.jobs.finish(
+                    new.job_id, state=JobState.SUCCEEDED, version=version, attempt=job_attempt
+                ):
                     raise KilnError("the job stopped running before its version could be registered")
                 uow.commit()
                 return version

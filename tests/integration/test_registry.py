@@ -30,8 +30,8 @@ def _add_job(uow_factory, model: str = "m") -> uuid.UUID:
 def test_job_is_claimed_once_then_finished(uow_factory) -> None:
     job_id = _add_job(uow_factory)
     with uow_factory() as uow:
-        assert uow.jobs.claim(job_id)
-        assert not uow.jobs.claim(job_id)  # a duplicate delivery claims nothing
+        assert uow.jobs.claim(job_id, owner="w1", lease_s=60) == 1
+        assert uow.jobs.claim(job_id, owner="w2", lease_s=60) is None  # a duplicate delivery claims nothing
         uow.commit()
     with uow_factory() as uow:
         uow.jobs.add_epoch(job_id, EpochRecord(1, 0.5, 0.6, {"loss": 0.5, "val_loss": 0.6}, 0.01))
@@ -133,7 +133,7 @@ def test_jobs_counted_by_state(uow_factory) -> None:
     first = _add_job(uow_factory)
     _add_job(uow_factory)
     with uow_factory() as uow:
-        uow.jobs.claim(first)
+        uow.jobs.claim(first, owner="w", lease_s=60)
         uow.commit()
         assert uow.jobs.count_by_state() == {"queued": 1, "running": 1}
 

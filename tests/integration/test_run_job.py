@@ -38,6 +38,7 @@ def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
         parity=ParityCheck(rows=64, atol=1e-4, rtol=0.0),
         datasets=DatasetStore(tmp_path / "datasets"),
         max_in_memory_bytes=2**30,
+        checkpoints=tmp_path / "checkpoints",
     )
 
 
