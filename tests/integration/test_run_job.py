@@ -13,42 +13,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 import services.usecases.training as training_usecase
 from services.data.ingest_common import UploadOptions, ZipLimits
-from services.data.store import DatasetStore
-from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import JobState
-from services.spec import JobSpec
-from services.training.pipeline import ParityCheck
 from services.usecases.datasets import ReceivedFile, upload_dataset
 from services.usecases.jobs import cancel_job, get_job
 from services.usecases.training import WorkerContext, run_job
 from tests.datasets_factory import npz_bytes
 from tests.factories import tiny_job
-
-
-@pytest.fixture
-def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
-    return WorkerContext(
-        uow_factory=uow_factory,
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        device=torch.device("cpu"),
-        parity=ParityCheck(rows=64, atol=1e-4, rtol=0.0),
-        datasets=DatasetStore(tmp_path / "datasets"),
-        max_in_memory_bytes=2**30,
-        checkpoints=tmp_path / "checkpoints",
-    )
-
-
-def _queue(ctx: WorkerContext, body: dict) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    spec = JobSpec.model_validate(body)
-    with ctx.uow_factory() as uow:
-        uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue="cpu")
-        uow.commit()
-    return job_id
+from tests.integration.conftest import queue_job
 
 
 def _artifact_files(ctx: WorkerContext) -> list[Path]:
@@ -56,7 +30,7 @@ def _artifact_files(ctx: WorkerContext) -> list[Path]:
 
 
 def test_successful_job_registers_a_version_with_its_artifact(ctx: WorkerContext) -> None:
-    job_id = _queue(ctx, tiny_job(data={"validation_split": 0.2}))
+    job_id = queue_job(ctx, tiny_job(data={"validation_split": 0.2}))
     run_job(job_id, ctx)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert (job.state, job.version, job.error, job.attempt) == (JobState.SUCCEEDED, 1, None, 1)
@@ -73,7 +47,7 @@ def test_successful_job_registers_a_version_with_its_artifact(ctx: WorkerContext
 
 
 def test_duplicate_delivery_does_nothing(ctx: WorkerContext) -> None:
-    job_id = _queue(ctx, tiny_job())
+    job_id = queue_job(ctx, tiny_job())
     run_job(job_id, ctx)
     run_job(job_id, ctx)
     assert get_job(job_id, uow_factory=ctx.uow_factory).attempt == 1
@@ -87,7 +61,7 @@ def test_training_failure_leaves_a_readable_error_and_nothing_else(ctx: WorkerCo
         data={"dataset": "diabetes"},
         training={"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 10.0}, "epochs": 50},
     )
-    job_id = _queue(ctx, exploding)
+    job_id = queue_job(ctx, exploding)
     run_job(job_id, ctx)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.FAILED and job.error is not None and job.error.startswith("diverged at epoch")
@@ -101,7 +75,7 @@ def test_failed_registration_removes_the_artifact(ctx: WorkerContext, monkeypatc
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(training_usecase, "_register", refuse)
-    job_id = _queue(ctx, tiny_job())
+    job_id = queue_job(ctx, tiny_job())
     run_job(job_id, ctx)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert (job.state, job.error) == (JobState.FAILED, "RuntimeError: database went away")
@@ -129,7 +103,7 @@ def test_upload_larger_than_memory_budget_is_streamed_and_normalised_in_the_grap
         data={"dataset": str(dataset_id), "validation_split": 0.2, "normalization": "standard"},
         training={"epochs": 30, "optimizer": {"name": "adam", "learning_rate": 0.02}},
     )
-    job_id = _queue(streamed, body)
+    job_id = queue_job(streamed, body)
     run_job(job_id, streamed)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.SUCCEEDED, job.error
@@ -147,7 +121,7 @@ def test_job_events_are_logged_with_the_job_id(ctx: WorkerContext, capsys: pytes
     from services.logs import configure_logging
 
     configure_logging(level="info", json_lines=True)
-    job_id = _queue(ctx, tiny_job())
+    job_id = queue_job(ctx, tiny_job())
     run_job(job_id, ctx)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("job_id") == str(job_id)]
@@ -157,7 +131,7 @@ def test_job_events_are_logged_with_the_job_id(ctx: WorkerContext, capsys: pytes
 
 
 def test_cancelled_job_stops_at_a_batch_and_registers_no_version(ctx: WorkerContext) -> None:
-    job_id = _queue(ctx, tiny_job(training={"epochs": 400}))
+    job_id = queue_job(ctx, tiny_job(training={"epochs": 400}))
     runner = threading.Thread(target=run_job, args=(job_id, ctx))
     runner.start()
     deadline = time.monotonic() + 60
@@ -177,7 +151,7 @@ def test_cancelled_job_stops_at_a_batch_and_registers_no_version(ctx: WorkerCont
 
 
 def test_a_job_past_its_max_duration_fails_and_registers_nothing(ctx: WorkerContext) -> None:
-    job_id = _queue(ctx, tiny_job(training={"epochs": 2000, "max_duration_s": 0.5}))
+    job_id = queue_job(ctx, tiny_job(training={"epochs": 2000, "max_duration_s": 0.5}))
     run_job(job_id, ctx)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.FAILED and job.error is not None

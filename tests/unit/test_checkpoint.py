@@ -35,7 +35,8 @@ SPECS = {
         model=CNN,
         data={"dataset": "digits", "validation_split": 0.2, "augmentation": {"rotation": 10, "shift": 0.1}},
         training={
-            "epochs": 5, "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+            "epochs": 5,
+            "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
             "lr_schedule": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5},
             "early_stopping": {"patience": 10, "restore_best_weights": True},
         },

@@ -1,0 +1,181 @@
+"""Leases, fencing and the sweeper on a real registry (both backends), with real training in-process.
+
+The broker is the one thing stood in for here (a recorder of what would be sent); the e2e fault
+tests run the same paths with real Redis, PostgreSQL and worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+import services.usecases.training as training_usecase
+from services.errors import KilnError
+from services.registry.entities import JobState, NewVersion
+from services.usecases.jobs import get_job
+from services.usecases.sweeper import SweepPolicy, sweep
+from services.usecases.training import WorkerContext, checkpoint_path, run_job
+from services.usecases.versions import register_version
+from tests.factories import tiny_job
+from tests.integration.conftest import queue_job
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[uuid.UUID, str]] = []
+
+    def send(self, job_id: uuid.UUID, *, queue: str) -> None:
+        self.sent.append((job_id, queue))
+
+
+class Crash(BaseException):
+    """The worker process dying mid-job: not an Exception, so nothing on the way catches it."""
+
+
+def _policy(ctx: WorkerContext, **overrides: float) -> SweepPolicy:
+    values = {"max_attempts": 3, "stale_after_s": 0.0, "redispatch_after_s": 60.0} | overrides
+    return SweepPolicy(checkpoints=ctx.checkpoints, **values)  # type: ignore[arg-type]
+
+
+def _sweep(ctx: WorkerContext, recorder: Recorder, waiting: dict[str, int] | None = None, **policy: float):
+    return sweep(uow_factory=ctx.uow_factory, dispatcher=recorder, waiting=lambda: waiting or {}, policy=_policy(ctx, **policy))
+
+
+def _crash_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    record = training_usecase._record_epoch
+
+    def dying(job_id, attempt, model_name, result, ctx) -> None:  # type: ignore[no-untyped-def]
+        record(job_id, attempt, model_name, result, ctx)
+        if result.epoch == epoch:
+            raise Crash
+
+    monkeypatch.setattr(training_usecase, "_record_epoch", dying)
+
+
+def test_a_crashed_attempt_is_taken_back_and_resumes_from_its_checkpoint(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = tiny_job(training={"epochs": 4})
+    straight = queue_job(ctx, body)
+    run_job(straight, ctx)
+
+    job_id = queue_job(ctx, body)
+    _crash_after_epoch(monkeypatch, 2)
+    with pytest.raises(Crash):
+        run_job(job_id, ctx)
+    monkeypatch.undo()
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, job.checkpoint_epoch, job.epoch) == (JobState.RUNNING, 1, 2, 2)
+    assert checkpoint_path(ctx.checkpoints, job_id).exists()
+
+    recorder = Recorder()
+    report = _sweep(ctx, recorder)
+    assert report.requeued == [job_id] and recorder.sent == [(job_id, "cpu")]
+    run_job(job_id, ctx)  # the re-sent message
+
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, job.error) == (JobState.SUCCEEDED, 2, None)
+    assert [e.epoch for e in job.history] == [1, 2, 3, 4]
+    with ctx.uow_factory() as uow:
+        versions = uow.models.versions("digits-mlp")
+    assert [v.job_id for v in versions] == [straight, job_id]  # one version for the resumed job
+    # Resumed training is the same computation: the same ONNX file, byte for byte, as the uninterrupted job's.
+    assert versions[0].artifact_sha256 == versions[1].artifact_sha256
+    assert not checkpoint_path(ctx.checkpoints, job_id).exists()
+
+
+def test_an_attempt_taken_back_can_change_nothing(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    with ctx.uow_factory() as uow:
+        assert uow.jobs.claim(job_id, owner="old", lease_s=3600) == 1
+        uow.commit()
+    _sweep(ctx, Recorder())  # attempt 1 looks dead
+    with ctx.uow_factory() as uow:
+        assert uow.jobs.claim(job_id, owner="new", lease_s=3600) == 2
+        uow.commit()
+    with ctx.uow_factory() as uow:  # attempt 1 wakes up
+        assert not uow.jobs.heartbeat(job_id, 1)
+        assert not uow.jobs.set_checkpoint(job_id, 1, 5)
+        assert not uow.jobs.finish(job_id, state=JobState.FAILED, error="late", attempt=1)
+        uow.commit()
+    new = NewVersion(model_name="digits-mlp", job_id=job_id, artifact_sha256="0" * 64, artifact_size=1, signature={}, metrics={},
+                     spec={}, hyperparameters={}, dataset={})  # fmt: skip
+    with pytest.raises(KilnError, match="stopped running"):
+        register_version(new, uow_factory=ctx.uow_factory, job_attempt=1)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, job.lease_owner, job.version) == (JobState.RUNNING, 2, "new", None)
+    with ctx.uow_factory() as uow:
+        assert uow.models.versions("digits-mlp") == [] and uow.jobs.heartbeat(job_id, 2)
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    recorder = Recorder()
+    for attempt in (1, 2):
+        with ctx.uow_factory() as uow:
+            assert uow.jobs.claim(job_id, owner="w", lease_s=3600) == attempt
+            uow.commit()
+        checkpoint_path(ctx.checkpoints, job_id).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_path(ctx.checkpoints, job_id).write_bytes(b"left by the dead attempt")
+        report = _sweep(ctx, recorder, max_attempts=2)
+    assert report.failed == [job_id] and recorder.sent == [(job_id, "cpu")]  # sent again once, then given up
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.FAILED and job.attempt == 2
+    assert job.error is not None and "gave up after 2 attempts" in job.error and "KILN_MAX_ATTEMPTS" in job.error
+    assert not checkpoint_path(ctx.checkpoints, job_id).exists()
+
+
+def test_a_live_job_is_left_alone(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(job_id, owner="w", lease_s=3600)
+        uow.commit()
+    report = _sweep(ctx, Recorder(), stale_after_s=60.0)
+    assert report.requeued == report.failed == []
+    assert get_job(job_id, uow_factory=ctx.uow_factory).state == JobState.RUNNING
+
+
+@pytest.mark.parametrize(("waiting", "resent"), [({"cpu": 0, "gpu": 0}, True), ({"cpu": 2, "gpu": 0}, False), ({}, False)])
+def test_a_queued_job_is_sent_again_only_when_its_queue_is_empty(ctx: WorkerContext, waiting: dict[str, int], resent: bool) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    recorder = Recorder()
+    assert _sweep(ctx, recorder, waiting, redispatch_after_s=3600).redispatched == []  # sent recently: left alone
+    report = _sweep(ctx, recorder, waiting, redispatch_after_s=0.0)
+    assert (report.redispatched == [job_id]) is resent and (recorder.sent == [(job_id, "cpu")]) is resent
+    if resent:  # and not again at once: its dispatch time moved
+        assert _sweep(ctx, Recorder(), waiting, redispatch_after_s=30).redispatched == []
+
+
+def test_a_resent_duplicate_claims_nothing(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    run_job(job_id, ctx)
+    run_job(job_id, ctx)  # the sweeper's copy of the message, arriving late
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt) == (JobState.SUCCEEDED, 1)
+
+
+def test_a_running_attempt_keeps_its_heartbeat_fresh(ctx: WorkerContext) -> None:
+    quick = dataclasses.replace(ctx, lease=training_usecase.LeaseTerms(heartbeat_s=0.02, lease_s=3600))
+    job_id = queue_job(quick, tiny_job(training={"epochs": 6}))
+    run_job(job_id, quick)  # heartbeats from a thread while it trains
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.SUCCEEDED and job.started_at is not None and job.heartbeat_at is not None
+    assert job.heartbeat_at > job.started_at
+
+
+def test_an_attempt_that_loses_its_job_stops_and_writes_nothing(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = queue_job(ctx, tiny_job(training={"epochs": 4}))
+    record = training_usecase._record_epoch
+
+    def taken_back_after_epoch_1(job_id, attempt, model_name, result, ctx) -> None:  # type: ignore[no-untyped-def]
+        record(job_id, attempt, model_name, result, ctx)
+        if result.epoch == 1:
+            _sweep(ctx, Recorder())  # the sweeper thought this worker dead
+
+    monkeypatch.setattr(training_usecase, "_record_epoch", taken_back_after_epoch_1)
+    run_job(job_id, ctx)  # returns quietly at its next epoch end
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, job.error, job.epoch) == (JobState.QUEUED, 1, None, 1)
+    with ctx.uow_factory() as uow:
+        assert uow.models.versions("digits-mlp") == []
+    assert checkpoint_path(ctx.checkpoints, job_id).exists()  # kept for the next attempt
