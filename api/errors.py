@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import Conflict, InvalidDataset, InvalidInput, InvalidSpec, KilnError, NotFound, PayloadTooLarge, Unavailable
+from services.registry.db import DATABASE_UNAVAILABLE
 
+log = logging.getLogger(__name__)
 _STATUS: dict[type[KilnError], int] = {
     NotFound: 404,
     Conflict: 409,
@@ -86,7 +89,20 @@ async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONRespons
     return http_error_response(exc)
 
 
+def database_unavailable_response(exc: Exception) -> JSONResponse:
+    """The registry database cannot be reached (restarting, failing over): a 503 to retry, not a 500."""
+    log.warning("registry database unavailable: %s", type(exc).__name__)
+    body = error_body("unavailable", "the registry database cannot be reached right now; try again shortly")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
+
+
+async def _on_database_error(_: Request, exc: Exception) -> JSONResponse:
+    return database_unavailable_response(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(KilnError, _on_kiln_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    for unreachable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unreachable, _on_database_error)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+# What SQLAlchemy raises when the database is down, restarting, failing over or locked: worth retrying later.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> Engine:

@@ -16,6 +16,7 @@ from services.data.builtins import LoadedDataset, load_builtin, load_upload
 from services.data.store import DatasetStore
 from services.errors import KilnError
 from services.registry.artifacts import LocalArtifactStore, StoredArtifact
+from services.registry.db import DATABASE_UNAVAILABLE
 from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
@@ -119,6 +120,10 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     except LeaseLost as lost:
         log.warning("job %s attempt %d stopped: %s", job_id, attempt, lost, extra=event)
         return  # the attempt that holds the job now owns its checkpoint too
+    except DATABASE_UNAVAILABLE as exc:  # not the job's fault: leave it running for the sweeper to take back and resume
+        log.error("job %s attempt %d stopped: the registry database went away (%s); it will be resumed", job_id, attempt,
+                  type(exc).__name__, extra=event)  # fmt: skip
+        return
     except Stopped as stop:
         log.info("job %s %s", job_id, stop, extra=event | {"state": "cancelled"})
         _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop))

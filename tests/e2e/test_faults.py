@@ -1,0 +1,216 @@
+"""Fault tests on real processes: a worker killed mid-epoch, Redis and PostgreSQL restarted, a job that kills its worker.
+
+Each test runs its own API and worker on a PostgreSQL database of its own, with recovery timings
+shortened (heartbeat 0.5 s, silent after 3 s, sweeps every 0.5 s) so a recovery takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, migrate, postgres_database
+from tests.e2e.helpers import api_command, kiln_env, spawn, stop, wait_for_job, wait_until_ready
+from tests.factories import job_body, tiny_job
+
+FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_interval_s": "0.5", "redispatch_after_s": "2",
+                 "max_attempts": "3"}  # fmt: skip
+SLOW_JOB = job_body(model_name="slow", training={"epochs": 40, "batch_size": 4})  # about 0.15 s an epoch here
+
+
+class Stack:
+    """An API and workers on their own database, queues and data folder; workers can be killed and started again."""
+
+    def __init__(self, tmp: Path, database_url: str, broker_url: str) -> None:
+        self.tmp, self.port = tmp, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = kiln_env(data_dir=str(tmp), database_url=database_url, broker_url=broker_url, **FAST_RECOVERY)
+        self.api = spawn(api_command(self.port), self.env, tmp / "api.log")
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        self.workers.append(spawn([sys.executable, "-m", "worker"], self.env, log))
+        wait_until_ready(self.url, [self.api, self.workers[-1]], [self.tmp / "api.log", log])
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker's whole process group: the main process and the pool child training."""
+        worker = self.workers[-1]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(p.read_text(errors="replace")[-tail:] for p in sorted(self.tmp.glob("*.log")))
+
+    def close(self) -> None:
+        for proc in [self.api, *self.workers]:
+            if proc.poll() is None:
+                stop(proc)
+
+
+@pytest.fixture
+def stack_on(tmp_path: Path) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def start(broker_url: str) -> Stack:
+        database = stack_databases.enter_context(postgres_database("kiln_faults"))
+        migrate(database)
+        stacks.append(Stack(_mkdir(tmp_path / f"stack{len(stacks)}"), database, broker_url))
+        return stacks[-1]
+
+    with contextlib.ExitStack() as stack_databases:
+        try:
+            yield start
+        finally:
+            for s in stacks:
+                s.close()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/jobs/{job_id}").json()
+
+
+def _wait(client: httpx.Client, job_id: str, until: Any, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _job(client, job_id)
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job never reached the expected point: {job}")
+
+
+def _one_version_each(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
+    """Every job registered exactly one version, each with its artifact."""
+    for name in {j["model_name"] for j in jobs}:
+        versions = client.get(f"/v1/models/{name}/versions").json()["data"]
+        mine = [v for v in versions if v["job_id"] in {j["id"] for j in jobs}]
+        assert sorted(v["job_id"] for v in mine) == sorted(j["id"] for j in jobs if j["model_name"] == name)
+        for v in mine:
+            assert client.get(f"/v1/models/{name}/versions/{v['version']}/artifact").status_code == 200
+
+
+def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_checkpoint(stack_on: Any, redis_url: str) -> None:
+    stack = stack_on(redis_url)
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
+        before = _wait(client, job_id, lambda j: j["epoch"] >= 5)
+        stack.kill_worker()  # mid-epoch: an epoch takes about 0.15 s and ended just now
+        killed_at = _job(client, job_id)
+        assert killed_at["state"] == "running" and killed_at["attempt"] == 1
+        stack.start_worker()  # as a supervisor would
+        job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=120)
+        assert job["state"] == "succeeded", (job["error"], stack.logs())
+        assert job["attempt"] == 2
+        assert [e["epoch"] for e in job["history"]] == list(range(1, 41))  # continuous, each epoch once
+        kept = killed_at["checkpoint_epoch"]
+        assert kept >= before["epoch"]
+        # The epochs up to the checkpoint were not trained again: their records are the first attempt's.
+        assert job["history"][:kept] == killed_at["history"][:kept]
+        assert f"resumes after epoch {kept}" in stack.logs(tail=10**8)
+        _one_version_each(client, [job])
+
+
+def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: Any, tmp_path: Path) -> None:
+    port = free_port()
+    redis_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+    try:
+        _wait_redis(port)
+        stack = stack_on(f"redis://127.0.0.1:{port}/0")
+        with httpx.Client(base_url=stack.url, timeout=30) as client:
+            running = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
+            queued = [client.post("/v1/jobs", json=tiny_job(model_name=f"queued{i}")).json()["id"] for i in range(3)]
+            _wait(client, running, lambda j: j["state"] == "running")
+            redis.send_signal(signal.SIGKILL)  # no persistence: every queued message is gone
+            redis.wait()
+            redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+            _wait_redis(port)
+            jobs = [wait_for_job(client, f"/v1/jobs/{j}", timeout=120) for j in [running, *queued]]
+            assert [j["state"] for j in jobs] == ["succeeded"] * 4, stack.logs()
+            assert "message was lost; sent again" in stack.logs(tail=10**8)
+            _one_version_each(client, jobs)
+    finally:
+        redis.kill()
+        redis.wait()
+
+
+def _wait_redis(port: int) -> None:
+    import redis as redis_client
+
+    for _ in range(100):
+        try:
+            redis_client.Redis(port=port).ping()
+            return
+        except redis_client.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("redis did not start")
+
+
+def _postgres(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])[-1]
+    args = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action] + (["-m", "fast"] if action == "stop" else [])
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def test_a_postgresql_restart_fails_readiness_then_recovers_without_500s(stack_on: Any, redis_url: str) -> None:
+    stack = stack_on(redis_url)
+    statuses: list[int] = []
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
+        _wait(client, job_id, lambda j: j["epoch"] >= 3)
+        _postgres("stop")
+        try:
+            deadline = time.monotonic() + 20
+            while (ready := client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
+            for path in ("/v1/jobs", f"/v1/jobs/{job_id}", "/v1/models"):
+                statuses.append(client.get(path).status_code)
+            refused = client.post("/v1/jobs", json=tiny_job(model_name="during-outage"))
+            statuses.append(refused.status_code)
+            assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"]
+        finally:
+            _postgres("start")
+        assert statuses == [503] * 4  # a retryable 503 with Kiln's error body, never a 500
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "readiness never recovered"
+            time.sleep(0.2)
+        job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=120)  # the job training through the outage
+        assert job["state"] == "succeeded", (job["error"], stack.logs())
+        assert [e["epoch"] for e in job["history"]] == list(range(1, 41))
+        assert client.get("/v1/jobs", params={"limit": 100}).json()["count"] == 1  # the refused job left no row
+        _one_version_each(client, [job])
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack_on: Any, redis_url: str) -> None:
+    stack = stack_on(redis_url)
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
+        for attempt in (1, 2, 3):  # each attempt's training process dies as soon as it starts
+            job = _wait(client, job_id, lambda j, a=attempt: j["state"] == "running" and j["attempt"] == a and j["lease_owner"])
+            os.kill(int(job["lease_owner"].rsplit(":", 1)[1]), signal.SIGKILL)  # Celery starts a new pool child
+        job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=60)
+        assert job["state"] == "failed" and job["attempt"] == 3, stack.logs()
+        assert "gave up after 3 attempts" in job["error"]
+        assert client.get("/v1/models/slow/versions").status_code == 404
+        time.sleep(2)  # and it stays failed: no further attempt
+        assert _job(client, job_id)["attempt"] == 3
+    assert not list((stack.tmp / "checkpoints").glob("*.pt"))
