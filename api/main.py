@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import AuthGate, required_scopes
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
@@ -23,8 +27,11 @@ from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import count_jobs_by_state
+from services.usecases.keys import KeyCache
 from services.usecases.serve import BatchingDefaults, Predictor
 from worker.app import create_celery, queue_lengths
+
+log = logging.getLogger("kiln.api")
 
 
 def create_app(settings: Settings | None = None) -> KilnApp:
@@ -67,9 +74,29 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     app.include_router(health.router)
     # Outermost: the request middleware, then the prediction routes, then FastAPI's own stack.
     hot = HotRoutes(predict.FAST_ROUTES + v2.FAST_ROUTES, app=super(KilnApp, app).__call__, owner=app)
+    if settings.auth_disabled:
+        log.warning("AUTHENTICATION IS OFF (KILN_AUTH_DISABLED=true): anyone who can reach port %d can train, predict, read "
+                    "and change aliases. Use this on your own machine only.", settings.port)  # fmt: skip
+    gate = AuthGate(hot, KeyCache(uow_factory, ttl_s=settings.auth_cache_s), disabled=settings.auth_disabled)
     request_log = RequestLog(json_lines=settings.log_format == "json")
-    app.front = RequestMiddleware(hot, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20, request_log=request_log)
+    app.front = RequestMiddleware(gate, metrics=metrics, max_body_bytes=settings.max_body_mb * 2**20, request_log=request_log)
+    app.openapi = lambda: _with_bearer_auth(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_bearer_auth(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, saying that every route but the public ones takes a bearer API key."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "A Kiln API key (kiln-admin create-key)."}
+        }
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                if required_scopes(method.upper(), path) is not None:
+                    operation["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class KilnApp(FastAPI):

@@ -26,7 +26,7 @@ from services.data.builtins import load_builtin  # noqa: E402
 from services.spec import JobSpec  # noqa: E402
 from services.training.pipeline import ParityCheck, train_and_export  # noqa: E402
 from tests.conftest import REDIS_URL, free_port, migrate, postgres_database  # noqa: E402
-from tests.e2e.helpers import api_command, kiln_env, spawn, stop, wait_for_job, wait_until_ready  # noqa: E402
+from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready  # noqa: E402
 
 RUNS = 3
 EXAMPLES = ("digits_mlp", "cnn_digits")
@@ -54,13 +54,14 @@ def through_kiln(database_url: str, **env: str) -> dict[str, tuple[float, float]
         port, url = free_port(), ""
         environment = kiln_env(data_dir=tmp, database_url=database_url, **env)
         migrate(database_url)
+        headers = mint_key(environment)
         logs = [Path(tmp) / "api.log", Path(tmp) / "worker.log"]
         procs = [spawn(api_command(port), environment, logs[0]), spawn([sys.executable, "-m", "worker"], environment, logs[1])]
         url = f"http://127.0.0.1:{port}"
         results = {}
         try:
             wait_until_ready(url, procs, logs)
-            with httpx.Client(base_url=url, timeout=30) as client:
+            with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
                 for example in EXAMPLES:
                     walls, waits = [], []
                     for _ in range(RUNS):

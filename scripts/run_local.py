@@ -22,6 +22,7 @@ from alembic.config import Config  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.registry.unit_of_work import connect_registry  # noqa: E402
+from services.usecases.keys import create_key, key_for_token  # noqa: E402
 from services.usecases.workers import any_worker_alive  # noqa: E402
 
 STOP_GRACE_S = 60.0  # a worker finishes the epoch-bound task it holds; a second Ctrl-C forces it
@@ -84,11 +85,31 @@ def stop(procs: dict[str, subprocess.Popen[bytes]], forced: Callable[[], bool]) 
         time.sleep(0.1)
 
 
+def local_admin_key(settings: Settings) -> str:
+    """The admin key in $KILN_DATA_DIR/api-key (mode 0600), minted on the first run, and again if it stopped working."""
+    path = settings.data_dir / "api-key"
+    engine, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        if path.exists() and key_for_token(path.read_text().strip(), uow_factory=uow_factory) is not None:
+            return path.read_text().strip()
+        _, token = create_key(name="make run (local admin)", scopes=["admin"], uow_factory=uow_factory)
+    finally:
+        engine.dispose()
+    temporary = path.with_name(".api-key.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
+    with os.fdopen(descriptor, "w") as out:
+        out.write(token + "\n")
+    os.replace(temporary, path)
+    return token
+
+
 def main() -> int:
     settings = Settings()
     settings.ensure_dirs()
     os.environ["KILN_DATA_DIR"] = str(settings.data_dir)  # children resolve the same folder
     migrate(settings)
+    key = None if settings.auth_disabled else local_admin_key(settings)
     procs = start(settings)
     signals_seen = 0
 
@@ -103,7 +124,13 @@ def main() -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         if wait_ready(settings, url, procs):
-            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})\nPress Ctrl-C to stop.\n", flush=True)
+            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})", flush=True)
+            if key:
+                print(f"Admin API key (also in {settings.data_dir / 'api-key'}):\n  {key}\n"
+                      f"Send it as: curl -H 'Authorization: Bearer {key}' {url}/v1/models", flush=True)  # fmt: skip
+            else:
+                print("AUTHENTICATION IS OFF (KILN_AUTH_DISABLED=true): anyone who can reach this port can use Kiln.", flush=True)
+            print("Press Ctrl-C to stop.\n", flush=True)
         restarts: list[float] = []
         while not signals_seen:
             if procs["api"].poll() is not None:

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     broker_url: str = ""  # default: sqla+sqlite:///<data_dir>/broker.db
     artifact_dir: Path | None = None  # default: <data_dir>/artifacts
 
+    # API keys are required on every route but health, docs and metrics. Turning that off is for a
+    # machine of your own only; the API says so loudly at start.
+    auth_disabled: bool = False
+    auth_cache_s: float = Field(default=5.0, ge=0.0)  # how long a revoked key may still work on a replica
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # serve the API's /metrics here instead (0: on the API port)
+
     host: str = "127.0.0.1"
     api_workers: int = Field(default=1, ge=1)  # `python -m api` processes
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)  # the worker's /metrics; 0: none

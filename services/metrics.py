@@ -171,6 +171,18 @@ class WorkerMetrics:
         return exposition(self.registry, [])
 
 
+def serve_api_metrics(*, host: str, port: int, count_jobs_by_state: Callable[[], dict[str, int]],
+                      queue_lengths: Callable[[], dict[str, int]]) -> None:  # fmt: skip
+    """The API's /metrics on a port of its own (KILN_METRICS_PORT), summing what its processes wrote."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(JobsByStateCollector(count_jobs_by_state))
+    registry.register(QueueLengthCollector(queue_lengths))
+    start_http_server(port, addr=host, registry=registry)
+
+
 def serve_worker_metrics(*, host: str, port: int) -> None:
     """The worker's /metrics on its own port, summing what its pool children wrote."""
     from prometheus_client import start_http_server

@@ -14,6 +14,7 @@ import pytest
 import redis
 from alembic import command
 from alembic.config import Config
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from services.config import Settings
@@ -92,6 +93,25 @@ def uow_factory(database_url: str) -> Iterator[Callable[[], SqlUnitOfWork]]:
     engine, factory = connect_registry(database_url)
     yield factory
     engine.dispose()
+
+
+def admin_headers(database_url: str, scopes: tuple[str, ...] = ("admin",)) -> dict[str, str]:
+    """A key minted on that registry, as the Authorization header a client sends."""
+    from services.usecases.keys import create_key
+
+    engine, uow_factory = connect_registry(database_url)
+    try:
+        _, token = create_key(name="tests", scopes=list(scopes), uow_factory=uow_factory)
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def kiln_client(settings: Settings) -> TestClient:
+    """The app in-process, with an admin key (auth is on, as by default); use it as a context manager."""
+    from api.main import create_app
+
+    return TestClient(create_app(settings), headers=admin_headers(settings.database_url))
 
 
 def embedded_settings(data_dir: Path, **overrides: object) -> Settings:

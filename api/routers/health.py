@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import ContextDep
+from services.errors import NotFound
 
 router = APIRouter(tags=["health"])
 
@@ -46,5 +47,7 @@ def _check_broker(ctx: ContextDep) -> str:
 
 @router.get("/metrics", include_in_schema=False)
 def read_metrics(ctx: ContextDep) -> Response:
-    """Prometheus exposition."""
+    """Prometheus exposition (on KILN_METRICS_PORT instead, when that is set)."""
+    if ctx.settings.metrics_port:
+        raise NotFound(f"metrics are served on port {ctx.settings.metrics_port}")
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

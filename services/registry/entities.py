@@ -109,3 +109,13 @@ class DatasetRecord:
     target: dict[str, Any]
     options: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None

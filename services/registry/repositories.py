@@ -9,8 +9,18 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from services.registry.entities import VERSION_FIELDS, DatasetRecord, EpochRecord, Job, JobState, ModelSummary, ModelVersion, NewVersion
-from services.registry.tables import DatasetRow, JobEpochRow, JobRow, ModelAliasRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
+from services.registry.entities import (
+    VERSION_FIELDS,
+    ApiKey,
+    DatasetRecord,
+    EpochRecord,
+    Job,
+    JobState,
+    ModelSummary,
+    ModelVersion,
+    NewVersion,
+)
+from services.registry.tables import ApiKeyRow, DatasetRow, JobEpochRow, JobRow, ModelAliasRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
 
 
 def _job(row: JobRow, history: list[EpochRecord]) -> Job:
@@ -330,3 +340,31 @@ class DatasetRepository:
 
     def delete(self, dataset_id: uuid.UUID) -> None:
         self.session.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))
+
+
+def _key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(row.id, row.name, row.prefix, tuple(row.scopes), row.created_at, row.revoked_at)
+
+
+class ApiKeyRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, *, key_id: uuid.UUID, name: str, prefix: str, secret_sha256: str, scopes: list[str]) -> ApiKey:
+        row = ApiKeyRow(id=key_id, name=name, prefix=prefix, secret_sha256=secret_sha256, scopes=scopes, created_at=utcnow())
+        self.session.add(row)
+        self.session.flush()
+        return _key(row)
+
+    def active_by_hash(self, secret_sha256: str) -> ApiKey | None:
+        row = self.session.scalar(select(ApiKeyRow).where(ApiKeyRow.secret_sha256 == secret_sha256, ApiKeyRow.revoked_at.is_(None)))
+        return _key(row) if row else None
+
+    def all(self) -> list[ApiKey]:
+        return [_key(r) for r in self.session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))]
+
+    def revoke(self, key_id: uuid.UUID) -> bool:
+        result = self.session.execute(
+            update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]

@@ -161,3 +161,17 @@ class WorkerRow(Base):
     queue: Mapped[str] = mapped_column(String(16))
     gpus: Mapped[int] = mapped_column(Integer)
     last_seen: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiKeyRow(Base):
+    """An API key: only the SHA-256 of its secret is kept (the secret is random, so a slow hash adds nothing)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart in lists
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

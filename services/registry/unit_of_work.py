@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.registry.db import make_engine, make_session_factory
-from services.registry.repositories import DatasetRepository, JobRepository, ModelRepository, WorkerRepository
+from services.registry.repositories import ApiKeyRepository, DatasetRepository, JobRepository, ModelRepository, WorkerRepository
 
 
 class SqlUnitOfWork:
@@ -17,6 +17,7 @@ class SqlUnitOfWork:
     models: ModelRepository
     workers: WorkerRepository
     datasets: DatasetRepository
+    keys: ApiKeyRepository
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
@@ -27,6 +28,7 @@ class SqlUnitOfWork:
         self.models = ModelRepository(self._session)
         self.workers = WorkerRepository(self._session)
         self.datasets = DatasetRepository(self._session)
+        self.keys = ApiKeyRepository(self._session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, migrate, postgres_database
-from tests.e2e.helpers import api_command, kiln_env, spawn, stop, wait_until_ready
+from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +23,14 @@ def kiln(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 def _run_kiln(database_url: str, redis_url: str, data_dir: Path) -> Iterator[dict]:
     env = kiln_env(data_dir=str(data_dir), database_url=database_url, broker_url=redis_url)
     port = free_port()
+    headers = mint_key(env)
     logs = [data_dir / "api.log", data_dir / "worker.log"]
     api = spawn(api_command(port), env, logs[0])
     worker = spawn([sys.executable, "-m", "worker"], env, logs[1])
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", [api, worker], logs)
-        yield {"url": f"http://127.0.0.1:{port}", "api": api, "worker": worker, "logs": logs, "data_dir": data_dir}
+        yield {"url": f"http://127.0.0.1:{port}", "api": api, "worker": worker, "logs": logs, "data_dir": data_dir,
+               "headers": headers}  # fmt: skip
     finally:
         stop(api)
         stop(worker)

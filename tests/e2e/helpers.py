@@ -31,6 +31,13 @@ def kiln_env(**values: str) -> dict[str, str]:
     return env | {f"KILN_{k.upper()}": v for k, v in values.items()}
 
 
+def mint_key(env: dict[str, str], scopes: str = "admin") -> dict[str, str]:
+    """A key minted with `kiln-admin create-key` on the registry `env` names, as request headers."""
+    made = subprocess.run([sys.executable, "-m", "api.cli", "create-key", "--scopes", scopes], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,9 +95,9 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def train_digits_and_predict(base_url: str) -> dict[str, Any]:
+def train_digits_and_predict(base_url: str, headers: dict[str, str]) -> dict[str, Any]:
     """POST examples/digits_mlp.json, wait for it, predict the held-out test split over HTTP."""
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
         started = time.monotonic()
         response = client.post("/v1/jobs", json=DIGITS_MLP)
         assert response.status_code == 202, response.text
@@ -114,10 +121,10 @@ def train_digits_and_predict(base_url: str) -> dict[str, Any]:
         }
 
 
-def job_events(base_url: str, job_id: str, timeout: float = 120) -> list[tuple[str, dict[str, Any]]]:
+def job_events(base_url: str, job_id: str, headers: dict[str, str], timeout: float = 120) -> list[tuple[str, dict[str, Any]]]:
     """Every Server-Sent Event of a job's stream, until the server closes it."""
     events, name = [], ""
-    with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", timeout=timeout) as response:
+    with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("event: "):

@@ -30,7 +30,7 @@ def _small(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def trained(kiln: dict) -> dict[str, dict]:
     """Submit every example at once, then wait for them all."""
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         locations = {}
         for name, body in EXAMPLES.items():
             response = client.post("/v1/jobs", json=_small(body))
@@ -44,7 +44,7 @@ def test_example_trains_exports_and_serves(kiln: dict, trained: dict[str, dict],
     job, body = trained[name], EXAMPLES[name]
     assert job["state"] == "succeeded", job["error"]
     assert len(job["history"]) == job["epoch"] >= 1
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         version = client.get(f"/v1/models/{body['model_name']}/versions/{job['version']}").json()
         assert version["metrics"]["onnx_parity_max_abs_diff"] <= 1e-4
         (signature,) = version["signature"]["inputs"]
@@ -68,7 +68,7 @@ def test_example_trains_exports_and_serves(kiln: dict, trained: dict[str, dict],
 
 def test_cnn_on_digits_reaches_98_percent_through_the_api(kiln: dict) -> None:
     body = EXAMPLES["cnn_digits"]
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         response = client.post("/v1/jobs", json=body)
         job = wait_for_job(client, response.headers["location"])
         assert job["state"] == "succeeded", job["error"]

@@ -30,7 +30,7 @@ def _train(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def client(kiln: dict) -> httpx.Client:
-    with httpx.Client(base_url=kiln["url"], timeout=60) as c:
+    with httpx.Client(base_url=kiln["url"], timeout=60, headers=kiln["headers"]) as c:
         yield c
 
 

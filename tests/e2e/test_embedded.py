@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from tests.e2e.helpers import (
     wait_for_job,
     wait_until_ready,
 )
-from tests.factories import tiny_job
+from tests.factories import job_body
 
 
 def _children(pid: int) -> list[int]:
@@ -39,10 +40,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _make_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def _make_run(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """scripts/run_local.py, as `make run` starts it, on a data folder and port of its own; returns once it is ready."""
     port, log = free_port(), tmp_path / "run.log"
-    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port)), log)
+    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port), **env), log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, [proc], [log])
@@ -58,12 +59,17 @@ def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
     try:
         children = _children(proc.pid)
         assert len(children) == 2  # the API and the worker
-        result = train_digits_and_predict(url)
-        check_event_stream(job_events(url, result["job"]["id"]), epochs=20)  # a finished job's stream replays it
+        key_file = tmp_path / "var" / "api-key"
+        key = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600  # minted and kept private
+        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401  # auth is on
+        headers = {"Authorization": f"Bearer {key}"}
+        result = train_digits_and_predict(url, headers)
+        check_event_stream(job_events(url, result["job"]["id"], headers), epochs=20)  # a finished job's stream replays it
         print(f"\n[e2e embedded] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}")
         assert result["accuracy"] >= 0.95
         assert (tmp_path / "var" / "kiln.db").exists() and (tmp_path / "var" / "broker.db").exists()
-        assert f"Kiln is running at http://127.0.0.1:{port}" in log.read_text()
+        assert f"Kiln is running at http://127.0.0.1:{port}" in log.read_text() and key in log.read_text()  # and printed
     finally:
         started = time.monotonic()
         code = stop(proc, sig=signal.SIGINT, timeout=60)
@@ -77,19 +83,25 @@ def test_make_run_trains_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
         pass
 
 
-def test_make_run_restarts_a_worker_that_dies(tmp_path: Path) -> None:
-    proc, url, log = _make_run(tmp_path)
+def test_make_run_restarts_a_dead_worker_and_the_job_it_held_resumes(tmp_path: Path) -> None:
+    proc, url, log = _make_run(tmp_path, job_heartbeat_s="0.5", job_stale_after_s="3", sweep_interval_s="0.5")
+    headers = {"Authorization": f"Bearer {(tmp_path / 'var' / 'api-key').read_text().strip()}"}
     try:
         api, worker = _children(proc.pid)  # started in this order
-        os.kill(worker, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while worker in _children(proc.pid) or len(_children(proc.pid)) < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
-            time.sleep(0.2)
-        assert api in _children(proc.pid)
-        with httpx.Client(base_url=url, timeout=30) as client:  # the new worker takes jobs
-            job = wait_for_job(client, client.post("/v1/jobs", json=tiny_job()).headers["location"])
-        assert job["state"] == "succeeded", job["error"]
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
+            body = job_body(model_name="slow", training={"epochs": 30, "batch_size": 4})
+            location = client.post("/v1/jobs", json=body).headers["location"]
+            while client.get(location).json()["epoch"] < 3:
+                time.sleep(0.05)
+            os.killpg(worker, signal.SIGKILL)  # the worker and its pool child, mid-epoch, on SQLite and the SQLite broker
+            deadline = time.monotonic() + 30
+            while worker in _children(proc.pid) or len(_children(proc.pid)) < 2:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.2)
+            assert api in _children(proc.pid)
+            job = wait_for_job(client, location)
+        assert job["state"] == "succeeded" and job["attempt"] == 2, job["error"]
+        assert [e["epoch"] for e in job["history"]] == list(range(1, 31))
         assert "restarting it" in log.read_text()
     finally:
         assert stop(proc, sig=signal.SIGINT, timeout=60) == 0

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, migrate, postgres_database
-from tests.e2e.helpers import api_command, kiln_env, spawn, stop, wait_for_job, wait_until_ready
+from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready
 from tests.factories import job_body, tiny_job
 
 FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_interval_s": "0.5", "redispatch_after_s": "2",
@@ -35,6 +35,7 @@ class Stack:
         self.tmp, self.port = tmp, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = kiln_env(data_dir=str(tmp), database_url=database_url, broker_url=broker_url, **FAST_RECOVERY)
+        self.headers = mint_key(self.env)
         self.api = spawn(api_command(self.port), self.env, tmp / "api.log")
         self.workers: list[subprocess.Popen[bytes]] = []
         self.start_worker()
@@ -108,7 +109,7 @@ def _one_version_each(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
 
 def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_checkpoint(stack_on: Any, redis_url: str) -> None:
     stack = stack_on(redis_url)
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
         before = _wait(client, job_id, lambda j: j["epoch"] >= 5)
         stack.kill_worker()  # mid-epoch: an epoch takes about 0.15 s and ended just now
@@ -134,7 +135,7 @@ def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: 
     try:
         _wait_redis(port)
         stack = stack_on(f"redis://127.0.0.1:{port}/0")
-        with httpx.Client(base_url=stack.url, timeout=30) as client:
+        with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
             running = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
             queued = [client.post("/v1/jobs", json=tiny_job(model_name=f"queued{i}")).json()["id"] for i in range(3)]
             _wait(client, running, lambda j: j["state"] == "running")
@@ -172,7 +173,7 @@ def _postgres(action: str) -> None:
 def test_a_postgresql_restart_fails_readiness_then_recovers_without_500s(stack_on: Any, redis_url: str) -> None:
     stack = stack_on(redis_url)
     statuses: list[int] = []
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
         _wait(client, job_id, lambda j: j["epoch"] >= 3)
         _postgres("stop")
@@ -202,7 +203,7 @@ def test_a_postgresql_restart_fails_readiness_then_recovers_without_500s(stack_o
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack_on: Any, redis_url: str) -> None:
     stack = stack_on(redis_url)
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
         for attempt in (1, 2, 3):  # each attempt's training process dies as soon as it starts
             job = _wait(client, job_id, lambda j, a=attempt: j["state"] == "running" and j["attempt"] == a and j["lease_owner"])

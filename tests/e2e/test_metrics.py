@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, migrate
-from tests.e2e.helpers import kiln_env, spawn, stop, wait_for_job, wait_until_ready
+from tests.e2e.helpers import kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready
 from tests.factories import tiny_job
 
 N_REQUESTS, N_JOBS, EPOCHS = 200, 4, 3
@@ -33,6 +33,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     migrate(f"sqlite:///{data_dir / 'kiln.db'}")
     api_port, worker_port = free_port(), free_port()
     env = kiln_env(data_dir=str(data_dir), broker_url=redis_url, port=str(api_port))
+    headers = mint_key(env)
     logs = [data_dir / "api.log", data_dir / "worker.log"]
     api = spawn([sys.executable, "-m", "api"], env | {"KILN_API_WORKERS": "2"}, logs[0])
     worker = spawn([sys.executable, "-m", "worker"], env | {"KILN_WORKER_CONCURRENCY": "2", "KILN_WORKER_METRICS_PORT": str(worker_port)},
@@ -40,7 +41,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         wait_until_ready(f"http://127.0.0.1:{api_port}", [api, worker], logs)
         yield {"api": f"http://127.0.0.1:{api_port}", "worker": f"http://127.0.0.1:{worker_port}", "data_dir": data_dir,
-               "api_port": api_port, "worker_port": worker_port}  # fmt: skip
+               "api_port": api_port, "worker_port": worker_port, "headers": headers, "env": env}  # fmt: skip
     finally:
         stop(api)
         stop(worker)
@@ -58,7 +59,7 @@ def test_api_totals_are_exact_across_two_processes(stack: dict) -> None:
 
 
 def test_worker_totals_are_exact_across_prefork_children(stack: dict) -> None:
-    with httpx.Client(base_url=stack["api"], timeout=30) as client:
+    with httpx.Client(base_url=stack["api"], timeout=30, headers=stack["headers"]) as client:
         locations = [client.post("/v1/jobs", json=tiny_job(model_name="metered", training={"epochs": EPOCHS})).headers["location"]
                      for _ in range(N_JOBS)]  # fmt: skip
         assert all(wait_for_job(client, loc)["state"] == "succeeded" for loc in locations)
@@ -107,3 +108,32 @@ scrape_configs:
         assert jobs == {"kiln-api", "kiln-worker"}
     finally:
         stop(prometheus)
+
+
+def test_api_metrics_can_be_served_on_a_port_of_their_own(stack: dict) -> None:
+    api_port, metrics_port = free_port(), free_port()
+    log = stack["data_dir"] / "api-apart.log"
+    env = stack["env"] | {"KILN_PORT": str(api_port), "KILN_METRICS_PORT": str(metrics_port), "KILN_API_WORKERS": "2"}
+    api = spawn([sys.executable, "-m", "api"], env, log)
+    try:
+        url = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/readyz"):
+            assert time.monotonic() < deadline and api.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        for _ in range(10):
+            with httpx.Client() as client:
+                assert client.get(f"{url}/v1/models", headers=stack["headers"]).status_code == 200
+        assert httpx.get(f"{url}/metrics").status_code == 404
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert samples(text, "kiln_http_requests_total", route="/v1/models", status="200") == 10
+        assert samples(text, "kiln_training_jobs", state="queued") >= 0 and "kiln_broker_queue_length" in text
+    finally:
+        stop(api)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

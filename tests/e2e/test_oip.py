@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
 from tests.onnx_factory import linear_softmax
@@ -13,11 +16,24 @@ from tests.onnx_factory import linear_softmax
 WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)
 
 
+class BearerKey(InferenceServerClientPlugin):
+    """tritonclient's plugin hook, as its BasicAuth uses it: one header on every request."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def __call__(self, request: Any) -> None:
+        request.headers.update(self.headers)
+
+
 @pytest.fixture(scope="module")
 def client(kiln: dict) -> triton.InferenceServerClient:
-    response = httpx.post(f"{kiln['url']}/v1/models/triton-byo/versions", files={"file": ("m.onnx", linear_softmax(WEIGHTS))})
+    response = httpx.post(f"{kiln['url']}/v1/models/triton-byo/versions", files={"file": ("m.onnx", linear_softmax(WEIGHTS))},
+                          headers=kiln["headers"])  # fmt: skip
     assert response.status_code == 201, response.text
-    return triton.InferenceServerClient(url=kiln["url"].removeprefix("http://"))
+    client = triton.InferenceServerClient(url=kiln["url"].removeprefix("http://"))
+    client.register_plugin(BearerKey(kiln["headers"]))
+    return client
 
 
 def _expected(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from tests.factories import tiny_job
 
 
 def test_digits_job_trains_registers_and_serves_above_95_percent(kiln: dict) -> None:
-    result = train_digits_and_predict(kiln["url"])
+    result = train_digits_and_predict(kiln["url"], kiln["headers"])
     version = result["version"]
     print(
         f"\n[e2e postgres+redis] wall {result['wall_s']:.2f}s, test accuracy {result['accuracy']:.4f}, "
@@ -35,13 +35,13 @@ def test_digits_job_trains_registers_and_serves_above_95_percent(kiln: dict) -> 
 
 
 def test_the_api_process_never_loads_torch(kiln: dict) -> None:
-    train_digits_and_predict(kiln["url"])  # after serving a trained model too
+    train_digits_and_predict(kiln["url"], kiln["headers"])  # after serving a trained model too
     maps = Path(f"/proc/{kiln['api'].pid}/maps").read_text()
     assert "libtorch" not in maps and "onnxruntime" in maps
 
 
 def test_versions_increase_and_metrics_report_jobs_by_state(kiln: dict) -> None:
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         before = client.get("/v1/models/digits-mlp/versions").json()["count"]  # earlier tests registered some
         locations = [client.post("/v1/jobs", json=tiny_job()).headers["location"] for _ in range(2)]
         jobs = [wait_for_job(client, loc) for loc in locations]
@@ -53,14 +53,14 @@ def test_versions_increase_and_metrics_report_jobs_by_state(kiln: dict) -> None:
 
 
 def test_job_events_stream_each_epoch_then_the_end(kiln: dict) -> None:
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         job = client.post("/v1/jobs", json=tiny_job(training={"epochs": 5})).json()
         assert client.get(f"/v1/jobs/{uuid.uuid4()}/events").status_code == 404
-    check_event_stream(job_events(kiln["url"], job["id"]), epochs=5)
+    check_event_stream(job_events(kiln["url"], job["id"], kiln["headers"]), epochs=5)
 
 
 def test_cancel_stops_a_running_job_on_the_worker(kiln: dict) -> None:
-    with httpx.Client(base_url=kiln["url"], timeout=30) as client:
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         job = client.post("/v1/jobs", json=tiny_job(model_name="to-cancel", training={"epochs": 400})).json()
         deadline = time.monotonic() + 60
         while client.get(f"/v1/jobs/{job['id']}").json()["epoch"] < 1:

@@ -11,11 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
-from api.main import create_app
 from services.config import Settings
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import NewVersion
-from tests.conftest import embedded_settings
+from tests.conftest import embedded_settings, kiln_client
 from tests.factories import job_body
 
 
@@ -25,7 +24,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(tmp_path))) as c:
+    with kiln_client(_settings(tmp_path)) as c:
         yield c
 
 
@@ -173,7 +172,7 @@ def test_metrics_count_requests_by_route_template_and_jobs_by_state(client: Test
 def test_readyz_checks_database_and_broker(client: TestClient, tmp_path: Path) -> None:
     assert client.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
     broken = _settings(tmp_path / "other", broker_url="redis://127.0.0.1:1/0", readiness_timeout_s=0.5)
-    with TestClient(create_app(broken)) as other:
+    with kiln_client(broken) as other:
         response = other.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "ok" and response.json()["checks"]["broker"].startswith("error")
@@ -181,7 +180,7 @@ def test_readyz_checks_database_and_broker(client: TestClient, tmp_path: Path) -
 
 def test_unreachable_broker_fails_the_job_instead_of_losing_it(tmp_path: Path) -> None:
     settings = _settings(tmp_path, broker_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(settings)) as client:
+    with kiln_client(settings) as client:
         client.app.state.kiln.celery.conf.broker_connection_max_retries = 0
         response = client.post("/v1/jobs", json=job_body())
         assert response.status_code == 503

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from tests.conftest import embedded_settings
+from tests.conftest import embedded_settings, kiln_client
 from tests.factories import job_body
 from tests.onnx_factory import scale
 
@@ -19,7 +18,7 @@ BIG = json.dumps(job_body() | {"padding": "x" * (2 * 2**20)}).encode()  # 2 MB a
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings(tmp_path, max_body_mb=1))) as c:
+    with kiln_client(embedded_settings(tmp_path, max_body_mb=1)) as c:
         yield c
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
 from services.config import Settings
 from services.registry.entities import NewVersion
-from tests.conftest import embedded_settings
+from tests.conftest import embedded_settings, kiln_client
 from tests.datasets_factory import iris_csv, npz_bytes
 from tests.factories import job_body
 
@@ -24,7 +23,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with kiln_client(settings) as c:
         yield c
 
 

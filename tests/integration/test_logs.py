@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from tests.conftest import embedded_settings
+from tests.conftest import embedded_settings, kiln_client
 
 
 def _lines(err: str) -> list[dict]:
@@ -17,7 +15,7 @@ def _lines(err: str) -> list[dict]:
 
 
 def test_json_request_lines_carry_the_request_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with TestClient(create_app(embedded_settings(tmp_path, log_format="json"))) as client:
+    with kiln_client(embedded_settings(tmp_path, log_format="json")) as client:
         kept = client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers={"X-Request-ID": "req-42"})
         made = client.get("/healthz", headers={"X-Request-ID": "not a valid id!"})
     assert kept.headers["x-request-id"] == "req-42"
@@ -29,7 +27,7 @@ def test_json_request_lines_carry_the_request_id(tmp_path: Path, capsys: pytest.
 
 
 def test_text_logs_are_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+    with kiln_client(embedded_settings(tmp_path)) as client:
         client.get("/healthz", headers={"X-Request-ID": "r-1"})
     err = capsys.readouterr().err
     assert "INFO kiln.request: GET /healthz 200" in err and "request_id=r-1" in err and not err.lstrip().startswith("{")

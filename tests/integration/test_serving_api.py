@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from tests.conftest import embedded_settings
+from tests.conftest import embedded_settings, kiln_client
 from tests.onnx_factory import linear_softmax, malformed, scale, with_external_data
 
 WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)  # 3 features -> 2 classes
@@ -19,7 +18,7 @@ WEIGHTS = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)  # 3 feat
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings(tmp_path, max_model_mb=1))) as c:
+    with kiln_client(embedded_settings(tmp_path, max_model_mb=1)) as c:
         yield c
 
 
