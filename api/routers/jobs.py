@@ -45,7 +45,7 @@ def cancel(job_id: uuid.UUID, ctx: ContextDep) -> JobPublic:
 def read_jobs(
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     state: JobState | None = None,
 ) -> JobsPublic:
     """Jobs, newest first."""

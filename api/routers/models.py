@@ -14,17 +14,18 @@ from api.deps import ContextDep
 from api.schemas import ModelPublic, ModelsPublic, VersionPublic, VersionsPublic
 from api.uploads import receive_upload
 from services.errors import InvalidInput
+from services.registry.entities import MAX_VERSION
 from services.usecases.byo import register_onnx
 from services.usecases.models import get_version, list_models, list_versions, model_aliases
 from services.usecases.versions import delete_alias, set_alias, set_serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-VersionNumber = Annotated[int, Path(ge=1)]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 AliasName = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 
 
 class AliasUpdate(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class ServingUpdate(BaseModel):

@@ -12,11 +12,11 @@ from starlette.routing import Route
 from api.deps import ApiContext, context
 from api.schemas import PredictRequest, PredictResponse
 from services.errors import InvalidInput
-from services.registry.entities import ModelVersion
+from services.registry.entities import MAX_VERSION, ModelVersion
 from services.usecases.predict import input_feeds, predicted_labels
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
-VersionNumber = Annotated[int, Path(ge=1)]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 # The body is read raw and parsed once with the stdlib (faster than a pydantic model of a large nested list);
 # the schema is still documented in OpenAPI. The context is read directly rather than injected: on the
 # hot path FastAPI's dependency resolution costs more than the model run.
@@ -81,8 +81,8 @@ def _by_default(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Aw
 
 
 def _by_version(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Awaitable[Response]:
-    if params["version"] < 1:
-        raise InvalidInput("version: expected a number from 1", field="version")
+    if not 1 <= params["version"] <= MAX_VERSION:
+        raise InvalidInput(f"version: expected a number from 1 to {MAX_VERSION}", field="version")
     return _predict(request, ctx, ctx.predictor.resolve(params["name"], version=params["version"]))
 
 

@@ -16,7 +16,7 @@ from api.deps import ContextDep, context
 from api.errors import status_for
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
-from services.registry.entities import ModelVersion
+from services.registry.entities import MAX_VERSION, ModelVersion
 from services.usecases.models import list_versions
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
@@ -44,7 +44,7 @@ def v2_errors(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awai
 
 
 def _version_number(version: str) -> int:
-    if not version.isdigit() or int(version) < 1:
+    if not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
         raise NotFound(f"no version {version!r}: versions are numbers from 1")
     return int(version)
 
@@ -59,12 +59,15 @@ async def read_server(ctx: ContextDep) -> dict[str, Any]:
     return {"name": "kiln", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+NO_BODY = {200: {"description": "Yes (an empty body, as the protocol says).", "content": None}}
+
+
+@router.get("/health/live", response_class=Response, responses=NO_BODY)
 async def read_live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", response_class=Response, responses=NO_BODY | {503: {"description": "Not ready."}})
 def read_ready(ctx: ContextDep) -> Response:
     """Ready while the registry answers."""
     try:
@@ -98,14 +101,14 @@ async def read_model_version(name: str, version: str, ctx: ContextDep) -> Respon
     return JSONResponse(_metadata(ctx, found, [version]))
 
 
-@router.get("/models/{name}/ready")
+@router.get("/models/{name}/ready", response_class=Response, responses=NO_BODY)
 @v2_errors
 async def read_model_ready(name: str, ctx: ContextDep) -> Response:
     ctx.predictor.model(_resolve(ctx, name, None))  # loads the session if it is not loaded yet
     return Response(status_code=200)
 
 
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/versions/{version}/ready", response_class=Response, responses=NO_BODY)
 @v2_errors
 async def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Response:
     ctx.predictor.model(_resolve(ctx, name, version))

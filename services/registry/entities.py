@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in SQL
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
