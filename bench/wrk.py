@@ -23,7 +23,8 @@ class Load:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # non-2xx responses and socket errors (connect, read, write, timeout)
+    requests: int = 0
 
 
 def ensure_wrk() -> str:
@@ -52,4 +53,7 @@ def run(url: str, body: bytes, *, headers: dict[str, str], connections: int, sec
         ).stdout  # fmt: skip
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    return Load(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)  # type: ignore[union-attr]
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return Load(rate, _ms(latency["50"]), _ms(latency["99"]), errors, requests)
