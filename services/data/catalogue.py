@@ -69,7 +69,8 @@ def get_dataset_info(name: str) -> DatasetInfo:
         return BUILTIN_DATASETS[name]
     except KeyError:
         known = ", ".join(sorted(BUILTIN_DATASETS))
-        raise InvalidSpec(f"unknown dataset '{name}': expected one of {known}", field="data.dataset") from None
+        raise InvalidSpec(f"unknown dataset '{name}': expected a built-in ({known}) or the id of an uploaded dataset",
+                          field="data.dataset") from None  # fmt: skip
 
 
 def resolve_dataset(name: str, *, samples: int | None, sequence_length: int | None) -> DatasetInfo:

@@ -207,3 +207,11 @@ def test_cancelling_a_queued_job_ends_it_at_once(client: TestClient) -> None:
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"]
     assert client.post(f"/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "../../kiln.db", "file:///etc/passwd", "http://169.254.169.254/latest/meta-data"])
+def test_a_dataset_named_by_path_or_url_is_refused_not_opened(client: TestClient, source: str) -> None:
+    response = client.post("/v1/jobs", json=job_body(data={"dataset": source}))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == "data.dataset" and "expected a built-in" in error["message"] and "uploaded dataset" in error["message"]

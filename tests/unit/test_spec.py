@@ -109,6 +109,6 @@ def test_every_builtin_task_has_a_valid_setup(dataset: str, loss: str, units: in
 def test_unknown_dataset_lists_known_names() -> None:
     with pytest.raises(
         InvalidSpec,
-        match="unknown dataset 'mnist': expected one of breast_cancer, diabetes, digits, digits28, iris, shapes, sine, tokens, wine",
+        match=r"unknown dataset 'mnist': expected a built-in \(breast_cancer, diabetes, digits, digits28, iris, shapes, sine, tokens, wine\)",
     ):
         get_dataset_info("mnist")
