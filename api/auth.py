@@ -11,9 +11,11 @@ working within it and a predict does not pay a database round trip.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.registry.db import DATABASE_UNAVAILABLE
@@ -34,6 +36,7 @@ RULES: list[tuple[frozenset[str], re.Pattern[str], frozenset[str]]] = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)
 def required_scopes(method: str, path: str) -> frozenset[str] | None:
     """The scopes one of which a request needs; None for public routes."""
     if path in PUBLIC:
@@ -58,11 +61,13 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
-        try:
-            key = self.keys.lookup(token) if token else None
-        except DATABASE_UNAVAILABLE:
-            await _refuse(send, path, 503, "unavailable", "the registry database cannot be reached right now; try again shortly")
-            return
+        known, key = self.keys.fresh(token) if token else (True, None)
+        if not known:
+            try:
+                key = await run_in_threadpool(self.keys.lookup, token)  # a query must not stall the event loop
+            except DATABASE_UNAVAILABLE:
+                await _refuse(send, path, 503, "unavailable", "the registry database cannot be reached right now; try again shortly")
+                return
         if key is None:
             message = (
                 "a valid API key is required: send 'Authorization: Bearer <key>' (make run prints one; kiln-admin create-key mints more)"

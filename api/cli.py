@@ -11,6 +11,8 @@ import argparse
 import sys
 import uuid
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from services.config import Settings
 from services.errors import KilnError
 from services.registry.unit_of_work import connect_registry
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"revoked {args.key_id}", file=sys.stderr)
     except KilnError as err:
         print(f"kiln-admin: {err.message}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as err:
+        print(f"kiln-admin: cannot use the registry at {engine.url.render_as_string(hide_password=True)}: {type(err).__name__}: "
+              f"{str(err).splitlines()[0]}. Is it reachable and migrated (make run migrates it)?", file=sys.stderr)  # fmt: skip
         return 2
     finally:
         engine.dispose()

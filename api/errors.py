@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import Conflict, InvalidDataset, InvalidInput, InvalidSpec, KilnError, NotFound, PayloadTooLarge, Unavailable
-from services.registry.db import DATABASE_UNAVAILABLE
+from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 
 log = logging.getLogger(__name__)
 _STATUS: dict[type[KilnError], int] = {
@@ -89,15 +89,18 @@ async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONRespons
     return http_error_response(exc)
 
 
-def database_unavailable_response(exc: Exception) -> JSONResponse:
-    """The registry database cannot be reached (restarting, failing over): a 503 to retry, not a 500."""
+def database_error_response(exc: Exception) -> JSONResponse:
+    """A registry that cannot be reached (restarting, failing over) is a 503 to retry; any other database error a 500."""
+    if not database_unavailable(exc):
+        log.error("registry database error", exc_info=exc)
+        return JSONResponse(error_body("internal_error", "the registry database failed this request"), status_code=500)
     log.warning("registry database unavailable: %s", type(exc).__name__)
     body = error_body("unavailable", "the registry database cannot be reached right now; try again shortly")
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
 async def _on_database_error(_: Request, exc: Exception) -> JSONResponse:
-    return database_unavailable_response(exc)
+    return database_error_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

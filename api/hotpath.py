@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import DATABASE_UNAVAILABLE, database_unavailable_response, http_error_response, kiln_error_response
+from api.errors import DATABASE_UNAVAILABLE, database_error_response, http_error_response, kiln_error_response
 from services.errors import KilnError
 
 
@@ -39,7 +39,7 @@ class HotRoutes:
                 except HTTPException as exc:  # a chunked body over the size limit
                     response = http_error_response(exc)
                 except DATABASE_UNAVAILABLE as exc:  # resolving a name the cache does not hold
-                    response = database_unavailable_response(exc)
+                    response = database_error_response(exc)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

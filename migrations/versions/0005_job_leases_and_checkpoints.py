@@ -23,10 +23,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("checkpoint_epoch", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("checkpoint_attempt", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("checkpoint_attempt")
         batch_op.drop_column("checkpoint_epoch")
         batch_op.drop_column("dispatched_at")
         batch_op.drop_column("heartbeat_at")

@@ -8,8 +8,29 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-# What SQLAlchemy raises when the database is down, restarting, failing over or locked: worth retrying later.
+# What SQLAlchemy raises when the database is down, restarting, failing over or locked; see database_unavailable.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# SQLSTATE classes of a lost or refused connection: 08 connection exception, 57P admin shutdown / cannot connect now.
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached right now (worth retrying), rather than that a query is wrong.
+
+    Connection errors, a server shutting down or refusing connections, and SQLite's lock timeout are; a
+    missing column, a constraint or a statement timeout are not.
+    """
+    if not isinstance(exc, DATABASE_UNAVAILABLE):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
+    message = str(exc.orig).lower()
+    if "sqlite" in type(exc.orig).__module__:
+        return "database is locked" in message or "unable to open database" in message
+    return True  # a driver error with no SQLSTATE: psycopg's "connection refused" / "server closed the connection"
 
 
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> Engine:

@@ -46,11 +46,22 @@ class Job:
     lease_owner: str | None = None
     heartbeat_at: datetime | None = None
     checkpoint_epoch: int | None = None
+    checkpoint_attempt: int | None = None
 
     @property
     def epoch(self) -> int:
         """The last finished epoch (0 before the first ends)."""
         return self.history[-1].epoch if self.history else 0
+
+
+@dataclass(frozen=True)
+class LostJob:
+    """A running job whose worker went silent."""
+
+    id: uuid.UUID
+    attempt: int
+    queue: str
+    cancel_requested: bool
 
 
 @dataclass(frozen=True)

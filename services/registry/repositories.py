@@ -16,6 +16,7 @@ from services.registry.entities import (
     EpochRecord,
     Job,
     JobState,
+    LostJob,
     ModelSummary,
     ModelVersion,
     NewVersion,
@@ -41,6 +42,7 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         lease_owner=row.lease_owner,
         heartbeat_at=row.heartbeat_at,
         checkpoint_epoch=row.checkpoint_epoch,
+        checkpoint_attempt=row.checkpoint_attempt,
     )
 
 
@@ -124,7 +126,7 @@ class JobRepository:
         return self._holding(job_id, attempt, heartbeat_at=utcnow())
 
     def set_checkpoint(self, job_id: uuid.UUID, attempt: int, epoch: int) -> bool:
-        return self._holding(job_id, attempt, checkpoint_epoch=epoch)
+        return self._holding(job_id, attempt, checkpoint_epoch=epoch, checkpoint_attempt=attempt)
 
     def _holding(self, job_id: uuid.UUID, attempt: int, **values: Any) -> bool:
         result = self.session.execute(
@@ -132,23 +134,54 @@ class JobRepository:
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
-    def mark_dispatched(self, job_id: uuid.UUID) -> None:
-        self.session.execute(update(JobRow).where(JobRow.id == job_id).values(dispatched_at=utcnow()))
-
-    def lost_running(self, *, silent_since: datetime) -> list[tuple[uuid.UUID, int, str]]:
-        """(id, attempt, queue) of running jobs whose heartbeat is older than `silent_since` or whose lease ran out."""
-        rows = self.session.execute(
-            select(JobRow.id, JobRow.attempt, JobRow.queue).where(
-                JobRow.state == JobState.RUNNING,
-                (JobRow.heartbeat_at < silent_since) | (JobRow.lease_expires_at < utcnow()) | (JobRow.heartbeat_at.is_(None)),
-            )
+    def mark_dispatched(self, job_id: uuid.UUID, *, sent_before: datetime) -> bool:
+        """Claim the re-sending of a queued job's message (one sweeper wins); False when another did, or it moved on."""
+        result = self.session.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job_id, JobRow.state == JobState.QUEUED, (JobRow.dispatched_at < sent_before) | JobRow.dispatched_at.is_(None)
+            )  # fmt: skip
+            .values(dispatched_at=utcnow())
         )
-        return [(row[0], row[1], row[2]) for row in rows]
+        return result.rowcount == 1  # type: ignore[attr-defined]
 
-    def requeue(self, job_id: uuid.UUID, attempt: int) -> bool:
-        """running (attempt `attempt`) -> queued, for another attempt; False when it moved meanwhile."""
-        return self._holding(job_id, attempt, state=JobState.QUEUED, lease_owner=None, lease_expires_at=None, heartbeat_at=None,
-                             dispatched_at=utcnow())  # fmt: skip
+    def states(self, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, JobState]:
+        rows = self.session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(job_ids)))
+        return {row[0]: JobState(row[1]) for row in rows}
+
+    @staticmethod
+    def _silent(silent_since: datetime) -> Any:
+        """Running, and no heartbeat since `silent_since` or a lease run out (a row with no heartbeat at all
+        is one a worker from before leases started: silent once it started long enough ago)."""
+        return (JobRow.state == JobState.RUNNING) & (
+            (JobRow.heartbeat_at < silent_since)
+            | (JobRow.lease_expires_at < utcnow())
+            | (JobRow.heartbeat_at.is_(None) & (JobRow.started_at < silent_since))
+        )
+
+    def lost_running(self, *, silent_since: datetime) -> list[LostJob]:
+        """Running jobs whose worker went silent."""
+        rows = self.session.execute(
+            select(JobRow.id, JobRow.attempt, JobRow.queue, JobRow.cancel_requested).where(self._silent(silent_since))
+        )
+        return [LostJob(*row) for row in rows]
+
+    def take_back(self, job_id: uuid.UUID, attempt: int, *, silent_since: datetime, **values: Any) -> bool:
+        """Change attempt `attempt` of a job (requeue or end it) only if it is still silent: a heartbeat that
+        came in since it was listed wins."""
+        result = self.session.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.attempt == attempt, self._silent(silent_since)).values(**values)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def requeue(self, job_id: uuid.UUID, attempt: int, *, silent_since: datetime) -> bool:
+        """running (attempt `attempt`, still silent) -> queued, for another attempt."""
+        return self.take_back(job_id, attempt, silent_since=silent_since, state=JobState.QUEUED, lease_owner=None,
+                              lease_expires_at=None, heartbeat_at=None, dispatched_at=utcnow())  # fmt: skip
+
+    def end_lost(self, job_id: uuid.UUID, attempt: int, *, silent_since: datetime, state: JobState, error: str) -> bool:
+        return self.take_back(job_id, attempt, silent_since=silent_since, state=state, error=error, finished_at=utcnow(),
+                              lease_owner=None, lease_expires_at=None)  # fmt: skip
 
     def unsent_queued(self, *, sent_before: datetime) -> list[tuple[uuid.UUID, str]]:
         """(id, queue) of queued jobs whose message went out before `sent_before`, oldest first."""

@@ -74,6 +74,7 @@ class JobRow(Base):
     heartbeat_at: Mapped[datetime | None]
     dispatched_at: Mapped[datetime | None]  # when its message was last sent to the broker
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)  # the epoch its last checkpoint holds
+    checkpoint_attempt: Mapped[int | None] = mapped_column(Integer)  # the attempt that wrote it (one file per attempt)
 
 
 class JobEpochRow(Base):

@@ -7,12 +7,15 @@ slow password hash would be, and cheap enough to check on every prediction.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
 
 from services.errors import InvalidInput, NotFound
+from services.registry.db import database_unavailable
 from services.registry.entities import ApiKey
 from services.usecases.jobs import UowFactory
 
@@ -57,32 +60,49 @@ def list_keys(*, uow_factory: UowFactory) -> list[ApiKey]:
         return uow.keys.all()
 
 
+TOKEN = re.compile(r"^kiln_[0-9a-f]{8}_[A-Za-z0-9_-]{43}$")
+
+
 def key_for_token(token: str, *, uow_factory: UowFactory) -> ApiKey | None:
-    if not token.startswith(PREFIX):
+    if not TOKEN.match(token):  # not one Kiln minted: no query
         return None
     with uow_factory() as uow:
         return uow.keys.active_by_hash(secret_hash(token))
 
 
-@dataclass
 class KeyCache:
-    """Tokens seen lately and what they resolved to, for `ttl_s`: a revoked key stops working within it."""
+    """Tokens seen lately and what they resolved to, for `ttl_s`: a revoked key stops working within it.
 
-    uow_factory: UowFactory
-    ttl_s: float = 5.0
+    Bounded (least recently used first out). While the registry cannot be reached, a key seen
+    before keeps working: an outage should not also stop predictions the API can still serve.
+    """
 
-    def __post_init__(self) -> None:
-        self._seen: dict[str, tuple[float, ApiKey | None]] = {}
+    def __init__(self, uow_factory: UowFactory, ttl_s: float = 5.0, capacity: int = 10_000) -> None:
+        self.uow_factory, self.ttl_s, self.capacity = uow_factory, ttl_s, capacity
+        self._seen: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fresh(self, token: str) -> tuple[bool, ApiKey | None]:
+        """(True, key or None) when the token was looked up within `ttl_s`; (False, None) when it must be looked up."""
+        cached = self._seen.get(token)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return True, cached[1]
+        return False, None
 
     def lookup(self, token: str) -> ApiKey | None:
-        now = time.monotonic()
-        cached = self._seen.get(token)
-        if cached is not None and now - cached[0] < self.ttl_s:
-            return cached[1]
-        key = key_for_token(token, uow_factory=self.uow_factory)
-        if len(self._seen) > 10_000:  # many wrong tokens: forget them all rather than grow
-            self._seen.clear()
-        self._seen[token] = (now, key)
+        """The key, from the registry (blocking: call it off the event loop)."""
+        try:
+            key = key_for_token(token, uow_factory=self.uow_factory)
+        except Exception as exc:
+            cached = self._seen.get(token)
+            if cached is not None and cached[1] is not None and database_unavailable(exc):
+                return cached[1]
+            raise
+        with self._lock:
+            self._seen[token] = (time.monotonic(), key)
+            self._seen.move_to_end(token)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
         return key
 
 

@@ -3,28 +3,34 @@
 - A running job whose worker went silent (no heartbeat for `stale_after_s`, or its lease ran out) is
   taken back: queued again and re-sent, its next attempt resuming from its last checkpoint; after
   `max_attempts` attempts it fails with the reason instead, so a job that kills its worker every
-  time ends rather than loops.
+  time ends rather than loops. One whose cancel was asked ends cancelled.
 - A queued job whose message went out more than `redispatch_after_s` ago, while its queue holds no
   messages at all, lost its message (a broker restarted without persistence) and is sent again.
+- Checkpoint files of jobs that have ended (or were never recorded) are removed.
 
-Every step is a conditional update, so sweepers on several workers can run at once: one wins each
-change, and a duplicate message claims nothing. Safe to run at any time.
+Every change is a conditional update that re-checks what it acts on (a job still silent, a message
+not re-sent by someone else), so sweepers on several workers can run at once, and a duplicate
+message claims nothing. Heartbeats and the sweep compare clocks of different hosts: keep them in
+sync (NTP) to well within `stale_after_s`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from services.registry.entities import JobState
+from services.registry.entities import JobState, LostJob
 from services.registry.tables import utcnow
+from services.usecases.checkpoint_files import files_by_job, remove_job_files
 from services.usecases.jobs import JobDispatcher, UowFactory
 
 log = logging.getLogger(__name__)
+ORPHAN_AGE_S = 60.0  # a checkpoint file younger than this may belong to a job being recorded right now
 
 
 @dataclass(frozen=True)
@@ -32,14 +38,16 @@ class SweepPolicy:
     max_attempts: int
     stale_after_s: float
     redispatch_after_s: float
-    checkpoints: Path  # where a job given up on leaves a checkpoint to remove
+    checkpoints: Path
 
 
 @dataclass
 class SweepReport:
     requeued: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
     redispatched: list[uuid.UUID] = field(default_factory=list)
+    removed_checkpoints: list[Path] = field(default_factory=list)
 
 
 def sweep(*, uow_factory: UowFactory, dispatcher: JobDispatcher, waiting: Callable[[], dict[str, int]],
@@ -47,46 +55,77 @@ def sweep(*, uow_factory: UowFactory, dispatcher: JobDispatcher, waiting: Callab
     """One pass. `waiting` reads the broker's queue lengths ({} when the broker cannot be asked)."""
     report = SweepReport()
     now = utcnow()
+    silent_since = now - timedelta(seconds=policy.stale_after_s)
     with uow_factory() as uow:
-        lost = uow.jobs.lost_running(silent_since=now - timedelta(seconds=policy.stale_after_s))
-    for job_id, attempt, queue in lost:
-        _take_back(job_id, attempt, queue, uow_factory, dispatcher, policy, report)
-    lengths = waiting()
+        lost = uow.jobs.lost_running(silent_since=silent_since)
+    for job in lost:
+        _take_back(job, silent_since, uow_factory, dispatcher, policy, report)
+    _resend_lost_messages(now - timedelta(seconds=policy.redispatch_after_s), waiting(), uow_factory, dispatcher, report)
+    _remove_orphan_checkpoints(policy.checkpoints, uow_factory, report)
+    return report
+
+
+def _take_back(job: LostJob, silent_since: datetime, uow_factory: UowFactory, dispatcher: JobDispatcher,
+               policy: SweepPolicy, report: SweepReport) -> None:  # fmt: skip
+    event = {"job_id": str(job.id), "attempt": job.attempt}
+    if job.cancel_requested:
+        outcome, state, reason = report.cancelled, JobState.CANCELLED, "cancelled; its worker was lost before it could stop"
+    elif job.attempt >= policy.max_attempts:
+        outcome, state = report.failed, JobState.FAILED
+        reason = (f"gave up after {job.attempt} attempts: each time, the worker running it stopped answering "
+                  f"(no heartbeat for {policy.stale_after_s:g} s); KILN_MAX_ATTEMPTS is {policy.max_attempts}")  # fmt: skip
+    else:
+        outcome, state, reason = report.requeued, JobState.QUEUED, ""
     with uow_factory() as uow:
-        unsent = uow.jobs.unsent_queued(sent_before=now - timedelta(seconds=policy.redispatch_after_s))
+        if state == JobState.QUEUED:
+            changed = uow.jobs.requeue(job.id, job.attempt, silent_since=silent_since)
+        else:
+            changed = uow.jobs.end_lost(job.id, job.attempt, silent_since=silent_since, state=state, error=reason)
+        uow.commit()
+    if not changed:  # a heartbeat came in since it was listed, or it ended, or another sweeper took it
+        return
+    outcome.append(job.id)
+    if state != JobState.QUEUED:
+        remove_job_files(policy.checkpoints, job.id)
+        log.error("job %s %s: %s", job.id, state, reason, extra=event | {"state": state.value})
+        return
+    log.warning("job %s attempt %d: its worker was lost; queued again", job.id, job.attempt, extra=event | {"state": "queued"})
+    _send(dispatcher, job.id, job.queue)  # if the broker is away, the message pass sends it later
+
+
+def _resend_lost_messages(sent_before: datetime, lengths: dict[str, int], uow_factory: UowFactory, dispatcher: JobDispatcher,
+                          report: SweepReport) -> None:  # fmt: skip
+    with uow_factory() as uow:
+        unsent = uow.jobs.unsent_queued(sent_before=sent_before)
     for job_id, queue in unsent:
         if lengths.get(queue) != 0:  # messages still waiting (or the broker is away): this one may be among them
             continue
         with uow_factory() as uow:
-            uow.jobs.mark_dispatched(job_id)
+            mine = uow.jobs.mark_dispatched(job_id, sent_before=sent_before)
             uow.commit()
-        if _send(dispatcher, job_id, queue):
+        if mine and _send(dispatcher, job_id, queue):
             log.warning("job %s was queued but its message was lost; sent again", job_id, extra={"job_id": str(job_id)})
             report.redispatched.append(job_id)
-    return report
 
 
-def _take_back(job_id: uuid.UUID, attempt: int, queue: str, uow_factory: UowFactory, dispatcher: JobDispatcher,
-               policy: SweepPolicy, report: SweepReport) -> None:  # fmt: skip
-    event = {"job_id": str(job_id), "attempt": attempt}
+def _remove_orphan_checkpoints(root: Path, uow_factory: UowFactory, report: SweepReport) -> None:
+    """Files of ended jobs: a job cancelled while queued, or an attempt that wrote after it was taken back."""
+    found = files_by_job(root)
+    if not found:
+        return
     with uow_factory() as uow:
-        if attempt >= policy.max_attempts:
-            reason = (f"gave up after {attempt} attempts: each time, the worker running it stopped answering "
-                      f"(no heartbeat for {policy.stale_after_s:g} s); KILN_MAX_ATTEMPTS is {policy.max_attempts}")  # fmt: skip
-            changed = uow.jobs.finish(job_id, state=JobState.FAILED, error=reason, attempt=attempt)
-        else:
-            changed = uow.jobs.requeue(job_id, attempt)
-        uow.commit()
-    if not changed:  # it moved on its own meanwhile (a late heartbeat, or it ended)
-        return
-    if attempt >= policy.max_attempts:
-        (policy.checkpoints / f"{job_id}.pt").unlink(missing_ok=True)
-        log.error("job %s failed: its worker was lost on all %d attempts", job_id, attempt, extra=event | {"state": "failed"})
-        report.failed.append(job_id)
-        return
-    log.warning("job %s attempt %d: its worker was lost; queued again", job_id, attempt, extra=event | {"state": "queued"})
-    report.requeued.append(job_id)
-    _send(dispatcher, job_id, queue)  # if the broker is away, the queued-job pass sends it later
+        states = uow.jobs.states(list(found))
+    old = time.time() - ORPHAN_AGE_S
+    for job_id, paths in found.items():
+        if states.get(job_id) in (JobState.QUEUED, JobState.RUNNING):
+            continue
+        for path in paths:
+            try:
+                if path.stat().st_mtime < old:
+                    path.unlink()
+                    report.removed_checkpoints.append(path)
+            except FileNotFoundError:
+                pass
 
 
 def _send(dispatcher: JobDispatcher, job_id: uuid.UUID, queue: str) -> bool:

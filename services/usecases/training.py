@@ -16,7 +16,7 @@ from services.data.builtins import LoadedDataset, load_builtin, load_upload
 from services.data.store import DatasetStore
 from services.errors import KilnError
 from services.registry.artifacts import LocalArtifactStore, StoredArtifact
-from services.registry.db import DATABASE_UNAVAILABLE
+from services.registry.db import database_unavailable
 from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
@@ -24,6 +24,7 @@ from services.spec import DataSpec, JobSpec
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, train_and_export
+from services.usecases.checkpoint_files import attempt_file, remove_job_files
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
 
@@ -96,10 +97,6 @@ class JobLease:
                 return
 
 
-def checkpoint_path(checkpoints: Path, job_id: uuid.UUID) -> Path:
-    return checkpoints / f"{job_id}.pt"
-
-
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     """Run one attempt of a job to its end; a job this call cannot claim (a duplicate delivery) is left alone.
 
@@ -116,37 +113,41 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     log.info("job %s running on %s, attempt %d", job_id, ctx.device, attempt, extra=event | {"state": "running"})
     try:
         with JobLease(job_id, attempt, ctx) as lease:
-            version = _train_and_register(job_id, attempt, JobSpec.model_validate(job.spec), ctx, lease)
+            version = _train_and_register(job_id, attempt, job.checkpoint_attempt, JobSpec.model_validate(job.spec), ctx, lease)
     except LeaseLost as lost:
         log.warning("job %s attempt %d stopped: %s", job_id, attempt, lost, extra=event)
-        return  # the attempt that holds the job now owns its checkpoint too
-    except DATABASE_UNAVAILABLE as exc:  # not the job's fault: leave it running for the sweeper to take back and resume
-        log.error("job %s attempt %d stopped: the registry database went away (%s); it will be resumed", job_id, attempt,
-                  type(exc).__name__, extra=event)  # fmt: skip
-        return
+        return  # the attempt that holds the job now owns its checkpoints too
     except Stopped as stop:
-        log.info("job %s %s", job_id, stop, extra=event | {"state": "cancelled"})
-        _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop))
-        _count(ctx, "cancelled")
+        _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop), event=event)
         return
-    except Exception as exc:  # every failure ends the job with a readable reason
+    except Exception as exc:
+        if database_unavailable(exc):  # not the job's fault: leave it running, for the sweeper to take back and resume
+            log.error("job %s attempt %d stopped: the registry database cannot be reached (%s); it will be resumed",
+                      job_id, attempt, type(exc).__name__, extra=event)  # fmt: skip
+            return
         readable = isinstance(exc, Diverged | OutOfTime)
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if readable else f"{type(exc).__name__}: {exc}"
-        log.exception("job %s failed: %s", job_id, reason, extra=event | {"state": "failed"})
-        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason)
-        _count(ctx, "failed")
+        if not isinstance(exc, KilnError | Diverged | OutOfTime):
+            log.error("job %s attempt %d raised", job_id, attempt, exc_info=True, extra=event)
+        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason, event=event)
         return
-    checkpoint_path(ctx.checkpoints, job_id).unlink(missing_ok=True)
+    remove_job_files(ctx.checkpoints, job_id)
     log.info("job %s succeeded: %s version %d", job_id, job.model_name, version, extra=event | {"state": "succeeded", "version": version})
     _count(ctx, "succeeded")
 
 
-def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str) -> None:
+def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str, event: dict[str, Any]) -> None:
+    """End the job as `state` if this attempt still holds it; an attempt taken back meanwhile ends nothing."""
     with ctx.uow_factory() as uow:
         ended = uow.jobs.finish(job_id, state=state, error=error, attempt=attempt)
         uow.commit()
-    if ended:
-        checkpoint_path(ctx.checkpoints, job_id).unlink(missing_ok=True)
+    if not ended:
+        log.warning("job %s attempt %d: %s, but the job was no longer this attempt's", job_id, attempt, error, extra=event)
+        return
+    remove_job_files(ctx.checkpoints, job_id)
+    log.log(logging.ERROR if state == JobState.FAILED else logging.INFO, "job %s %s: %s", job_id, state, error,
+            extra=event | {"state": state.value})  # fmt: skip
+    _count(ctx, state.value)
 
 
 def _count(ctx: WorkerContext, outcome: str) -> None:
@@ -185,10 +186,10 @@ def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID 
     return loaded, dataset_id
 
 
-def _resume_point(job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> dict[str, Any] | None:
-    """An earlier attempt's last checkpoint, with the epoch history in SQL made to match it exactly."""
-    path = checkpoint_path(ctx.checkpoints, job_id)
-    if attempt == 1 or not path.exists():
+def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: WorkerContext) -> dict[str, Any] | None:
+    """The checkpoint of attempt `written_by` (the last to record one), with the epoch history in SQL made to match it."""
+    path = attempt_file(ctx.checkpoints, job_id, written_by) if written_by else None
+    if path is None or not path.exists():
         if attempt > 1:
             log.info("job %s attempt %d: no checkpoint, starting over", job_id, attempt)
         state = None
@@ -196,6 +197,8 @@ def _resume_point(job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> dict[s
         state = checkpoint.load(path)
     epoch = state["epoch"] if state else 0
     with ctx.uow_factory() as uow:
+        if not uow.jobs.heartbeat(job_id, attempt):  # fenced, and first: it also locks the row in PostgreSQL
+            raise LeaseLost(f"attempt {attempt} no longer holds the job")
         # A checkpoint is written before its epoch is recorded, so SQL never runs ahead of it.
         uow.jobs.delete_epochs_after(job_id, epoch)
         recorded = {e.epoch for e in uow.jobs.history(job_id)}
@@ -208,7 +211,8 @@ def _resume_point(job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> dict[s
     return state
 
 
-def _train_and_register(job_id: uuid.UUID, attempt: int, spec: JobSpec, ctx: WorkerContext, lease: JobLease) -> int:
+def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None, spec: JobSpec, ctx: WorkerContext,
+                        lease: JobLease) -> int:  # fmt: skip
     data, dataset_id = _load(spec.data, ctx)
     watch = CancelWatch(job_id, ctx.uow_factory)
 
@@ -217,7 +221,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, spec: JobSpec, ctx: Wor
             raise LeaseLost(f"attempt {attempt} no longer holds the job")
         return watch()
 
-    resume = _resume_point(job_id, attempt, ctx)
+    resume = _resume_point(job_id, attempt, written_by, ctx)
     onnx_path = ctx.store.temp_path()
     try:
         outcome = train_and_export(
@@ -228,7 +232,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, spec: JobSpec, ctx: Wor
             parity=ctx.parity,
             on_epoch_end=lambda r: _record_epoch(job_id, attempt, spec.model_name, r, ctx),
             should_stop=should_stop,
-            checkpointing=Checkpointing(checkpoint_path(ctx.checkpoints, job_id), resume),
+            checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         artifact = ctx.store.put(onnx_path)

@@ -7,16 +7,21 @@ tests run the same paths with real Redis, PostgreSQL and worker processes.
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
 import services.usecases.training as training_usecase
 from services.errors import KilnError
 from services.registry.entities import JobState, NewVersion
-from services.usecases.jobs import get_job
+from services.registry.tables import utcnow
+from services.usecases.checkpoint_files import attempt_file, files_by_job
+from services.usecases.jobs import cancel_job, get_job
 from services.usecases.sweeper import SweepPolicy, sweep
-from services.usecases.training import WorkerContext, checkpoint_path, run_job
+from services.usecases.training import WorkerContext, run_job
 from services.usecases.versions import register_version
 from tests.factories import tiny_job
 from tests.integration.conftest import queue_job
@@ -65,8 +70,8 @@ def test_a_crashed_attempt_is_taken_back_and_resumes_from_its_checkpoint(ctx: Wo
         run_job(job_id, ctx)
     monkeypatch.undo()
     job = get_job(job_id, uow_factory=ctx.uow_factory)
-    assert (job.state, job.attempt, job.checkpoint_epoch, job.epoch) == (JobState.RUNNING, 1, 2, 2)
-    assert checkpoint_path(ctx.checkpoints, job_id).exists()
+    assert (job.state, job.attempt, job.checkpoint_epoch, job.checkpoint_attempt, job.epoch) == (JobState.RUNNING, 1, 2, 1, 2)
+    assert attempt_file(ctx.checkpoints, job_id, 1).exists()
 
     recorder = Recorder()
     report = _sweep(ctx, recorder)
@@ -81,7 +86,7 @@ def test_a_crashed_attempt_is_taken_back_and_resumes_from_its_checkpoint(ctx: Wo
     assert [v.job_id for v in versions] == [straight, job_id]  # one version for the resumed job
     # Resumed training is the same computation: the same ONNX file, byte for byte, as the uninterrupted job's.
     assert versions[0].artifact_sha256 == versions[1].artifact_sha256
-    assert not checkpoint_path(ctx.checkpoints, job_id).exists()
+    assert files_by_job(ctx.checkpoints) == {}  # both attempts' files removed when the job ended
 
 
 def test_an_attempt_taken_back_can_change_nothing(ctx: WorkerContext) -> None:
@@ -115,14 +120,14 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(ctx: WorkerCont
         with ctx.uow_factory() as uow:
             assert uow.jobs.claim(job_id, owner="w", lease_s=3600) == attempt
             uow.commit()
-        checkpoint_path(ctx.checkpoints, job_id).parent.mkdir(parents=True, exist_ok=True)
-        checkpoint_path(ctx.checkpoints, job_id).write_bytes(b"left by the dead attempt")
+        ctx.checkpoints.mkdir(parents=True, exist_ok=True)
+        attempt_file(ctx.checkpoints, job_id, attempt).write_bytes(b"left by the dead attempt")
         report = _sweep(ctx, recorder, max_attempts=2)
     assert report.failed == [job_id] and recorder.sent == [(job_id, "cpu")]  # sent again once, then given up
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.FAILED and job.attempt == 2
     assert job.error is not None and "gave up after 2 attempts" in job.error and "KILN_MAX_ATTEMPTS" in job.error
-    assert not checkpoint_path(ctx.checkpoints, job_id).exists()
+    assert files_by_job(ctx.checkpoints) == {}
 
 
 def test_a_live_job_is_left_alone(ctx: WorkerContext) -> None:
@@ -178,4 +183,67 @@ def test_an_attempt_that_loses_its_job_stops_and_writes_nothing(ctx: WorkerConte
     assert (job.state, job.attempt, job.error, job.epoch) == (JobState.QUEUED, 1, None, 1)
     with ctx.uow_factory() as uow:
         assert uow.models.versions("digits-mlp") == []
-    assert checkpoint_path(ctx.checkpoints, job_id).exists()  # kept for the next attempt
+    assert attempt_file(ctx.checkpoints, job_id, 1).exists()  # kept for the next attempt
+
+
+def test_a_heartbeat_that_comes_in_after_the_listing_wins(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(job_id, owner="w", lease_s=3600)
+        uow.commit()
+    listed_at = utcnow() + timedelta(seconds=1)  # the sweep's cut-off: silent since then
+    with ctx.uow_factory() as uow:
+        (lost,) = uow.jobs.lost_running(silent_since=listed_at)
+    with ctx.uow_factory() as uow:  # the worker was only slow: its heartbeat lands after the listing...
+        uow.jobs._holding(job_id, 1, heartbeat_at=listed_at + timedelta(seconds=1))
+        uow.commit()
+    with ctx.uow_factory() as uow:  # ...so the take-back, which re-checks the silence, changes nothing
+        assert not uow.jobs.requeue(job_id, lost.attempt, silent_since=listed_at)
+        uow.commit()
+    assert get_job(job_id, uow_factory=ctx.uow_factory).state == JobState.RUNNING
+
+
+def test_a_taken_back_attempt_cannot_rewrite_the_history_when_it_resumes(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = queue_job(ctx, tiny_job(training={"epochs": 4}))
+    _crash_after_epoch(monkeypatch, 2)
+    with pytest.raises(Crash):
+        run_job(job_id, ctx)
+    monkeypatch.undo()
+    _sweep(ctx, Recorder())
+    with ctx.uow_factory() as uow:
+        assert uow.jobs.claim(job_id, owner="new", lease_s=3600) == 2
+        uow.commit()
+    with pytest.raises(training_usecase.LeaseLost):  # attempt 1 waking up, with no checkpoint of its own to go by
+        training_usecase._resume_point(job_id, 1, None, ctx)
+    assert [e.epoch for e in get_job(job_id, uow_factory=ctx.uow_factory).history] == [1, 2]  # nothing deleted
+
+
+def test_a_lost_job_whose_cancel_was_asked_ends_cancelled(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(job_id, owner="w", lease_s=3600)
+        assert uow.jobs.request_cancel(job_id)
+        uow.commit()
+    ctx.checkpoints.mkdir(parents=True, exist_ok=True)
+    attempt_file(ctx.checkpoints, job_id, 1).write_bytes(b"epoch 1")
+    recorder = Recorder()
+    report = _sweep(ctx, recorder)
+    assert report.cancelled == [job_id] and recorder.sent == []  # not sent again just to notice the cancel
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert job.state == JobState.CANCELLED and job.error is not None and "cancelled" in job.error
+    assert files_by_job(ctx.checkpoints) == {}
+
+
+def test_checkpoints_of_ended_jobs_are_removed_once_old(ctx: WorkerContext) -> None:
+    ended, queued = queue_job(ctx, tiny_job()), queue_job(ctx, tiny_job())
+    cancel_job(ended, uow_factory=ctx.uow_factory)  # cancelled while queued, after an attempt had written a checkpoint
+    ctx.checkpoints.mkdir(parents=True, exist_ok=True)
+    paths = [attempt_file(ctx.checkpoints, j, 1) for j in (ended, queued)] + [ctx.checkpoints / "notes.pt"]
+    for path in paths:
+        path.write_bytes(b"x")
+    assert _sweep(ctx, Recorder()).removed_checkpoints == []  # too recent: it may be an attempt recording right now
+    old = time.time() - 120
+    for path in paths:
+        os.utime(path, (old, old))
+    assert _sweep(ctx, Recorder()).removed_checkpoints == [paths[0]]  # the queued job's file and foreign files stay
+    assert [p.exists() for p in paths] == [False, True, True]
