@@ -57,7 +57,12 @@ class RequestMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        given = declared = b""
+        for key, value in scope["headers"]:  # one pass over the headers for both
+            if key == b"x-request-id":
+                given = value
+            elif key == b"content-length":
+                declared = value
         request_id = given.decode() if _REQUEST_ID.match(given) else f"{self._id_prefix}-{next(self._ids):x}"
 
         async def send_with_id(message: Message) -> None:
@@ -68,26 +73,22 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            if self._declares_too_much(scope):  # refused before routing: no lookup, no body read
+            capped = self._capped(scope)
+            if capped and declared.isdigit() and int(declared) > self.max_body_bytes:  # refused before routing: no body read
                 status = 413
                 await _too_large(send_with_id, self.max_body_bytes)
-            else:
-                await self.app(scope, self._limited(scope, receive), send_with_id)
+            elif capped and not declared.isdigit():  # chunked: counted as it is read
+                await self.app(scope, self._counted(receive), send_with_id)
+            else:  # a declared length was checked, and the server stops reading at it
+                await self.app(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started, request_id)
 
     def _capped(self, scope: Scope) -> bool:
         return scope["method"] in ("POST", "PUT", "PATCH") and not _UPLOADS.match(scope["path"])
 
-    def _declares_too_much(self, scope: Scope) -> bool:
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        return self._capped(scope) and declared.isdigit() and int(declared) > self.max_body_bytes
-
-    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+    def _counted(self, receive: Receive) -> Receive:
         """`receive`, stopping at `max_body_bytes` (uploads stream to disk and keep limits of their own)."""
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if not self._capped(scope) or declared.isdigit():  # a declared length was checked, and the server stops at it
-            return receive
         seen = 0
 
         async def counting() -> Message:

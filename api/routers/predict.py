@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.routing import Route
 
 from api.deps import ApiContext, context
+from api.hotpath import read_body
 from api.schemas import PredictRequest, PredictResponse
 from services.errors import InvalidInput
 from services.registry.entities import MAX_VERSION, ModelVersion
@@ -24,7 +25,7 @@ OPENAPI = {"requestBody": {"content": {"application/json": {"schema": PredictReq
 
 
 async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
-    raw = await request.body()
+    raw = await read_body(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as err:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from api.deps import ContextDep, context
 from api.errors import status_for
+from api.hotpath import read_body
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import MAX_VERSION, ModelVersion
@@ -116,7 +117,7 @@ async def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> 
 
 
 async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
-    header, feeds = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    header, feeds = parse_request(await read_body(request), request.headers.get(HEADER_LENGTH))
     result = await ctx.predictor.infer(found, feeds)
     ctx.metrics.observe_inference(found, result)
     names = [t.name for t in ctx.predictor.model(found).signature.outputs]
