@@ -48,7 +48,7 @@ def run(url: str, body: bytes, *, headers: dict[str, str], connections: int, sec
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         script.write_text(LUA.format(body=body_path, headers=lines))
         out = subprocess.run(
-            [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+            [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", str(script), url],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE))
