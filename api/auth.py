@@ -18,7 +18,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.registry.db import DATABASE_UNAVAILABLE
+from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 from services.usecases.keys import KeyCache, allows
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
@@ -65,7 +65,9 @@ class AuthGate:
         if not known:
             try:
                 key = await run_in_threadpool(self.keys.lookup, token)  # a query must not stall the event loop
-            except DATABASE_UNAVAILABLE:
+            except DATABASE_UNAVAILABLE as exc:
+                if not database_unavailable(exc):
+                    raise
                 await _refuse(send, path, 503, "unavailable", "the registry database cannot be reached right now; try again shortly")
                 return
         if key is None:

@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 # What SQLAlchemy raises when the database is down, restarting, failing over or locked; see database_unavailable.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 # SQLSTATE classes of a lost or refused connection: 08 connection exception, 57P admin shutdown / cannot connect now.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
 
@@ -20,7 +21,9 @@ def database_unavailable(exc: BaseException) -> bool:
     Connection errors, a server shutting down or refusing connections, and SQLite's lock timeout are; a
     missing column, a constraint or a statement timeout are not.
     """
-    if not isinstance(exc, DATABASE_UNAVAILABLE):
+    if isinstance(exc, PoolTimeout):  # every connection is busy waiting on a server that does not answer
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
         return False
     if exc.connection_invalidated or isinstance(exc, InterfaceError):
         return True
@@ -42,7 +45,8 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> Engine:
         # read-then-write transaction such as "max(version) + 1" never fails on lock upgrade.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # connect_timeout: a server that drops packets fails a connection in seconds, not after TCP's minutes.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10, connect_args={"connect_timeout": 5})
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:

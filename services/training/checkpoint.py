@@ -10,6 +10,7 @@ the previous checkpoint or the new one, never half of one. It is read with
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def restore(state: dict[str, Any], network: nn.Module, optimizer: torch.optim.Op
 def save(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically: a temporary file in the same folder, flushed, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique across hosts sharing the folder
     try:
         with open(temporary, "wb") as out:
             torch.save(state, out)

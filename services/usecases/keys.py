@@ -83,7 +83,10 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def fresh(self, token: str) -> tuple[bool, ApiKey | None]:
-        """(True, key or None) when the token was looked up within `ttl_s`; (False, None) when it must be looked up."""
+        """(True, key or None) when the answer is known without a query: a token looked up within `ttl_s`, or
+        one that is not a Kiln token at all; (False, None) when it must be looked up."""
+        if not TOKEN.match(token):
+            return True, None
         cached = self._seen.get(token)
         if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
             return True, cached[1]
@@ -95,14 +98,15 @@ class KeyCache:
             key = key_for_token(token, uow_factory=self.uow_factory)
         except Exception as exc:
             cached = self._seen.get(token)
-            if cached is not None and cached[1] is not None and database_unavailable(exc):
-                return cached[1]
-            raise
-        with self._lock:
-            self._seen[token] = (time.monotonic(), key)
-            self._seen.move_to_end(token)
-            while len(self._seen) > self.capacity:
-                self._seen.popitem(last=False)
+            if cached is None or cached[1] is None or not database_unavailable(exc):
+                raise
+            key = cached[1]  # seen before and the registry is away: trusted for another ttl, not asked again each request
+        if TOKEN.match(token):  # only well-formed tokens take a place (junk cannot push real keys out)
+            with self._lock:
+                self._seen[token] = (time.monotonic(), key)
+                self._seen.move_to_end(token)
+                while len(self._seen) > self.capacity:
+                    self._seen.popitem(last=False)
         return key
 
 

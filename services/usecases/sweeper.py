@@ -109,7 +109,15 @@ def _resend_lost_messages(sent_before: datetime, lengths: dict[str, int], uow_fa
 
 
 def _remove_orphan_checkpoints(root: Path, uow_factory: UowFactory, report: SweepReport) -> None:
-    """Files of ended jobs: a job cancelled while queued, or an attempt that wrote after it was taken back."""
+    """Files of ended jobs (a job cancelled while queued, an attempt that wrote after it was taken back), and
+    temporary files a killed worker left half-written."""
+    for temporary in root.glob(".*.tmp") if root.is_dir() else []:
+        try:
+            if temporary.stat().st_mtime < time.time() - 3600:  # no checkpoint takes an hour to write
+                temporary.unlink()
+                report.removed_checkpoints.append(temporary)
+        except FileNotFoundError:
+            pass
     found = files_by_job(root)
     if not found:
         return

@@ -38,6 +38,9 @@ def register_version(new: NewVersion, *, uow_factory: UowFactory, job_attempt: i
             if new.job_id is not None:
                 with uow_factory() as uow:
                     existing = uow.models.version_for_job(new.job_id)
+                    job = uow.jobs.get(new.job_id, with_history=False)
+                if existing is not None and job_attempt is not None and job is not None and job.attempt != job_attempt:
+                    raise KilnError("another attempt of this job registered its version") from None  # this one was taken back
                 if existing is not None:  # registered by an earlier delivery of this job
                     return existing.version
             log.warning("version number race for %s, retry %d", new.model_name, attempt)

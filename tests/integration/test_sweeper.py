@@ -113,6 +113,23 @@ def test_an_attempt_taken_back_can_change_nothing(ctx: WorkerContext) -> None:
         assert uow.models.versions("digits-mlp") == [] and uow.jobs.heartbeat(job_id, 2)
 
 
+def test_an_attempt_taken_back_cannot_claim_the_version_another_registered(ctx: WorkerContext) -> None:
+    job_id = queue_job(ctx, tiny_job())
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(job_id, owner="old", lease_s=3600)
+        uow.commit()
+    _sweep(ctx, Recorder())
+    with ctx.uow_factory() as uow:
+        assert uow.jobs.claim(job_id, owner="new", lease_s=3600) == 2
+        uow.commit()
+    new = NewVersion(model_name="digits-mlp", job_id=job_id, artifact_sha256="0" * 64, artifact_size=1, signature={}, metrics={},
+                     spec={}, hyperparameters={}, dataset={})  # fmt: skip
+    assert register_version(new, uow_factory=ctx.uow_factory, job_attempt=2) == 1
+    with pytest.raises(KilnError, match="another attempt"):  # the zombie does not report the other's success as its own
+        register_version(new, uow_factory=ctx.uow_factory, job_attempt=1)
+    assert register_version(new, uow_factory=ctx.uow_factory, job_attempt=2) == 1  # a duplicate of the holder's: the same
+
+
 def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(ctx: WorkerContext) -> None:
     job_id = queue_job(ctx, tiny_job())
     recorder = Recorder()

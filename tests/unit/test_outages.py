@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.registry.db import database_unavailable
 from services.registry.entities import ApiKey
@@ -29,6 +30,7 @@ def _wrapped(orig: Exception, cls: type = OperationalError) -> Exception:
         (_wrapped(psycopg.errors.CannotConnectNow("the database system is starting up")), True),
         (_wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")), False),
         (_wrapped(psycopg.errors.UndefinedColumn("column does not exist"), ProgrammingError), False),
+        (PoolTimeout("QueuePool limit of size 5 overflow 10 reached"), True),
         (ValueError("not a database error"), False),
     ],
 )
@@ -77,11 +79,14 @@ def test_a_known_key_keeps_working_through_an_outage_and_junk_tokens_cost_no_que
     registry.up = False
     key = cache.lookup(token)  # expired, the database is away: the key seen before still works
     assert key is not None and key.scopes == ("predict",)
+    cache.ttl_s = 60.0
+    assert cache.fresh(token) == (True, key)  # and is trusted for another ttl, instead of a query per request
     with pytest.raises(OperationalError):  # a token never seen cannot be vouched for
         cache.lookup(token[:-1] + ("A" if token[-1] != "A" else "B"))
     queries = registry.queries
     assert cache.lookup("kiln_nonsense") is None and cache.lookup("x" * 500) is None
-    assert registry.queries == queries
+    assert cache.fresh("kiln_nonsense") == (True, None)  # answered without a query, and without taking a place
+    assert registry.queries == queries and "kiln_nonsense" not in cache._seen
 
 
 def test_the_cache_forgets_the_least_recently_used_first() -> None:
