@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.registry.db import make_engine, make_session_factory
-from services.registry.repositories import ApiKeyRepository, DatasetRepository, JobRepository, ModelRepository, WorkerRepository
+from services.registry.job_repository import JobRepository
+from services.registry.repositories import ApiKeyRepository, DatasetRepository, ModelRepository, WorkerRepository
 
 
 class SqlUnitOfWork:

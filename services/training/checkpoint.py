@@ -80,6 +80,11 @@ def restore(state: dict[str, Any], network: nn.Module, optimizer: torch.optim.Op
         device = next(network.parameters()).device
         best = saved["best_state"]
         options.stopper.best_state = {k: v.to(device) for k, v in best.items()} if best is not None else None
+    return history(state)
+
+
+def history(state: dict[str, Any]) -> list[EpochResult]:
+    """The epochs a checkpoint covers, as the training loop reported them."""
     return [EpochResult(h["epoch"], h["metrics"], h["duration_s"], h["samples"]) for h in state["history"]]
 
 

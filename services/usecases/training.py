@@ -202,9 +202,9 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
         # A checkpoint is written before its epoch is recorded, so SQL never runs ahead of it.
         uow.jobs.delete_epochs_after(job_id, epoch)
         recorded = {e.epoch for e in uow.jobs.history(job_id)}
-        for h in state["history"] if state else []:
-            if h["epoch"] not in recorded:
-                uow.jobs.add_epoch(job_id, _epoch_record(EpochResult(h["epoch"], h["metrics"], h["duration_s"], h["samples"])))
+        for result in checkpoint.history(state) if state else []:
+            if result.epoch not in recorded:
+                uow.jobs.add_epoch(job_id, _epoch_record(result))
         uow.commit()
     if state:
         log.info("job %s attempt %d resumes after epoch %d", job_id, attempt, epoch, extra={"job_id": str(job_id), "epoch": epoch})
