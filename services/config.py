@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _half_of_memory_mb() -> int:
+    """Half of this machine's physical memory, in MiB (the default training-memory budget)."""
+    try:
+        return max(1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**21)
+    except (ValueError, OSError, AttributeError):
+        return 8192
 
 
 class Settings(BaseSettings):
@@ -87,6 +96,14 @@ class Settings(BaseSettings):
     resolve_cache_s: float = Field(default=1.0, ge=0.0)  # how stale an alias may be on this replica
     max_model_mb: int = Field(default=512, ge=1)  # uploaded ONNX files
     readiness_timeout_s: float = 2.0
+    # Overload: a version whose batcher already holds this many rows answers 503 with Retry-After.
+    max_queued_rows: int = Field(default=4096, ge=1)
+    onnx_load_timeout_s: float = Field(default=30.0, gt=0)  # proving an uploaded ONNX file servable
+
+    # Budgets checked at submission and again by the worker before it allocates anything.
+    max_parameters: int = Field(default=100_000_000, ge=1)
+    # Weights, gradients, optimizer state and one batch's activations; default: half of this machine's memory.
+    max_training_memory_mb: int = Field(default_factory=lambda: _half_of_memory_mb(), ge=1)
 
     @model_validator(mode="after")
     def _time_limits_rise(self) -> Settings:
