@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import orjson
 
 from services.errors import InvalidInput
+from services.usecases.predict import holds_boolean
 
 DATATYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -15,6 +17,7 @@ DATATYPES = {
 }  # fmt: skip
 NAMES = {np.dtype(v).name: k for k, v in DATATYPES.items()}
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 8
 
 
 def datatype(numpy_name: str) -> str:
@@ -22,47 +25,111 @@ def datatype(numpy_name: str) -> str:
 
 
 def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The request's JSON header and its input tensors, from JSON data or the binary section."""
+    """The request's JSON header and its input tensors, from JSON data or the binary section.
+
+    Every part of the header is checked before use, so a malformed body of any shape is a 4xx naming the field.
+    """
     split = int(header_length) if header_length and header_length.isdigit() else len(body)
     if header_length and (not header_length.isdigit() or split > len(body)):
-        raise InvalidInput(f"{HEADER_LENGTH} must be a byte count within the body's {len(body)} bytes")
+        raise InvalidInput(f"{HEADER_LENGTH} must be a byte count within the body's {len(body)} bytes", field=HEADER_LENGTH)
     try:
         header = orjson.loads(body[:split])
     except (orjson.JSONDecodeError, ValueError) as err:
-        raise InvalidInput(f"the inference header is not valid JSON: {err}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise InvalidInput("an inference request needs an 'inputs' list")
+        raise InvalidInput(f"the inference header is not valid JSON: {err}", field="body") from None
+    if not isinstance(header, dict):
+        raise InvalidInput('expected a JSON object {"inputs": [...]}', field="body")
+    _check_header(header)
     binary, offset, tensors = memoryview(body)[split:], 0, {}
-    for item in header["inputs"]:
-        name, shape, kind = item.get("name"), item.get("shape"), item.get("datatype")
-        if kind not in DATATYPES or not isinstance(shape, list):
-            raise InvalidInput(f"input {name!r}: expected a shape list and a datatype among {', '.join(DATATYPES)}")
-        dtype = np.dtype(DATATYPES[kind])
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise InvalidInput(f"input {name!r}: shape must list non-negative integers, got {shape}")
+    for index, item in enumerate(header["inputs"]):
+        name, shape, dtype = item["name"], item["shape"], np.dtype(DATATYPES[item["datatype"]])
+        count = math.prod(shape)
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            expected = int(np.prod(shape)) * dtype.itemsize
-            if not isinstance(size, int) or size != expected:
-                raise InvalidInput(f"input {name!r}: binary_data_size must be {expected} bytes for shape {shape} {kind}, got {size!r}")
+            expected = count * dtype.itemsize
+            if type(size) is not int or size != expected:
+                raise InvalidInput(f"input {name!r}: binary_data_size must be {expected} bytes for shape {shape} {item['datatype']}, "
+                                   f"got {size!r}", field=f"inputs[{index}].parameters.binary_data_size")  # fmt: skip
             if offset + size > len(binary):
-                raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+                raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body",
+                                   field=f"inputs[{index}].parameters.binary_data_size")  # fmt: skip
             array = np.frombuffer(binary[offset : offset + size], dtype=dtype)
             offset += size
         else:
-            array = _json_data(name, item.get("data"), dtype)
-        try:
-            tensors[name] = array.reshape(shape)
-        except ValueError:
-            raise InvalidInput(f"input {name!r}: {array.size} values do not fill shape {shape}") from None
+            if count > len(body):  # every JSON value takes at least one byte: such a shape cannot be filled
+                raise InvalidInput(f"input {name!r}: shape {shape} holds {count} values, more than the body can carry",
+                                   field=f"inputs[{index}].shape")  # fmt: skip
+            array = _json_data(name, item.get("data"), dtype, field=f"inputs[{index}].data")
+        if array.size != count:
+            raise InvalidInput(f"input {name!r}: {array.size} values do not fill shape {shape}", field=f"inputs[{index}].data")
+        tensors[name] = array.reshape(shape)
     return header, tensors
 
 
-def _json_data(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
+def _check_header(header: dict[str, Any]) -> None:
+    """Raise InvalidInput, naming the field, unless the header has the protocol's shape."""
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("an inference request needs a non-empty 'inputs' list of tensor objects", field="inputs")
+    _check_parameters(header, "parameters")
+    seen: set[str] = set()
+    for index, item in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: expected an object {{name, shape, datatype, data}}, got {_kind(item)}", field=where)
+        name, shape, kind = item.get("name"), item.get("shape"), item.get("datatype")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"{where}.name: expected the input's name as a string, got {_kind(name)}", field=f"{where}.name")
+        if name in seen:
+            raise InvalidInput(f"{where}.name: input {name!r} is given twice", field=f"{where}.name")
+        seen.add(name)
+        if not isinstance(kind, str) or kind not in DATATYPES:
+            raise InvalidInput(f"{where}.datatype: expected one of {', '.join(DATATYPES)}, got {kind!r}"[:300], field=f"{where}.datatype")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise InvalidInput(f"{where}.shape: expected a list of non-negative integers, got {shape!r}"[:300], field=f"{where}.shape")
+        if len(shape) > MAX_RANK:
+            raise InvalidInput(f"{where}.shape: at most {MAX_RANK} dimensions, got {len(shape)}", field=f"{where}.shape")
+        _check_parameters(item, f"{where}.parameters")
+    outputs = header.get("outputs")
+    if outputs is None:
+        return
+    if not isinstance(outputs, list):
+        raise InvalidInput(f"outputs: expected a list of objects {{name, parameters}}, got {_kind(outputs)}", field="outputs")
+    for index, item in enumerate(outputs):
+        where = f"outputs[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: expected an object {{name, parameters}}, got {_kind(item)}", field=where)
+        if not isinstance(item.get("name"), str):
+            raise InvalidInput(
+                f"{where}.name: expected the output's name as a string, got {_kind(item.get('name'))}", field=f"{where}.name"
+            )
+        _check_parameters(item, f"{where}.parameters")
+
+
+def _check_parameters(owner: dict[str, Any], field: str) -> None:
+    parameters = owner.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidInput(f"{field}: expected an object, got {_kind(parameters)}", field=field)
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, for error messages."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), "null"
+    )
+
+
+def _json_data(name: str, data: Any, dtype: np.dtype, *, field: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of {dtype.name} values, got {_kind(data)}", field=field)
     try:
-        return np.asarray(data, dtype=dtype).reshape(-1)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of {dtype.name} values") from None
+        array = np.asarray(data, dtype=dtype).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of {dtype.name} values", field=field) from None
+    if dtype.kind != "b" and holds_boolean(data):
+        raise InvalidInput(f"input {name!r}: 'data' holds booleans where {dtype.name} numbers are expected", field=field)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"input {name!r}: 'data' must be finite numbers (no NaN or Infinity)", field=field)
+    return array
 
 
 def encode_response(header: dict[str, Any], outputs: dict[str, np.ndarray], request: dict[str, Any]) -> tuple[bytes, dict[str, str]]:

@@ -12,22 +12,49 @@ from services.registry.entities import ModelVersion
 from services.serving.sessions import LoadedModel
 
 
-def as_input_array(values: Any, *, dtype: str = "float32") -> np.ndarray:
-    """A JSON array of rows as a numpy array, refusing ragged, non-numeric and non-finite values."""
+def holds_boolean(data: list[Any]) -> bool:
+    """Whether a nested JSON list holds a boolean (numpy reads True as 1.0 without a word)."""
+    stack = [data]
+    while stack:
+        for value in stack.pop():
+            if value is True or value is False:
+                return True
+            if isinstance(value, list):
+                stack.append(value)
+    return False
+
+
+def as_input_array(values: Any, *, dtype: str = "float32", field: str = "inputs") -> np.ndarray:
+    """A JSON array of rows as a numpy array, refusing ragged, non-numeric, boolean and non-finite values."""
+    if not isinstance(values, list):
+        raise InvalidInput(f"{field}: expected a list of rows of numbers, one row per sample", field=field)
     try:
         array = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError):
-        raise InvalidInput("inputs must be a rectangular array of numbers, one row per sample", field="inputs") from None
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(f"{field}: expected a rectangular array of numbers, one row per sample", field=field) from None
     if array.ndim == 0 or array.shape[0] == 0:
-        raise InvalidInput("inputs must hold at least one row", field="inputs")
+        raise InvalidInput(f"{field}: expected at least one row", field=field)
+    if holds_boolean(values):
+        raise InvalidInput(f"{field}: expected numbers, got booleans (send 1 and 0)", field=field)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput("inputs must be finite numbers (no NaN or Infinity)", field="inputs")
+        raise InvalidInput(f"{field}: expected finite numbers (no NaN or Infinity)", field=field)
     return array
 
 
 def input_feeds(values: Any, version: ModelVersion, model: LoadedModel) -> dict[str, np.ndarray]:
-    """Kiln's JSON `inputs` (rows, or raw strings for a text model) as the feeds of a single-input model."""
-    (spec,) = model.signature.inputs
+    """Kiln's JSON `inputs` as the model's feeds: rows (or raw strings for a text model) for a one-input model,
+    or an object naming each input, `{"a": rows, "b": rows}`, for any model."""
+    specs = model.signature.inputs
+    names = ", ".join(repr(s.name) for s in specs)
+    if isinstance(values, dict):
+        if set(values) != {s.name for s in specs}:
+            given = ", ".join(repr(str(k)) for k in values) or "none"
+            raise InvalidInput(f"inputs: this model's inputs are {names}; got {given}", field="inputs")
+        return {s.name: as_input_array(values[s.name], dtype=s.dtype, field=f"inputs.{s.name}") for s in specs}
+    if len(specs) != 1:
+        raise InvalidInput(f'inputs: this model has {len(specs)} inputs ({names}): send {{"inputs": {{"name": rows, ...}}}}',
+                           field="inputs")  # fmt: skip
+    (spec,) = specs
     preprocessing = version.preprocessing or {}
     array = _text_ids(values, preprocessing) if preprocessing.get("kind") == "text" else as_input_array(values, dtype=spec.dtype)
     return {spec.name: array}
