@@ -30,7 +30,7 @@ def _run_kiln(database_url: str, redis_url: str, data_dir: Path) -> Iterator[dic
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", [api, worker], logs)
         yield {"url": f"http://127.0.0.1:{port}", "api": api, "worker": worker, "logs": logs, "data_dir": data_dir,
-               "headers": headers}  # fmt: skip
+               "headers": headers, "env": env}  # fmt: skip
     finally:
         stop(api)
         stop(worker)
