@@ -12,6 +12,7 @@ from services.config import Settings
 from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
+from services.spec import Budget
 from services.usecases.training import LeaseTerms, WorkerContext
 
 
@@ -66,6 +67,7 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         datasets=DatasetStore(settings.datasets),
         max_in_memory_bytes=settings.max_in_memory_dataset_mb * 2**20,
         checkpoints=settings.checkpoints,
+        budget=Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb),
         metrics=WorkerMetrics(),
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
         lease=LeaseTerms(heartbeat_s=settings.job_heartbeat_s, lease_s=settings.job_lease_s),

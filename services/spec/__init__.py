@@ -1,6 +1,7 @@
 """The job spec language: Keras names, pure Python, no torch."""
 
 from services.spec.base import Shape, ShapeError
+from services.spec.budget import Budget, Footprint, check_budget
 from services.spec.layers_conv import (
     Conv1DLayer,
     Conv2DLayer,
@@ -46,13 +47,15 @@ from services.spec.shapes import (
     check_job_against_dataset,
     final_activation,
     has_dynamic_time_axis,
+    infer_layers,
     infer_shapes,
     input_dtype,
     output_activation,
 )
 
 __all__ = [
-    "AugmentationSpec", "TextSpec", "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
+    "AugmentationSpec", "Budget", "Footprint", "TextSpec", "check_budget", "infer_layers",
+    "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",
     "FlattenLayer", "GRULayer", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",
     "LayerNormalizationLayer", "ModelSpec", "OptimizerSpec", "PatchEmbeddingLayer", "Pooling1DLayer", "Pooling2DLayer",

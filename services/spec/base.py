@@ -23,6 +23,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LayerSpec(Strict):
+    """What every layer answers besides its output shape: its weights, as torch counts them, and what training keeps.
+
+    The defaults suit layers without weights that keep only their output (Dropout, Flatten, pooling).
+    """
+
+    def parameter_count(self, shape: Shape) -> int:
+        """The number of trainable parameters the torch module built for this layer on input `shape` holds."""
+        return 0
+
+    def activation_count(self, shape: Shape, output: Shape) -> int:
+        """Values per sample that training keeps for the backward pass: the output, and what the layer makes inside."""
+        return math.prod(output)
+
+
 def show(shape: Shape) -> str:
     """`(None, 13, 13, 32)`: the shape as Keras prints it, batch first."""
     return "(" + ", ".join(["None", *map(str, shape)]) + ")"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from services.spec.base import ActivationName, Padding, Shape, ShapeError, Strict, conv_length, need_rank, pair
+from services.spec.base import ActivationName, LayerSpec, Padding, Shape, ShapeError, conv_length, need_rank, pair
 
 Size = Annotated[int, Field(gt=0, le=1024)]
 Size2D = Size | tuple[Size, Size]
@@ -15,7 +16,7 @@ SEQUENCE = ("a sequence input (T, F)", "add Reshape to (T, F) before it")
 IMAGE = ("an image input (H, W, C)", "add Reshape to (H, W, C) before it")
 
 
-class Conv1DLayer(Strict):
+class Conv1DLayer(LayerSpec):
     """`Conv1D(filters, kernel_size, strides=1, padding="valid", activation=None)` on `(T, F)`."""
 
     type: Literal["Conv1D"]
@@ -30,14 +31,20 @@ class Conv1DLayer(Strict):
         need_rank(shape, 2, *SEQUENCE)
         return (conv_length(shape[0], self.kernel_size, self.strides, self.padding), self.filters)
 
+    def parameter_count(self, shape: Shape) -> int:
+        return shape[-1] * self.filters * self.kernel_size + (self.filters if self.use_bias else 0)
 
-class _Conv2DArguments(Strict):
+
+class _Conv2DArguments(LayerSpec):
     filters: Size
     kernel_size: Size2D
     strides: Size2D = 1
     padding: Padding = "valid"
     activation: ActivationName = "linear"
     use_bias: bool = True
+
+    def parameter_count(self, shape: Shape) -> int:
+        return shape[-1] * self.filters * math.prod(pair(self.kernel_size)) + (self.filters if self.use_bias else 0)
 
 
 class Conv2DLayer(_Conv2DArguments):
@@ -64,7 +71,7 @@ class Conv2DTransposeLayer(_Conv2DArguments):
         return ((shape[0] - 1) * sh + kh, (shape[1] - 1) * sw + kw, self.filters)
 
 
-class _Pooling(Strict):
+class _Pooling(LayerSpec):
     padding: Padding = "valid"
 
     def _check_same(self, pool: tuple[int, ...], strides: tuple[int, ...]) -> None:
@@ -109,7 +116,7 @@ class Pooling2DLayer(_Pooling):
         return (conv_length(shape[0], ph, sh, self.padding), conv_length(shape[1], pw, sw, self.padding), shape[2])
 
 
-class GlobalPooling1DLayer(Strict):
+class GlobalPooling1DLayer(LayerSpec):
     """`GlobalAveragePooling1D` / `GlobalMaxPooling1D`: `(T, F) -> (F,)`."""
 
     type: Literal["GlobalAveragePooling1D", "GlobalMaxPooling1D"]
@@ -119,7 +126,7 @@ class GlobalPooling1DLayer(Strict):
         return (shape[1],)
 
 
-class GlobalPooling2DLayer(Strict):
+class GlobalPooling2DLayer(LayerSpec):
     """`GlobalAveragePooling2D` / `GlobalMaxPooling2D`: `(H, W, C) -> (C,)`."""
 
     type: Literal["GlobalAveragePooling2D", "GlobalMaxPooling2D"]
@@ -129,7 +136,7 @@ class GlobalPooling2DLayer(Strict):
         return (shape[2],)
 
 
-class UpSampling2DLayer(Strict):
+class UpSampling2DLayer(LayerSpec):
     """`UpSampling2D(size=(2, 2), interpolation="nearest")`."""
 
     type: Literal["UpSampling2D"]

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from services.spec.base import ActivationName, Shape, ShapeError, Strict, need_rank, show
+from services.spec.base import ActivationName, LayerSpec, Shape, ShapeError, need_rank, show
 
 
-class DenseLayer(Strict):
+class DenseLayer(LayerSpec):
     """`Dense(units, activation=None, use_bias=True)`: a fully connected layer on a flat input."""
 
     type: Literal["Dense"]
@@ -22,8 +22,11 @@ class DenseLayer(Strict):
         need_rank(shape, 1, "a flat input", "add Flatten before it")
         return (self.units,)
 
+    def parameter_count(self, shape: Shape) -> int:
+        return shape[0] * self.units + (self.units if self.use_bias else 0)
 
-class DropoutLayer(Strict):
+
+class DropoutLayer(LayerSpec):
     """`Dropout(rate)`: zeroes a fraction of inputs while training; identity at inference."""
 
     type: Literal["Dropout"]
@@ -33,7 +36,7 @@ class DropoutLayer(Strict):
         return shape
 
 
-class ActivationLayer(Strict):
+class ActivationLayer(LayerSpec):
     """`Activation(activation)`: applies an activation function on its own."""
 
     type: Literal["Activation"]
@@ -43,7 +46,7 @@ class ActivationLayer(Strict):
         return shape
 
 
-class FlattenLayer(Strict):
+class FlattenLayer(LayerSpec):
     """`Flatten()`: turns each sample into one flat vector, so Dense can follow."""
 
     type: Literal["Flatten"]
@@ -52,7 +55,7 @@ class FlattenLayer(Strict):
         return (math.prod(shape),)
 
 
-class ReshapeLayer(Strict):
+class ReshapeLayer(LayerSpec):
     """`Reshape(target_shape)`: one dimension may be -1, inferred from the others."""
 
     type: Literal["Reshape"]
@@ -74,7 +77,7 @@ class ReshapeLayer(Strict):
         return tuple(self.target_shape)
 
 
-class BatchNormalizationLayer(Strict):
+class BatchNormalizationLayer(LayerSpec):
     """`BatchNormalization(momentum=0.99, epsilon=0.001)` over the last (channels) axis."""
 
     type: Literal["BatchNormalization"]
@@ -84,8 +87,11 @@ class BatchNormalizationLayer(Strict):
     def output_shape(self, shape: Shape) -> Shape:
         return shape
 
+    def parameter_count(self, shape: Shape) -> int:
+        return 2 * shape[-1]  # a scale and a shift per channel; the running statistics are buffers
 
-class LayerNormalizationLayer(Strict):
+
+class LayerNormalizationLayer(LayerSpec):
     """`LayerNormalization(epsilon=0.001)` over the last axis."""
 
     type: Literal["LayerNormalization"]
@@ -93,3 +99,6 @@ class LayerNormalizationLayer(Strict):
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape
+
+    def parameter_count(self, shape: Shape) -> int:
+        return 2 * shape[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
@@ -17,21 +18,36 @@ _FIXED_LENGTH = {"Flatten", "Reshape", "PositionalEmbedding", "PatchEmbedding", 
 _SEQUENCE_LAYERS = {"Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "Conv1D", "TransformerEncoder"}
 
 
-def infer_shapes(model: ModelSpec) -> list[Shape]:
-    """Each layer's output shape, in order; raises InvalidSpec at the first layer that cannot apply."""
+@dataclass(frozen=True)
+class InferredLayer:
+    """One layer as shape inference sees it: what it outputs, what it weighs, what training keeps of it."""
+
+    shape: Shape  # one sample's output, without the batch axis
+    parameters: int  # as torch counts them: sum(p.numel()) of the module built for the layer
+    activations: int  # values per sample kept for the backward pass
+
+
+def infer_layers(model: ModelSpec) -> list[InferredLayer]:
+    """Each layer's output shape and cost, in order; raises InvalidSpec at the first layer that cannot apply."""
     shape: Shape = tuple(model.input_shape)
-    shapes = []
+    inferred = []
     for index, layer in enumerate(model.layers):
         if isinstance(layer, EmbeddingLayer) and index != 0:
             raise InvalidSpec(
                 f"layer {index} (Embedding) must be the first layer: it reads integer token ids", field=f"model.layers[{index}]"
             )
         try:
-            shape = layer.output_shape(shape)
+            output = layer.output_shape(shape)
         except ShapeError as err:
             raise InvalidSpec(f"layer {index} ({layer.type}) {err}", field=f"model.layers[{index}]") from None
-        shapes.append(shape)
-    return shapes
+        inferred.append(InferredLayer(output, layer.parameter_count(shape), layer.activation_count(shape, output)))
+        shape = output
+    return inferred
+
+
+def infer_shapes(model: ModelSpec) -> list[Shape]:
+    """Each layer's output shape, in order; raises InvalidSpec at the first layer that cannot apply."""
+    return [layer.shape for layer in infer_layers(model)]
 
 
 def input_dtype(model: ModelSpec) -> str:

@@ -17,7 +17,7 @@ from services.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from services.registry.entities import Job, JobState
 from services.registry.tables import utcnow
 from services.registry.unit_of_work import SqlUnitOfWork
-from services.spec import DataSpec, JobSpec, check_job_against_dataset
+from services.spec import Budget, DataSpec, JobSpec, check_budget, check_job_against_dataset
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ def request_hash(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float,
+def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatcher, stale_after_s: float, budget: Budget,
                idempotency_key: str | None = None) -> tuple[Job, bool]:  # fmt: skip
-    """Validate the spec against its dataset, record the job as queued, then send it to a worker.
+    """Validate the spec against its dataset and the budget, record the job as queued, then send it to a worker.
 
     With an `idempotency_key`, a repeat of the same body returns the job the first one made (created
     False, nothing sent again); the same key with another body is a Conflict.
     """
+    check_budget(spec, budget)  # pure arithmetic on the spec: before any query
     body_hash = request_hash(spec)
     if idempotency_key is not None and (existing := _replay(idempotency_key, body_hash, uow_factory)) is not None:
         return existing, False

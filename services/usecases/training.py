@@ -20,7 +20,7 @@ from services.registry.db import database_unavailable
 from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
-from services.spec import DataSpec, JobSpec
+from services.spec import Budget, DataSpec, JobSpec, check_budget
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, train_and_export
@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # imported for real only by the worker, after it has set up m
     from services.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-REGISTER_ATTEMPTS = 5
 DEFAULT_TEST_SPLIT = 0.2
 
 
@@ -47,6 +46,7 @@ class WorkerContext:
     datasets: DatasetStore
     max_in_memory_bytes: int
     checkpoints: Path  # one file per running job
+    budget: Budget  # checked again before anything is allocated: the limits may be lower here than at submission
     metrics: WorkerMetrics | None = None  # None where nothing scrapes (tests in-process)
     worker_name: str = ""
     lease: LeaseTerms = field(default_factory=lambda: LeaseTerms())
@@ -213,6 +213,7 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
 
 def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None, spec: JobSpec, ctx: WorkerContext,
                         lease: JobLease) -> int:  # fmt: skip
+    check_budget(spec, ctx.budget)  # an InvalidSpec fails the job for good: another attempt would need the same
     data, dataset_id = _load(spec.data, ctx)
     watch = CancelWatch(job_id, ctx.uow_factory)
 

@@ -10,7 +10,7 @@ import torch
 
 from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
-from services.spec import JobSpec
+from services.spec import Budget, JobSpec
 from services.training.pipeline import ParityCheck
 from services.usecases.training import WorkerContext
 
@@ -25,6 +25,7 @@ def ctx(uow_factory, tmp_path: Path) -> WorkerContext:
         datasets=DatasetStore(tmp_path / "datasets"),
         max_in_memory_bytes=2**30,
         checkpoints=tmp_path / "checkpoints",
+        budget=Budget(max_parameters=100_000_000, max_training_memory_mb=4096),
     )
 
 

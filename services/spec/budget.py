@@ -1,0 +1,86 @@
+"""Training budgets: a spec's parameter count and an estimate of one batch's training memory, against the limits.
+
+Checked at submission, so a model that would swap a worker or be killed by the kernel is a 422,
+and again by the worker before it allocates anything (the limits may have changed since).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import accumulate
+
+from services.errors import InvalidSpec
+from services.spec.model import JobSpec, OptimizerSpec
+from services.spec.shapes import infer_layers
+
+BYTES_PER_VALUE = 4  # float32 weights, gradients, optimizer state and activations
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most a job may need: KILN_MAX_PARAMETERS and KILN_MAX_TRAINING_MEMORY_MB."""
+
+    max_parameters: int
+    max_training_memory_mb: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a network needs up to (and including) one of its layers."""
+
+    parameters: int
+    memory_bytes: int  # weights, gradients, optimizer state, and one batch's activations
+
+    @property
+    def memory_mb(self) -> int:
+        return math.ceil(self.memory_bytes / 2**20)
+
+
+def optimizer_state_copies(optimizer: OptimizerSpec) -> int:
+    """Values torch's optimizer keeps per parameter: Adam's two moments, a momentum buffer, Adagrad's sums."""
+    if optimizer.name in ("adam", "adamw"):
+        return 2
+    if optimizer.name == "rmsprop":
+        return 2 if optimizer.momentum > 0 else 1  # the squares' average, and a momentum buffer
+    if optimizer.name == "adagrad":
+        return 1
+    return 1 if optimizer.momentum > 0 else 0  # plain SGD keeps nothing
+
+
+def footprints(spec: JobSpec) -> list[Footprint]:
+    """The running footprint layer by layer: entry i covers layers 0..i (the last entry is the whole network)."""
+    layers = infer_layers(spec.model)
+    values_per_parameter = 2 + optimizer_state_copies(spec.training.optimizer)  # the weight, its gradient, the state
+    batch = spec.training.batch_size
+    parameters = list(accumulate(layer.parameters for layer in layers))
+    activations = list(accumulate((layer.activations for layer in layers), initial=math.prod(spec.model.input_shape)))[1:]
+    return [Footprint(p, BYTES_PER_VALUE * (p * values_per_parameter + a * batch)) for p, a in zip(parameters, activations, strict=True)]
+
+
+def check_budget(spec: JobSpec, budget: Budget) -> Footprint:
+    """The whole network's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit."""
+    running = footprints(spec)
+    for index, (layer, reached) in enumerate(zip(spec.model.layers, running, strict=True)):
+        name = f"layer {index} ({layer.type})"
+        if reached.parameters > budget.max_parameters:
+            own = reached.parameters - (running[index - 1].parameters if index else 0)
+            message = f"{name}: {_parameters(own, reached.parameters, budget)}, over KILN_MAX_PARAMETERS={budget.max_parameters:,}"
+            raise InvalidSpec(message, field=f"model.layers[{index}]")
+        if reached.memory_mb > budget.max_training_memory_mb:
+            raise InvalidSpec(f"{name}: {_memory(spec, reached, budget)}", field=f"model.layers[{index}]")
+    return running[-1]
+
+
+def _parameters(own: int, reached: int, budget: Budget) -> str:
+    """The layer's own count when it alone is over; else the total it brings the model to."""
+    return f"{own:,} parameters" if own > budget.max_parameters else f"{own:,} parameters bring the model to {reached:,}"
+
+
+def _memory(spec: JobSpec, reached: Footprint, budget: Budget) -> str:
+    optimizer, batch = spec.training.optimizer.name, spec.training.batch_size
+    return (
+        f"training needs about {reached.memory_mb:,} MB by this layer (weights, gradients and {optimizer} state "
+        f"of {reached.parameters:,} parameters, activations of a batch of {batch}), "
+        f"over KILN_MAX_TRAINING_MEMORY_MB={budget.max_training_memory_mb:,}"
+    )
