@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 import re
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import render_error
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 from services.usecases.keys import KeyCache, allows
 
@@ -68,16 +68,18 @@ class AuthGate:
             except DATABASE_UNAVAILABLE as exc:
                 if not database_unavailable(exc):
                     raise
-                await _refuse(send, path, 503, "unavailable", "the registry database cannot be reached right now; try again shortly")
+                await _refuse(
+                    scope, receive, send, 503, "unavailable", "the registry database cannot be reached right now; try again shortly"
+                )
                 return
         if key is None:
             message = (
                 "a valid API key is required: send 'Authorization: Bearer <key>' (make run prints one; kiln-admin create-key mints more)"
             )
-            await _refuse(send, path, 401, "unauthorized", message)
+            await _refuse(scope, receive, send, 401, "unauthorized", message)
         elif not any(allows(key, s) for s in needed):
             wanted = " or ".join(sorted(needed))
-            await _refuse(send, path, 403, "forbidden", f"this key ({key.name}) lacks the {wanted!r} scope this route needs")
+            await _refuse(scope, receive, send, 403, "forbidden", f"this key ({key.name}) lacks the {wanted!r} scope this route needs")
         else:
             scope["kiln.key"] = key.name
             await self.app(scope, receive, send)
@@ -89,15 +91,6 @@ def _bearer(scope: Scope) -> str:
     return token.strip() if kind.lower() == "bearer" else ""
 
 
-async def _refuse(send: Send, path: str, status: int, code: str, message: str) -> None:
-    if path.startswith("/v2"):  # the Open Inference Protocol's error shape
-        body = orjson.dumps({"error": message})
-    else:
-        body = orjson.dumps({"error": {"code": code, "message": message, "field": "Authorization", "details": []}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="kiln"'))
-    elif status == 503:
-        headers.append((b"retry-after", b"2"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+    headers = {"WWW-Authenticate": 'Bearer realm="kiln"'} if status == 401 else {"Retry-After": "2"} if status == 503 else None
+    await render_error(scope, status, code, message, field="Authorization", headers=headers)(scope, receive, send)

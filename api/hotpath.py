@@ -9,12 +9,14 @@ same functions as everywhere else. Every other request goes to the FastAPI app u
 
 from __future__ import annotations
 
+import sys
+
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import DATABASE_UNAVAILABLE, database_error_response, http_error_response, kiln_error_response
+from api.errors import DATABASE_UNAVAILABLE, error_response, internal_error_response
 from services.errors import KilnError
 
 
@@ -52,12 +54,11 @@ class HotRoutes:
                 scope["path_params"], scope["route"], scope["app"] = params, route, self.owner
                 try:
                     response = await route.endpoint(Request(scope, receive))
-                except KilnError as exc:
-                    response = kiln_error_response(exc)
-                except HTTPException as exc:  # a chunked body over the size limit
-                    response = http_error_response(exc)
-                except DATABASE_UNAVAILABLE as exc:  # resolving a name the cache does not hold
-                    response = database_error_response(exc)
+                except (KilnError, HTTPException, *DATABASE_UNAVAILABLE) as exc:  # HTTPException: a chunked body over the limit
+                    response = error_response(scope, exc)
+                except Exception:
+                    scope["kiln.failure"] = sys.exc_info()  # the request middleware logs it once, with its request id
+                    response = internal_error_response(scope)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import json
+import logging
 import os
 import re
 import time
@@ -12,9 +12,11 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import internal_error_response, render_error
 from services.logs import RequestLog
 from services.metrics import ApiMetrics
 
+log = logging.getLogger("kiln.api")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 _UPLOADS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
 
@@ -24,14 +26,6 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than {limit} bytes")
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {"code": "payload_too_large", "message": f"the request body is larger than {limit} bytes",
-                                 "field": "body", "details": []}}).encode()  # fmt: skip
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
 
 
 class RequestMiddleware:
@@ -64,11 +58,13 @@ class RequestMiddleware:
             elif key == b"content-length":
                 declared = value
         request_id = given.decode() if _REQUEST_ID.match(given) else f"{self._id_prefix}-{next(self._ids):x}"
+        scope["kiln.request_id"] = request_id
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
@@ -76,12 +72,20 @@ class RequestMiddleware:
             capped = self._capped(scope)
             if capped and declared.isdigit() and int(declared) > self.max_body_bytes:  # refused before routing: no body read
                 status = 413
-                await _too_large(send_with_id, self.max_body_bytes)
+                message = f"the request body is larger than {self.max_body_bytes} bytes"
+                await render_error(scope, 413, "payload_too_large", message, field="body")(scope, receive, send_with_id)
             elif capped and not declared.isdigit():  # chunked: counted as it is read
                 await self.app(scope, self._counted(receive), send_with_id)
             else:  # a declared length was checked, and the server stops reading at it
                 await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # the safety net: logged once here, answered as JSON if nothing was sent yet
+            log.error("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id, exc_info=exc)
+            if not started_response:
+                await internal_error_response(scope)(scope, receive, send_with_id)
         finally:
+            failure = scope.pop("kiln.failure", None)
+            if failure is not None:  # caught by the hot path, which answered already
+                log.error("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id, exc_info=failure)
             self._record(scope, status, time.perf_counter() - started, request_id)
 
     def _capped(self, scope: Scope) -> bool:

@@ -35,32 +35,36 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     try:
         header = orjson.loads(body[:split])
     except (orjson.JSONDecodeError, ValueError) as err:
-        raise InvalidInput(f"the inference header is not valid JSON: {err}", field="body") from None
+        raise InvalidInput(f"body: the inference header is not valid JSON: {err}", field="body") from None
     if not isinstance(header, dict):
-        raise InvalidInput('expected a JSON object {"inputs": [...]}', field="body")
+        raise InvalidInput('body: expected a JSON object {"inputs": [...]}', field="body")
     _check_header(header)
     binary, offset, tensors = memoryview(body)[split:], 0, {}
     for index, item in enumerate(header["inputs"]):
         name, shape, dtype = item["name"], item["shape"], np.dtype(DATATYPES[item["datatype"]])
         count = math.prod(shape)
         size = (item.get("parameters") or {}).get("binary_data_size")
+        where = f"inputs[{index}]"
         if size is not None:
             expected = count * dtype.itemsize
             if type(size) is not int or size != expected:
-                raise InvalidInput(f"input {name!r}: binary_data_size must be {expected} bytes for shape {shape} {item['datatype']}, "
-                                   f"got {size!r}", field=f"inputs[{index}].parameters.binary_data_size")  # fmt: skip
+                raise InvalidInput(f"{where}.parameters.binary_data_size: expected {expected} bytes for shape {shape} "
+                                   f"{item['datatype']} of input {name!r}, got {size!r}",
+                                   field=f"{where}.parameters.binary_data_size")  # fmt: skip
             if offset + size > len(binary):
-                raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body",
+                raise InvalidInput(f"{where}.parameters.binary_data_size: input {name!r}'s {size} bytes run past the end of the body",
                                    field=f"inputs[{index}].parameters.binary_data_size")  # fmt: skip
             array = np.frombuffer(binary[offset : offset + size], dtype=dtype)
             offset += size
         else:
             if count > len(body):  # every JSON value takes at least one byte: such a shape cannot be filled
-                raise InvalidInput(f"input {name!r}: shape {shape} holds {count} values, more than the body can carry",
+                raise InvalidInput(f"{where}.shape: {shape} holds {count} values, more than the body can carry (input {name!r})",
                                    field=f"inputs[{index}].shape")  # fmt: skip
             array = _json_data(name, item.get("data"), dtype, field=f"inputs[{index}].data")
         if array.size != count:
-            raise InvalidInput(f"input {name!r}: {array.size} values do not fill shape {shape}", field=f"inputs[{index}].data")
+            raise InvalidInput(
+                f"{where}.data: {array.size} values do not fill shape {shape} (input {name!r})", field=f"inputs[{index}].data"
+            )
         tensors[name] = array.reshape(shape)
     return header, tensors
 
@@ -69,7 +73,7 @@ def _check_header(header: dict[str, Any]) -> None:
     """Raise InvalidInput, naming the field, unless the header has the protocol's shape."""
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise InvalidInput("an inference request needs a non-empty 'inputs' list of tensor objects", field="inputs")
+        raise InvalidInput("inputs: an inference request needs a non-empty list of tensor objects", field="inputs")
     _check_parameters(header, "parameters")
     seen: set[str] = set()
     for index, item in enumerate(inputs):
@@ -120,15 +124,17 @@ def _kind(value: Any) -> str:
 
 def _json_data(name: str, data: Any, dtype: np.dtype, *, field: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of {dtype.name} values, got {_kind(data)}", field=field)
+        raise InvalidInput(
+            f"{field}: expected a flat or nested list of {dtype.name} values for input {name!r}, got {_kind(data)}", field=field
+        )
     try:
         array = np.asarray(data, dtype=dtype).reshape(-1)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of {dtype.name} values", field=field) from None
+        raise InvalidInput(f"{field}: expected a flat or nested list of {dtype.name} values for input {name!r}", field=field) from None
     if dtype.kind != "b" and holds_boolean(data):
-        raise InvalidInput(f"input {name!r}: 'data' holds booleans where {dtype.name} numbers are expected", field=field)
+        raise InvalidInput(f"{field}: input {name!r} holds booleans where {dtype.name} numbers are expected", field=field)
     if dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput(f"input {name!r}: 'data' must be finite numbers (no NaN or Infinity)", field=field)
+        raise InvalidInput(f"{field}: input {name!r} must hold finite numbers (no NaN or Infinity)", field=field)
     return array
 
 

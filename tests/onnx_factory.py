@@ -44,3 +44,12 @@ def malformed() -> bytes:
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])
     graph = helper.make_graph([helper.make_node("Add", ["input", "nowhere"], ["output"])], "bad", [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def add_two(width: int) -> bytes:
+    """Two inputs, (N, width) `a` and `b` -> a + b: a model v1 must address by input name."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", width])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", width])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "add_two", [a, b], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from api.deps import ContextDep, context
-from api.errors import status_for
+from api.errors import error_response
 from api.hotpath import read_body
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
@@ -23,27 +21,6 @@ from services.usecases.models import list_versions
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
 
-def _error(exc: KilnError | HTTPException) -> JSONResponse:
-    """The protocol answers bad input with a 400; a missing model stays a 404 and an oversized body a 413."""
-    if isinstance(exc, HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
-    status = status_for(exc)
-    return JSONResponse({"error": exc.message}, status_code=400 if status == 422 else status)
-
-
-def v2_errors(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """The protocol's error shape, {"error": "..."}, instead of Kiln's v1 one."""
-
-    @wraps(handler)
-    async def wrapped(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return await handler(*args, **kwargs)
-        except (KilnError, HTTPException) as exc:
-            return _error(exc)
-
-    return wrapped
-
-
 def _version_number(version: str) -> int:
     if not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
         raise NotFound(f"no version {version!r}: versions are numbers from 1")
@@ -51,11 +28,16 @@ def _version_number(version: str) -> int:
 
 
 def _resolve(ctx: ContextDep, name: str, version: str | None) -> ModelVersion:
+    """For the metadata routes, which FastAPI runs on a thread (plain `def`): a miss queries the registry there."""
     return ctx.predictor.resolve(name, version=_version_number(version) if version is not None else None)
 
 
+async def _resolve_async(ctx: ContextDep, name: str, version: str | None) -> ModelVersion:
+    return await ctx.predictor.resolve_async(name, version=_version_number(version) if version is not None else None)
+
+
 @router.get("")
-async def read_server(ctx: ContextDep) -> dict[str, Any]:
+async def read_server() -> dict[str, Any]:
     """Server metadata."""
     return {"name": "kiln", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
@@ -87,8 +69,7 @@ def _metadata(ctx: ContextDep, version: ModelVersion, versions: list[str]) -> di
 
 
 @router.get("/models/{name}")
-@v2_errors
-async def read_model(name: str, ctx: ContextDep) -> Response:
+def read_model(name: str, ctx: ContextDep) -> Response:
     """Metadata of the default version (alias `production`, else the latest), listing every version."""
     version = _resolve(ctx, name, None)
     versions = [str(v.version) for v in list_versions(name, uow_factory=ctx.uow_factory)]
@@ -96,47 +77,43 @@ async def read_model(name: str, ctx: ContextDep) -> Response:
 
 
 @router.get("/models/{name}/versions/{version}")
-@v2_errors
-async def read_model_version(name: str, version: str, ctx: ContextDep) -> Response:
+def read_model_version(name: str, version: str, ctx: ContextDep) -> Response:
     found = _resolve(ctx, name, version)
     return JSONResponse(_metadata(ctx, found, [version]))
 
 
 @router.get("/models/{name}/ready", response_class=Response, responses=NO_BODY)
-@v2_errors
-async def read_model_ready(name: str, ctx: ContextDep) -> Response:
+def read_model_ready(name: str, ctx: ContextDep) -> Response:
     ctx.predictor.model(_resolve(ctx, name, None))  # loads the session if it is not loaded yet
     return Response(status_code=200)
 
 
 @router.get("/models/{name}/versions/{version}/ready", response_class=Response, responses=NO_BODY)
-@v2_errors
-async def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Response:
+def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Response:
     ctx.predictor.model(_resolve(ctx, name, version))
     return Response(status_code=200)
 
 
 async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
     header, feeds = parse_request(await read_body(request), request.headers.get(HEADER_LENGTH))
+    model = await ctx.predictor.model_async(found)
     result = await ctx.predictor.infer(found, feeds)
     ctx.metrics.observe_inference(found, result)
-    names = [t.name for t in ctx.predictor.model(found).signature.outputs]
+    names = [t.name for t in model.signature.outputs]
     reply = {"model_name": found.model_name, "model_version": str(found.version)} | ({"id": header["id"]} if "id" in header else {})
     body, headers = encode_response(reply, dict(zip(names, result.outputs, strict=True)), header)
     return Response(body, headers=headers)
 
 
 @router.post("/models/{name}/infer")
-@v2_errors
 async def infer(name: str, request: Request, ctx: ContextDep) -> Response:
     """Infer with the default version: JSON tensors, or the binary tensor extension."""
-    return await _infer(request, ctx, _resolve(ctx, name, None))
+    return await _infer(request, ctx, await _resolve_async(ctx, name, None))
 
 
 @router.post("/models/{name}/versions/{version}/infer")
-@v2_errors
 async def infer_version(name: str, version: str, request: Request, ctx: ContextDep) -> Response:
-    return await _infer(request, ctx, _resolve(ctx, name, version))
+    return await _infer(request, ctx, await _resolve_async(ctx, name, version))
 
 
 def _fast(path: str, versioned: bool) -> Route:
@@ -145,10 +122,10 @@ def _fast(path: str, versioned: bool) -> Route:
     async def endpoint(request: Request) -> Response:
         ctx, params = context(request), request.path_params
         try:
-            found = _resolve(ctx, params["name"], params["version"] if versioned else None)
+            found = await _resolve_async(ctx, params["name"], params["version"] if versioned else None)
             return await _infer(request, ctx, found)
         except (KilnError, HTTPException) as exc:
-            return _error(exc)
+            return error_response(request.scope, exc)
 
     return Route(path, endpoint, methods=["POST"])
 

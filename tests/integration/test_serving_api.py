@@ -158,8 +158,8 @@ def test_v2_errors_are_json_with_an_error_field(client: TestClient, path: str, b
     [
         ("-5", 12, "must be a byte count"),
         ("99999", 12, "must be a byte count"),
-        (None, 8, "binary_data_size must be 12 bytes"),
-        (None, "12", "binary_data_size must be 12 bytes"),
+        (None, 8, "binary_data_size: expected 12 bytes"),
+        (None, "12", "binary_data_size: expected 12 bytes"),
     ],
 )
 def test_v2_binary_sizes_are_checked(client: TestClient, header_length: str | None, size: object, message: str) -> None:
