@@ -53,3 +53,31 @@ def add_two(width: int) -> bytes:
     y = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", width])
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "add_two", [a, b], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def unknown_op(domain: str = "kiln.test") -> bytes:
+    """A valid graph whose one node is `NoSuchOp` of `domain`: the checker passes a custom domain, onnxruntime cannot run it."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["input"], ["output"], domain=domain)], "unknown", [x], [y])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+def split_sum_and_difference(width: int) -> bytes:
+    """Two inputs and two outputs: (N, width) `a`, `b` -> `sum` a + b and `difference` a - b."""
+    a, b = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("a", "b"))
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("sum", "difference")]
+    nodes = [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Sub", ["a", "b"], ["difference"])]
+    graph = helper.make_graph(nodes, "sum_and_difference", [a, b], outs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def reshape_to(target: list[int], width: int) -> bytes:
+    """(N, width) -> Reshape to the fixed `target`: loads, but runs only when N * width fits it."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, target)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [len(target)], target)
+    graph = helper.make_graph([helper.make_node("Reshape", ["input", "shape"], ["output"])], "reshape", [x], [y], [shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+

@@ -62,7 +62,8 @@ async def create_version(name: str, request: Request, ctx: ContextDep, response:
     try:
         received, fields = await receive_upload(request, target=target, max_bytes=ctx.settings.max_model_mb * 2**20)
         labels = _labels(fields.get("labels"))
-        version = await run_in_threadpool(register_onnx, name, received, labels=labels, uow_factory=ctx.uow_factory, store=ctx.store)
+        version = await run_in_threadpool(register_onnx, name, received, labels=labels, uow_factory=ctx.uow_factory, store=ctx.store,
+                                          load_timeout_s=ctx.settings.onnx_load_timeout_s)  # fmt: skip
     finally:
         ctx.datasets.remove(target.parent)
     response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"

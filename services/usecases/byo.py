@@ -12,8 +12,7 @@ from onnx.external_data_helper import uses_external_data
 from services.errors import InvalidInput
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import ModelVersion, NewVersion
-from services.serving.sessions import load_session
-from services.serving.signature import read_signature
+from services.serving.onnx_probe import probe_onnx, unknown_op
 from services.usecases.datasets import ReceivedFile
 from services.usecases.jobs import UowFactory
 from services.usecases.models import get_version
@@ -45,23 +44,25 @@ def check_onnx(path: Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
-        raise InvalidInput(f"the ONNX graph is malformed: {str(err).splitlines()[0]}", field="file") from None
+        message = unknown_op(str(err)) or f"the ONNX graph is malformed: {str(err).splitlines()[0]}"
+        raise InvalidInput(message, field="file") from None
     return model
 
 
 def register_onnx(name: str, received: ReceivedFile, *, labels: list[str] | None, uow_factory: UowFactory,
-                  store: LocalArtifactStore) -> ModelVersion:  # fmt: skip
-    """Check, store and register an uploaded ONNX file as the next version of `name`."""
+                  store: LocalArtifactStore, load_timeout_s: float) -> ModelVersion:  # fmt: skip
+    """Check, prove servable, store and register an uploaded ONNX file as the next version of `name`.
+
+    Blocking (a child process loads and runs the model, for up to `load_timeout_s`): call it off the event loop.
+    Nothing is stored before onnxruntime has run the model, so a refused file leaves nothing behind.
+    """
     if not MODEL_NAME.match(name):
         raise InvalidInput("a model name is letters, digits, '.', '_' and '-', starting with a letter or digit", field="name")
     check_onnx(received.path)
-    try:
-        signature = read_signature(load_session(received.path))
-    except Exception as err:  # onnxruntime refuses what the checker let through (an unsupported op, say)
-        raise InvalidInput(f"onnxruntime cannot load the model: {str(err).splitlines()[0]}", field="file") from None
+    signature = probe_onnx(received.path, timeout_s=load_timeout_s)
     stored = store.put(received.path)
     new = NewVersion(
-        model_name=name, job_id=None, artifact_sha256=stored.sha256, artifact_size=stored.size, signature=signature.to_dict(),
+        model_name=name, job_id=None, artifact_sha256=stored.sha256, artifact_size=stored.size, signature=signature,
         metrics={}, spec={}, hyperparameters={}, dataset={"source": "upload", "filename": received.filename}, labels=labels,
     )  # fmt: skip
     try:
