@@ -80,4 +80,3 @@ def reshape_to(target: list[int], width: int) -> bytes:
     shape = helper.make_tensor("shape", TensorProto.INT64, [len(target)], target)
     graph = helper.make_graph([helper.make_node("Reshape", ["input", "shape"], ["output"])], "reshape", [x], [y], [shape])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
