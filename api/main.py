@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="kiln-infer")
     predictor = Predictor(
         uow_factory=uow_factory, sessions=sessions, executor=executor, ttl_s=settings.resolve_cache_s,
-        defaults=BatchingDefaults(settings.max_batch_size, settings.max_queue_delay_ms),
+        defaults=BatchingDefaults(settings.max_batch_size, settings.max_queue_delay_ms, max_queued_rows=settings.max_queued_rows),
     )  # fmt: skip
     context = ApiContext(
         settings=settings, engine=engine, uow_factory=uow_factory, celery=celery, dispatcher=CeleryDispatcher(celery),

@@ -50,6 +50,13 @@ class Unavailable(KilnError):
     code = "unavailable"
 
 
+class Overloaded(Unavailable):
+    """A model already holds KILN_MAX_QUEUED_ROWS rows: a 503 to retry after `retry_after_s`, not a pile-up."""
+
+    code = "overloaded"
+    retry_after_s = 1
+
+
 class TrainingFailed(KilnError):
     """Training, export or the parity check failed; the message is shown on the job."""
 

@@ -80,3 +80,26 @@ def reshape_to(target: list[int], width: int) -> bytes:
     shape = helper.make_tensor("shape", TensorProto.INT64, [len(target)], target)
     graph = helper.make_graph([helper.make_node("Reshape", ["input", "shape"], ["output"])], "reshape", [x], [y], [shape])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def sequence_sum() -> bytes:
+    """(N, T) float32 -> (N, 1), the sum over a sequence of any length: each length is its own batch shape."""
+    x = helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "time"])
+    y = helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", 1])
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["tokens", "axes"], ["total"], keepdims=1)], "sum", [x], [y], [axes])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def slow_tower(width: int = 256, depth: int = 200) -> bytes:
+    """(N, width) -> tanh(... tanh(x @ W) ... @ W), `depth` times over one shared weight: milliseconds a row, in a small file."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, width**-0.5, (width, width)).astype(np.float32), "W")
+    nodes, last = [], "input"
+    for i in range(depth):
+        nodes += [helper.make_node("MatMul", [last, "W"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
+        last = f"t{i}"
+    nodes.append(helper.make_node("Identity", [last], ["output"]))
+    graph = helper.make_graph(nodes, "slow_tower", [x], [y], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()

@@ -66,6 +66,7 @@ async def create_version(name: str, request: Request, ctx: ContextDep, response:
                                           load_timeout_s=ctx.settings.onnx_load_timeout_s)  # fmt: skip
     finally:
         ctx.datasets.remove(target.parent)
+    ctx.predictor.forget(name)  # a miss remembered a moment ago would hide the new version for KILN_RESOLVE_CACHE_S
     response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
     return VersionPublic.of(version, {})
 
@@ -93,7 +94,7 @@ def read_version(name: str, version: VersionNumber, ctx: ContextDep) -> VersionP
 def update_version(name: str, version: VersionNumber, body: ServingUpdate, ctx: ContextDep) -> VersionPublic:
     """Override this version's dynamic batching (`max_batch_size`, `max_queue_delay_ms`)."""
     updated = set_serving(name, version, body.model_dump(exclude_none=True), uow_factory=ctx.uow_factory)
-    ctx.predictor.forget(name, updated.artifact_sha256)
+    ctx.predictor.forget(name)
     return VersionPublic.of(updated, model_aliases(name, uow_factory=ctx.uow_factory)[1])
 
 

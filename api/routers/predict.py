@@ -34,7 +34,7 @@ async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> 
         raise InvalidInput(f"the body is not valid JSON: {err}", field="body") from None
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
-    model = ctx.predictor.model(version)
+    model = await ctx.predictor.model_async(version)
     result = await ctx.predictor.infer(version, input_feeds(body["inputs"], version, model))
     outputs = result.outputs[0]
     ctx.metrics.observe_inference(version, result)
@@ -47,21 +47,21 @@ async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> 
 async def predict_default(name: str, request: Request) -> Response:
     """Predict with the version aliased `production`, else the latest."""
     ctx = context(request)
-    return await _predict(request, ctx, ctx.predictor.resolve(name))
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(name))
 
 
 @router.post("/{name}/versions/{version}/predict", response_model=PredictResponse, openapi_extra=OPENAPI)
 async def predict_version(name: str, version: VersionNumber, request: Request) -> Response:
     """Predict with one version."""
     ctx = context(request)
-    return await _predict(request, ctx, ctx.predictor.resolve(name, version=version))
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(name, version=version))
 
 
 @router.post("/{name}/aliases/{alias}/predict", response_model=PredictResponse, openapi_extra=OPENAPI)
 async def predict_alias(name: str, alias: str, request: Request) -> Response:
     """Predict with the version an alias points at."""
     ctx = context(request)
-    return await _predict(request, ctx, ctx.predictor.resolve(name, alias=alias))
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(name, alias=alias))
 
 
 def _fast(handler: Callable[[Request, ApiContext, dict[str, Any]], Awaitable[Response]], path: str) -> Route:
@@ -77,18 +77,18 @@ def _fast(handler: Callable[[Request, ApiContext, dict[str, Any]], Awaitable[Res
     return Route(path, endpoint, methods=["POST"])
 
 
-def _by_default(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Awaitable[Response]:
-    return _predict(request, ctx, ctx.predictor.resolve(params["name"]))
+async def _by_default(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Response:
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(params["name"]))
 
 
-def _by_version(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Awaitable[Response]:
+async def _by_version(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Response:
     if not 1 <= params["version"] <= MAX_VERSION:
         raise InvalidInput(f"version: expected a number from 1 to {MAX_VERSION}", field="version")
-    return _predict(request, ctx, ctx.predictor.resolve(params["name"], version=params["version"]))
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(params["name"], version=params["version"]))
 
 
-def _by_alias(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Awaitable[Response]:
-    return _predict(request, ctx, ctx.predictor.resolve(params["name"], alias=params["alias"]))
+async def _by_alias(request: Request, ctx: ApiContext, params: dict[str, Any]) -> Response:
+    return await _predict(request, ctx, await ctx.predictor.resolve_async(params["name"], alias=params["alias"]))
 
 
 FAST_ROUTES = [

@@ -5,6 +5,10 @@ it can join; if none did, it runs at once on the event loop, and a lone client p
 and no thread hand-off. Otherwise requests queue up and run together (up to `max_batch_size`
 rows) in the executor, after waiting at most `max_queue_delay_s` from the oldest one for the
 batch to fill; requests that arrive during a run join the next one.
+
+The rows a model holds (queued or running) are counted in a `QueueBudget` that all its batchers
+share; a request that would take it past its limit is refused with `Overloaded` (a 503), so a flood
+on one model never becomes an unbounded queue.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from services.errors import Overloaded
 
 Feeds = dict[str, np.ndarray]
 YIELD_STREAK = 32
@@ -32,6 +38,14 @@ class _Pending:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(eq=False)
+class QueueBudget:
+    """Rows queued or running for one model, shared by its batchers (one per input shape)."""
+
+    limit: int  # KILN_MAX_QUEUED_ROWS
+    rows: int = 0
+
+
 @dataclass(frozen=True)
 class BatchResult:
     outputs: list[np.ndarray]
@@ -41,8 +55,11 @@ class BatchResult:
 
 
 class DynamicBatcher:
-    def __init__(self, run: Runner, *, max_batch_size: int, max_queue_delay_s: float, executor: Executor) -> None:
+    def __init__(self, run: Runner, *, max_batch_size: int, max_queue_delay_s: float, executor: Executor,
+                 budget: QueueBudget | None = None) -> None:  # fmt: skip
         self.run, self.max_batch_size, self.max_queue_delay_s, self.executor = run, max_batch_size, max_queue_delay_s, executor
+        self.budget = budget or QueueBudget(limit=2**62)
+        self.last_used = time.monotonic()  # when a request last came: idle batchers are dropped (see Predictor)
         self._queue: deque[_Pending] = deque()
         self._busy = False
         # Yielding costs a loop turn (~10 us): after YIELD_STREAK idle turns in a row nobody joined,
@@ -50,8 +67,27 @@ class DynamicBatcher:
         self._lonely_streak = 0
         self._calls = 0
 
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._queue
+
     async def submit(self, feeds: Feeds) -> BatchResult:
-        rows = len(next(iter(feeds.values())))
+        """Run `feeds` with whatever else is queued, or raise Overloaded when the model's budget is spent.
+
+        A request that finds nothing held is always taken, however many rows it has (the body limit caps it).
+        """
+        rows, budget = len(next(iter(feeds.values()))), self.budget
+        if budget.rows and budget.rows + rows > budget.limit:
+            raise Overloaded(f"this model already holds {budget.rows} rows in its queue (KILN_MAX_QUEUED_ROWS="
+                             f"{budget.limit}): try again in a moment")  # fmt: skip
+        budget.rows += rows
+        self.last_used = time.monotonic()
+        try:
+            return await self._submit(feeds, rows)
+        finally:
+            budget.rows -= rows
+
+    async def _submit(self, feeds: Feeds, rows: int) -> BatchResult:
         pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         if not self._busy:

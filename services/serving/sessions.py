@@ -58,12 +58,19 @@ class OnnxSessionCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sha256: str) -> LoadedModel:
+    def cached(self, sha256: str) -> LoadedModel | None:
+        """The loaded model, or None if it is not loaded (never loads: safe on the event loop)."""
         with self._lock:
             model = self._models.get(sha256)
             if model is not None:
                 self._models.move_to_end(sha256)
-                return model
+            return model
+
+    def get(self, sha256: str) -> LoadedModel:
+        """The loaded model, loading and warming it on a miss (this blocks: call it off the event loop)."""
+        model = self.cached(sha256)
+        if model is not None:
+            return model
         loaded = self._load(sha256)  # outside the lock: loading one model must not stall the others
         with self._lock:
             model = self._models.setdefault(sha256, loaded)

@@ -8,8 +8,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
-from services.serving.batcher import DynamicBatcher
+from services.errors import Overloaded, Unavailable
+from services.serving.batcher import BatchResult, DynamicBatcher, QueueBudget
 
 
 class SlowDouble:
@@ -106,3 +108,80 @@ def test_after_a_long_lonely_spell_a_burst_is_still_batched() -> None:
 
     asyncio.run(main())
     assert sum(run.batches) == 40 and max(run.batches) > 1  # an occasional probe finds the crowd
+
+
+class Gated:
+    """Doubles its input once `gate` is set, so a test decides when a run ends; `started` says one began."""
+
+    def __init__(self) -> None:
+        self.gate, self.started = threading.Event(), threading.Event()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.started.set()
+        if not self.gate.wait(10):
+            raise RuntimeError("the test never opened the gate")
+        return [feeds["x"] * 2]
+
+
+async def _held(batcher: DynamicBatcher, run: Gated, *row_counts: int) -> list[asyncio.Task[BatchResult]]:
+    """Requests submitted together (so they run on the executor, not the loop) and held there by the gate."""
+    held = [asyncio.ensure_future(batcher.submit({"x": np.ones((n, 1), np.float32)})) for n in row_counts]
+    while not run.started.is_set():
+        await asyncio.sleep(0)
+    return held
+
+
+def test_a_model_holding_its_limit_refuses_more_until_it_drains() -> None:
+    run, budget = Gated(), QueueBudget(limit=4)
+    batcher = DynamicBatcher(run, max_batch_size=64, max_queue_delay_s=0.0, executor=ThreadPoolExecutor(1), budget=budget)
+
+    async def main() -> None:
+        held = await _held(batcher, run, 2, 2)
+        assert budget.rows == 4
+        with pytest.raises(Overloaded, match="KILN_MAX_QUEUED_ROWS=4") as refused:
+            await batcher.submit({"x": np.ones((1, 1), np.float32)})
+        assert isinstance(refused.value, Unavailable) and refused.value.code == "overloaded" and refused.value.retry_after_s >= 1
+        run.gate.set()
+        assert [r.batch_rows for r in await asyncio.gather(*held)] == [4, 4]
+        assert budget.rows == 0 and batcher.idle
+        assert (await batcher.submit({"x": np.ones((3, 1), np.float32)})).batch_rows == 3  # taken again once drained
+
+    asyncio.run(main())
+
+
+def test_a_request_over_the_limit_is_taken_when_nothing_is_held() -> None:
+    batcher = _batcher(SlowDouble(0.0))
+    batcher.budget.limit = 2
+    result = asyncio.run(batcher.submit({"x": np.ones((5, 1), np.float32)}))
+    assert result.batch_rows == 5 and batcher.budget.rows == 0
+
+
+def test_batchers_sharing_a_budget_count_each_others_rows() -> None:
+    run, budget = Gated(), QueueBudget(limit=3)
+    pool = ThreadPoolExecutor(1)
+    wide, narrow = (DynamicBatcher(run, max_batch_size=64, max_queue_delay_s=0.0, executor=pool, budget=budget) for _ in range(2))
+
+    async def main() -> None:
+        held = await _held(wide, run, 1, 2)
+        with pytest.raises(Overloaded):
+            await narrow.submit({"x": np.ones((1, 1), np.float32)})
+        run.gate.set()
+        await asyncio.gather(*held)
+        assert budget.rows == 0
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_request_gives_its_rows_back() -> None:
+    run, budget = Gated(), QueueBudget(limit=10)
+    batcher = DynamicBatcher(run, max_batch_size=64, max_queue_delay_s=0.0, executor=ThreadPoolExecutor(1), budget=budget)
+
+    async def main() -> None:
+        held = await _held(batcher, run, 3, 3)
+        for request in held:
+            request.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        assert budget.rows == 0
+        run.gate.set()
+
+    asyncio.run(main())
