@@ -45,20 +45,20 @@ def test_a_revoked_key_stops_working_within_the_auth_cache(kiln: dict) -> None:
 
 def _post_at_once(url: str, headers: dict[str, str], body: dict[str, Any], n: int) -> list[httpx.Response]:
     """`n` POST /v1/jobs with the same headers and body, released together from threads of their own."""
-    gate, responses = threading.Barrier(n), [None] * n
+    gate, responses = threading.Barrier(n), dict[int, httpx.Response]()
 
     def post(i: int) -> None:
         with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             client.get("/healthz")  # connected before the gate opens
             gate.wait()
-            responses[i] = client.post("/v1/jobs", json=body)  # type: ignore[call-overload]
+            responses[i] = client.post("/v1/jobs", json=body)
 
     threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return responses  # type: ignore[return-value]
+    return [responses[i] for i in range(n)]
 
 
 def test_concurrent_requests_with_one_idempotency_key_make_one_job(kiln: dict) -> None:
