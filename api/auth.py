@@ -1,6 +1,6 @@
 """API keys on every route but health, docs and metrics: 401 without a valid key, 403 without the scope.
 
-One table says what each route needs, so the whole policy reads in one place:
+The route table (api.routes) says what each route needs, so the whole policy reads in one place:
 - `predict`: POST .../predict and .../infer (and the v2 metadata a Triton client reads first);
 - `train`: submitting and cancelling jobs, uploading and deleting datasets, uploading ONNX versions;
 - `admin`: moving aliases and changing a version's serving options; admin keys may do anything;
@@ -12,39 +12,32 @@ working within it and a predict does not pay a database round trip.
 from __future__ import annotations
 
 import functools
-import re
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import render_error
+from api.routes import ADMIN, METADATA, READ, matching, on_path
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 from services.usecases.keys import KeyCache, allows
 
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-                    "/v2/health/live", "/v2/health/ready"})  # fmt: skip
-_NAME = r"[^/]+"
-# (methods, path pattern, scopes any one of which is enough); the first match wins, then GET/HEAD need `read`.
-RULES: list[tuple[frozenset[str], re.Pattern[str], frozenset[str]]] = [
-    (frozenset({"POST"}), re.compile(rf"^/v1/models/{_NAME}(/versions/{_NAME}|/aliases/{_NAME})?/predict$"), frozenset({"predict"})),
-    (frozenset({"POST"}), re.compile(rf"^/v2/models/{_NAME}(/versions/{_NAME})?/infer$"), frozenset({"predict"})),
-    (frozenset({"GET", "HEAD"}), re.compile(r"^/v2(/.*)?$"), frozenset({"predict", "read"})),
-    (frozenset({"POST"}), re.compile(rf"^/v1/jobs(/{_NAME}/cancel)?/?$"), frozenset({"train"})),
-    (frozenset({"POST", "DELETE"}), re.compile(rf"^/v1/datasets(/{_NAME})?/?$"), frozenset({"train"})),
-    (frozenset({"POST"}), re.compile(rf"^/v1/models/{_NAME}/versions/?$"), frozenset({"train"})),
-    (frozenset({"GET", "HEAD"}), re.compile(r"^/.*$"), frozenset({"read"})),
-]
 
-
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def required_scopes(method: str, path: str) -> frozenset[str] | None:
-    """The scopes one of which a request needs; None for public routes."""
-    if path in PUBLIC:
+    """The scopes one of which a request needs; None for public routes (the table in api.routes says which).
+
+    A request no route serves (a 404 or 405 to come) is public on a public path, else needs `read` to GET
+    (under /v2, `predict` does too, as for the protocol's other reads) and `admin` for anything else.
+    """
+    spec = matching(method, path)
+    if spec is not None:
+        return spec.scopes
+    known = on_path(path)
+    if known and all(s.scopes is None for s in known):
         return None
-    for methods, pattern, scopes in RULES:
-        if method in methods and pattern.match(path):
-            return scopes
-    return frozenset({"admin"})
+    if method in ("GET", "HEAD"):
+        return METADATA if path == "/v2" or path.startswith("/v2/") else READ
+    return ADMIN
 
 
 class AuthGate:

@@ -19,6 +19,7 @@ from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
 from api.middleware import RequestMiddleware
 from api.routers import datasets, health, jobs, models, predict, v2
+from api.routes import hot_routes
 from services.config import Settings
 from services.data.store import DatasetStore
 from services.logs import RequestLog, configure_logging
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     app.include_router(models.router)
     app.include_router(health.router)
     # Outermost: the request middleware, then the prediction routes, then FastAPI's own stack.
-    hot = HotRoutes(predict.FAST_ROUTES + v2.FAST_ROUTES, app=super(KilnApp, app).__call__, owner=app)
+    hot = HotRoutes(hot_routes(predict.FAST_ROUTES + v2.FAST_ROUTES), app=super(KilnApp, app).__call__, owner=app)
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF (KILN_AUTH_DISABLED=true): anyone who can reach port %d can train, predict, read "
                     "and change aliases. Use this on your own machine only.", settings.port)  # fmt: skip
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> KilnApp:
 
 
 def _with_bearer_auth(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, saying that every route but the public ones takes a bearer API key."""
+    """The OpenAPI document, saying from the route table which routes take a bearer API key, and with which scopes."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = {
@@ -93,8 +94,10 @@ def _with_bearer_auth(app: FastAPI) -> dict[str, Any]:
         }
         for path, operations in schema["paths"].items():
             for method, operation in operations.items():
-                if required_scopes(method.upper(), path) is not None:
+                scopes = required_scopes(method.upper(), path)  # a template matches its own table entry
+                if scopes is not None:
                     operation["security"] = [{"apiKey": []}]
+                    operation["x-kiln-scopes"] = sorted(scopes)  # any one is enough; admin keys may do anything
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -13,12 +13,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import internal_error_response, render_error
+from api.routes import BODY_METHODS, matching
 from services.logs import RequestLog
 from services.metrics import ApiMetrics
 
 log = logging.getLogger("kiln.api")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
-_UPLOADS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
 
 
 class BodyTooLarge(HTTPException):
@@ -89,7 +89,11 @@ class RequestMiddleware:
             self._record(scope, status, time.perf_counter() - started, request_id)
 
     def _capped(self, scope: Scope) -> bool:
-        return scope["method"] in ("POST", "PUT", "PATCH") and not _UPLOADS.match(scope["path"])
+        """Whether the body counts against `max_body_bytes`: every body but the uploads the route table exempts."""
+        if scope["method"] not in BODY_METHODS:
+            return False
+        spec = matching(scope["method"], scope["path"])
+        return spec is None or spec.capped
 
     def _counted(self, receive: Receive) -> Receive:
         """`receive`, stopping at `max_body_bytes` (uploads stream to disk and keep limits of their own)."""
