@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from api.v2_codec import DATATYPES, MAX_RANK
 from services.data.catalogue import DatasetInfo
 from services.registry.entities import DatasetRecord, Job, JobState, ModelSummary, ModelVersion
 
@@ -179,3 +180,87 @@ class DatasetPublic(BaseModel):
 class DatasetsPublic(BaseModel):
     data: list[DatasetPublic]
     count: int
+
+
+# The Open Inference Protocol v2 infer bodies. The hot path parses them itself (api.v2_codec); these
+# models document them in OpenAPI, so clients and schemathesis see their exact shape.
+_PARAMETERS = Field(default=None, description="Free-form parameters, such as binary_data_size or binary_data_output.")
+_DATATYPE = Field(description="The tensor's element type.", json_schema_extra={"enum": list(DATATYPES)})
+_SHAPE = Field(description="The size of each dimension, outermost first.", max_length=MAX_RANK)
+
+
+class RequestInput(BaseModel):
+    name: str = Field(min_length=1, description="The model input this tensor feeds.")
+    shape: list[Annotated[int, Field(ge=0)]] = _SHAPE
+    datatype: str = _DATATYPE
+    parameters: dict[str, Any] | None = _PARAMETERS
+    data: list[Any] = Field(description="The values, flat or nested, in row-major order (binary tensors follow the JSON header instead).")
+
+
+class RequestOutput(BaseModel):
+    name: str = Field(description="A model output to return; by default every output is returned.")
+    parameters: dict[str, Any] | None = _PARAMETERS
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = Field(default=None, description="Echoed in the response.")
+    parameters: dict[str, Any] | None = _PARAMETERS
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int] = _SHAPE
+    datatype: str = _DATATYPE
+    parameters: dict[str, Any] | None = _PARAMETERS
+    data: list[Any] | None = Field(default=None, description="The values, flat in row-major order (absent for binary data).")
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = _PARAMETERS
+    outputs: list[ResponseOutput]
+
+
+class InferenceError(BaseModel):
+    error: str
+    request_id: str | None = None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its nested models inlined: an OpenAPI $ref resolves from the document's root."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(value) for value in node] if isinstance(node, list) else node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
+def _v2_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": inline_schema(InferenceError)}}}
+
+
+V2_INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {"content": {"application/json": {"schema": inline_schema(InferenceRequest)}}, "required": True},
+    "responses": {
+        "200": {
+            "description": "The outputs: JSON, or with binary_data the JSON header then the raw tensors (Inference-Header-Content-Length).",
+            "content": {
+                "application/json": {"schema": inline_schema(InferenceResponse)},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },  # fmt: skip
+        "400": _v2_error("The body does not fit the protocol or the model's inputs; the message names the field."),
+        "404": _v2_error("No such model or version."),
+    },
+}

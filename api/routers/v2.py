@@ -13,6 +13,7 @@ from starlette.routing import Route
 from api.deps import ContextDep, context
 from api.errors import error_response
 from api.hotpath import read_body
+from api.schemas import V2_INFER_OPENAPI
 from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import MAX_VERSION, ModelVersion
@@ -105,13 +106,13 @@ async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Resp
     return Response(body, headers=headers)
 
 
-@router.post("/models/{name}/infer")
+@router.post("/models/{name}/infer", openapi_extra=V2_INFER_OPENAPI)
 async def infer(name: str, request: Request, ctx: ContextDep) -> Response:
     """Infer with the default version: JSON tensors, or the binary tensor extension."""
     return await _infer(request, ctx, await _resolve_async(ctx, name, None))
 
 
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=V2_INFER_OPENAPI)
 async def infer_version(name: str, version: str, request: Request, ctx: ContextDep) -> Response:
     return await _infer(request, ctx, await _resolve_async(ctx, name, version))
 
