@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from services.errors import InvalidInput, Overloaded, PayloadTooLarge
 from services.registry.entities import JobState, ModelVersion
 from services.serving.batcher import BatchResult
 
@@ -115,6 +116,11 @@ class ApiMetrics:
     def render(self) -> bytes:
         return exposition(self.registry, self.scrape_time)
 
+    def observe_failure(self, version: ModelVersion, exc: BaseException) -> None:
+        """Count a prediction that failed after its version was found: invalid_input, overloaded or error."""
+        outcome = "overloaded" if isinstance(exc, Overloaded) else "invalid_input" if _client_error(exc) else "error"
+        self.inference_requests.labels(version.model_name, str(version.version), outcome).inc()
+
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
         key = (version.model_name, version.version)
         children = self._children.get(key)
@@ -190,3 +196,8 @@ def serve_worker_metrics(*, host: str, port: int) -> None:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     start_http_server(port, addr=host, registry=registry)
+
+
+def _client_error(exc: BaseException) -> bool:
+    """Whether the request itself was at fault (bad input, a body over the limit), not the server."""
+    return isinstance(exc, (InvalidInput, PayloadTooLarge)) or 400 <= getattr(exc, "status_code", 0) < 500

@@ -25,6 +25,14 @@ OPENAPI = {"requestBody": {"content": {"application/json": {"schema": PredictReq
 
 
 async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
+    try:
+        return await _predict_counted(request, ctx, version)
+    except Exception as exc:
+        ctx.metrics.observe_failure(version, exc)
+        raise
+
+
+async def _predict_counted(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
     raw = await read_body(request)
     try:
         body = orjson.loads(raw)

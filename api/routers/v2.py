@@ -96,6 +96,14 @@ def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Respon
 
 
 async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
+    try:
+        return await _infer_counted(request, ctx, found)
+    except Exception as exc:
+        ctx.metrics.observe_failure(found, exc)
+        raise
+
+
+async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
     header, feeds = parse_request(await read_body(request), request.headers.get(HEADER_LENGTH))
     model = await ctx.predictor.model_async(found)
     result = await ctx.predictor.infer(found, feeds)
