@@ -203,6 +203,8 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [{"id": "1", "inputs": [
+        {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [[0.5, 1.0, 1.5, 2.0]]}]}]}}  # fmt: skip
     id: str | None = Field(default=None, description="Echoed in the response.")
     parameters: dict[str, Any] | None = _PARAMETERS
     inputs: list[RequestInput] = Field(min_length=1)

@@ -75,6 +75,8 @@ def _check_header(header: dict[str, Any]) -> None:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs: an inference request needs a non-empty list of tensor objects", field="inputs")
     _check_parameters(header, "parameters")
+    if header.get("id") is not None and not isinstance(header["id"], str):  # it is echoed in the response
+        raise InvalidInput(f"id: expected a string, got {_kind(header['id'])}", field="id")
     seen: set[str] = set()
     for index, item in enumerate(inputs):
         where = f"inputs[{index}]"

@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port, migrate, postgres_database
 from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop
 from tests.e2e.test_metrics import _answers
+from tests.onnx_factory import scale
 
 EXAMPLES = 30  # per operation
 
@@ -32,7 +34,7 @@ def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         url = f"http://127.0.0.1:{port}"
         try:
             _wait(url, proc, data_dir / "api.log")
-            yield {"url": url, "headers": headers, "log": data_dir / "api.log"}
+            yield {"url": url, "headers": headers, "log": data_dir / "api.log", "config": _infer_on_a_real_model(url, headers, data_dir)}
         finally:
             stop(proc)
 
@@ -44,10 +46,19 @@ def _wait(url: str, proc: object, log: Path) -> None:
         time.sleep(0.2)
 
 
+def _infer_on_a_real_model(url: str, headers: dict[str, str], data_dir: Path) -> Path:
+    """A served model, and a config that points the v2 infer operations at it, so their bodies reach the parser, not a 404."""
+    upload = httpx.post(f"{url}/v1/models/fuzz/versions", files={"file": ("m.onnx", scale(2.0, 4))}, headers=headers, timeout=60)
+    assert upload.status_code == 201, upload.text
+    config = data_dir / "schemathesis.toml"
+    config.write_text('[[operations]]\ninclude-path-regex = "/infer$"\nparameters = { "path.name" = "fuzz", "path.version" = "1" }\n')
+    return config
+
+
 def test_no_operation_answers_5xx_or_off_schema(api: dict) -> None:
     """The schemathesis CLI (examples, coverage, fuzzing and stateful phases), with a fixed seed so a failure reproduces."""
     run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "schemathesis"), "run", f"{api['url']}/openapi.json",
+        [str(ROOT / ".venv" / "bin" / "schemathesis"), "--config-file", str(api["config"]), "run", f"{api['url']}/openapi.json",
          "--header", f"Authorization:{api['headers']['Authorization']}",
          "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance",
          "--max-examples", str(EXAMPLES), "--seed", "20261125", "--request-timeout", "30", "--no-color"],

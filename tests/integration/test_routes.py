@@ -11,6 +11,7 @@ from api.auth import required_scopes
 from api.main import create_app
 from api.routers import predict, v2
 from api.routes import ROUTES, hot_routes, matching
+from api.schemas import InferenceRequest, InferenceResponse
 from tests.conftest import embedded_settings, kiln_client
 
 SCOPES = {"read", "predict", "train", "admin"}
@@ -18,11 +19,11 @@ SCOPES = {"read", "predict", "train", "admin"}
 
 def _app_routes(tmp_path: Path) -> set[tuple[str, str]]:
     app = create_app(embedded_settings(tmp_path))
-    found = set()
+    found: set[tuple[str, str]] = set()
     for route in iter_route_contexts(app.routes):
         for method in route.methods or ():
             if method != "HEAD":  # a GET route answers HEAD too
-                found.add((method, route.path_format))
+                found.add((method, str(route.path_format)))
     return found
 
 
@@ -67,7 +68,8 @@ def test_concrete_paths_need_the_scopes_of_their_entry(method: str, path: str, s
 
 def test_only_the_uploads_are_exempt_from_the_body_cap() -> None:
     assert {(s.method, s.path) for s in ROUTES if not s.capped} == {("POST", "/v1/datasets"), ("POST", "/v1/models/{name}/versions")}
-    assert matching("POST", "/v1/models/m/versions") is not None and not matching("POST", "/v1/models/m/versions").capped
+    upload = matching("POST", "/v1/models/m/versions/")
+    assert upload is not None and not upload.capped
 
 
 def test_the_openapi_document_gives_each_protected_operation_its_scopes(tmp_path: Path) -> None:
@@ -94,11 +96,16 @@ def test_the_openapi_document_describes_the_v2_infer_bodies(tmp_path: Path) -> N
         assert operation["responses"]["400"]["content"]["application/json"]["schema"]["required"] == ["error"]
 
 
-def test_a_documented_v2_body_that_does_not_fit_the_model_is_a_400(tmp_path: Path) -> None:
+def test_a_v2_body_that_does_not_fit_the_model_is_a_400_and_the_documented_example_fits_its_schema(tmp_path: Path) -> None:
     from tests.onnx_factory import scale
 
     with kiln_client(embedded_settings(tmp_path)) as client:
         assert client.post("/v1/models/m/versions", files={"file": ("m.onnx", scale(2.0, 4))}).status_code == 201
         wrong = {"id": "x", "inputs": [{"name": "nope", "shape": [0], "datatype": "BOOL", "data": []}], "outputs": [{"name": "y"}]}
         response = client.post("/v2/models/m/infer", json=wrong)
+        example = InferenceRequest.model_json_schema()["examples"][0]
+        answer = client.post("/v2/models/m/infer", json=example)
+        odd_id = client.post("/v2/models/m/infer", json=example | {"id": {}})  # echoed back, so it must be the string documented
     assert response.status_code == 400 and isinstance(response.json()["error"], str)
+    assert odd_id.status_code == 400 and odd_id.json()["error"].startswith("id: expected a string")
+    assert answer.status_code == 200 and InferenceResponse.model_validate(answer.json()).outputs[0].data == [1.0, 2.0, 3.0, 4.0]
