@@ -92,9 +92,15 @@ def _segments(path: str) -> int:
     return path.rstrip("/").count("/")
 
 
-_BY_DEPTH: dict[int, tuple[RouteSpec, ...]] = {}
-for _spec in ROUTES:
-    _BY_DEPTH[_segments(_spec.path)] = (*_BY_DEPTH.get(_segments(_spec.path), ()), _spec)
+def _by_depth() -> dict[int, tuple[RouteSpec, ...]]:
+    """The entries by their number of segments: a request path is tried against those of its own depth only."""
+    depths: dict[int, list[RouteSpec]] = {}
+    for spec in ROUTES:
+        depths.setdefault(_segments(spec.path), []).append(spec)
+    return {depth: tuple(specs) for depth, specs in depths.items()}
+
+
+_BY_DEPTH = _by_depth()
 
 
 def declared(method: str, template: str) -> RouteSpec | None:
