@@ -134,7 +134,7 @@ class Predictor:
 
     async def infer(self, version: ModelVersion, feeds: dict[str, np.ndarray]) -> BatchResult:
         """Check `feeds` against the version's signature, then run them, batched with concurrent calls."""
-        model = await self.model_async(version)
+        model = self.sessions.cached(version.artifact_sha256) or await self.model_async(version)  # no coroutine on a hit
         for spec in model.signature.inputs:
             if spec.name not in feeds:
                 raise InvalidInput(f"missing input {spec.name!r}: expected {spec.describe()}", field="inputs")
