@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from services.config import Settings
 from services.registry.db import make_engine
+from services.registry.tables import Base
 from services.registry.unit_of_work import SqlUnitOfWork, connect_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +71,11 @@ def migrated_postgres(postgres_url: str) -> str:
 
 
 def _truncate_all(url: str) -> None:
+    """Empty every table the registry defines (api_keys included), so no test sees another's rows."""
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_epochs, model_versions, models, jobs, workers, datasets CASCADE"))
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     engine.dispose()
 
 

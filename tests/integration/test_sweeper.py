@@ -176,13 +176,24 @@ def test_a_resent_duplicate_claims_nothing(ctx: WorkerContext) -> None:
     assert (job.state, job.attempt) == (JobState.SUCCEEDED, 1)
 
 
-def test_a_running_attempt_keeps_its_heartbeat_fresh(ctx: WorkerContext) -> None:
-    quick = dataclasses.replace(ctx, lease=training_usecase.LeaseTerms(heartbeat_s=0.02, lease_s=3600))
-    job_id = queue_job(quick, tiny_job(training={"epochs": 6}))
-    run_job(job_id, quick)  # heartbeats from a thread while it trains
-    job = get_job(job_id, uow_factory=ctx.uow_factory)
-    assert job.state == JobState.SUCCEEDED and job.started_at is not None and job.heartbeat_at is not None
-    assert job.heartbeat_at > job.started_at
+def test_the_lease_thread_beats_every_heartbeat_interval(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While training is held inside epoch 1, only the lease thread can move heartbeat_at: it must beat again and again."""
+    quick = dataclasses.replace(ctx, lease=training_usecase.LeaseTerms(heartbeat_s=0.05, lease_s=3600))
+    job_id = queue_job(quick, tiny_job(training={"epochs": 2}))
+    record = training_usecase._record_epoch
+    beats: set[object] = set()
+
+    def held_after_epoch_1(job_id, attempt, model_name, result, ctx) -> None:  # type: ignore[no-untyped-def]
+        record(job_id, attempt, model_name, result, ctx)
+        deadline = time.monotonic() + 30  # generous for a loaded machine; a healthy thread needs about 0.2 s
+        while result.epoch == 1 and len(beats) < 4 and time.monotonic() < deadline:
+            beats.add(get_job(job_id, uow_factory=ctx.uow_factory).heartbeat_at)
+            time.sleep(0.01)
+
+    monkeypatch.setattr(training_usecase, "_record_epoch", held_after_epoch_1)
+    run_job(job_id, quick)
+    assert len(beats) >= 4, f"heartbeat_at took only {len(beats)} values while the attempt trained"
+    assert get_job(job_id, uow_factory=ctx.uow_factory).state == JobState.SUCCEEDED
 
 
 def test_an_attempt_that_loses_its_job_stops_and_writes_nothing(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
