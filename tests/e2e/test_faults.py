@@ -1,4 +1,4 @@
-"""Fault tests on real processes: a worker killed mid-epoch, Redis and PostgreSQL restarted, a job that kills its worker.
+"""Fault tests on real processes: a worker killed mid-epoch, a private Redis and PostgreSQL restarted, a job killing its worker.
 
 Each test runs its own API and worker on a PostgreSQL database of its own, with recovery timings
 shortened (heartbeat 0.5 s, silent after 3 s, sweeps every 0.5 s) so a recovery takes seconds.
@@ -21,11 +21,13 @@ import pytest
 
 from tests.conftest import free_port, migrate, postgres_database
 from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready
+from tests.e2e.private_postgres import private_postgres
 from tests.factories import job_body, tiny_job
 
 FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_interval_s": "0.5", "redispatch_after_s": "2",
                  "max_attempts": "3"}  # fmt: skip
 SLOW_JOB = job_body(model_name="slow", training={"epochs": 40, "batch_size": 4})  # about 0.15 s an epoch here
+OUTAGE_JOB = job_body(model_name="slow", training={"epochs": 12, "batch_size": 4})  # outlasts a restart
 
 
 class Stack:
@@ -64,8 +66,9 @@ class Stack:
 def stack_on(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Stack] = []
 
-    def start(broker_url: str) -> Stack:
-        database = stack_databases.enter_context(postgres_database("kiln_faults"))
+    def start(broker_url: str, database: str | None = None) -> Stack:
+        """A stack on `broker_url` and `database` (default: a new database on the shared PostgreSQL)."""
+        database = database or stack_databases.enter_context(postgres_database("kiln_faults"))
         migrate(database)
         stacks.append(Stack(_mkdir(tmp_path / f"stack{len(stacks)}"), database, broker_url))
         return stacks[-1]
@@ -164,41 +167,49 @@ def _wait_redis(port: int) -> None:
     raise AssertionError("redis did not start")
 
 
-def _postgres(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])[-1]
-    args = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action] + (["-m", "fast"] if action == "stop" else [])
-    subprocess.run(args, check=True, capture_output=True)
+def _wait_for_log(stack: Stack, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in stack.logs(tail=10**8):
+        assert time.monotonic() < deadline, f"never logged {text!r}: {stack.logs()}"
+        time.sleep(0.1)
 
 
-def test_a_postgresql_restart_fails_readiness_then_recovers_without_500s(stack_on: Any, redis_url: str) -> None:
-    stack = stack_on(redis_url)
+def test_a_postgresql_restart_mid_training_fails_readiness_then_resumes_the_job_without_500s(stack_on: Any, redis_url: str) -> None:
     statuses: list[int] = []
-    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
-        job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
-        _wait(client, job_id, lambda j: j["epoch"] >= 3)
-        _postgres("stop")
-        try:
-            deadline = time.monotonic() + 20
-            while (ready := client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
-            for path in ("/v1/jobs", f"/v1/jobs/{job_id}", "/v1/models"):
-                statuses.append(client.get(path).status_code)
-            refused = client.post("/v1/jobs", json=tiny_job(model_name="during-outage"))
-            statuses.append(refused.status_code)
-            assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"]
-        finally:
-            _postgres("start")
-        assert statuses == [503] * 4  # a retryable 503 with Kiln's error body, never a 500
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "readiness never recovered"
-            time.sleep(0.2)
-        job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=120)  # the job training through the outage
-        assert job["state"] == "succeeded", (job["error"], stack.logs())
-        assert [e["epoch"] for e in job["history"]] == list(range(1, 41))
-        assert client.get("/v1/jobs", params={"limit": 100}).json()["count"] == 1  # the refused job left no row
-        _one_version_each(client, [job])
+    with private_postgres() as cluster:  # the outage is this cluster's: the shared PostgreSQL keeps serving
+        database = cluster.url.replace("postgresql://", "postgresql+psycopg://", 1)
+        migrate(database)
+        stack = stack_on(redis_url, database)
+        with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
+            job_id = client.post("/v1/jobs", json=OUTAGE_JOB).json()["id"]
+            before = _wait(client, job_id, lambda j: j["epoch"] >= 1)  # an epoch row is in: 11 of 12 remain
+            assert before["state"] == "running" and before["epoch"] < 12
+            cluster.stop()
+            try:
+                deadline = time.monotonic() + 20
+                while (ready := client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
+                for path in ("/v1/jobs", f"/v1/jobs/{job_id}", "/v1/models"):
+                    statuses.append(client.get(path).status_code)
+                refused = client.post("/v1/jobs", json=tiny_job(model_name="during-outage"))
+                statuses.append(refused.status_code)
+                assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"]
+                _wait_for_log(stack, "it will be resumed")  # the outage reached the attempt at its next epoch end
+            finally:
+                cluster.start()
+            assert statuses == [503] * 4  # a retryable 503 with Kiln's error body, never a 500
+            deadline = time.monotonic() + 30
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "readiness never recovered"
+                time.sleep(0.2)
+            job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=300)  # the job the outage stopped (a loaded machine trains slowly)
+            assert job["state"] == "succeeded", (job["error"], stack.logs())
+            assert job["attempt"] >= 2  # stopped by the outage, taken back by the sweeper and resumed
+            assert [e["epoch"] for e in job["history"]] == list(range(1, 13))
+            assert client.get("/v1/jobs", params={"limit": 100}).json()["count"] == 1  # the refused job left no row
+            _one_version_each(client, [job])
+            stack.close()  # before its database goes
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack_on: Any, redis_url: str) -> None:
