@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -106,7 +107,7 @@ class ModelVersionRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
     artifact_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    artifact_size: Mapped[int] = mapped_column(Integer)
+    artifact_size: Mapped[int] = mapped_column(BigInteger)  # bytes: 64-bit, an ONNX file may pass 2 GiB
     signature: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]
     spec: Mapped[dict[str, Any]]
@@ -145,7 +146,7 @@ class DatasetRow(Base):
     format: Mapped[str] = mapped_column(String(16))
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the bytes and the read options
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes of the upload: 64-bit, uploads may pass 2 GiB
     n_samples: Mapped[int] = mapped_column(Integer)
     feature_shape: Mapped[dict[str, Any]]  # {"shape": [...], "dtype": "float32" | "text" ...}
     target: Mapped[dict[str, Any]]  # {"kind": "classification", "class_names": [...]} or {"kind": "regression", ...}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, update
 
 from services.registry.db import make_engine
-from services.registry.tables import Base
+from services.registry.entities import DatasetRecord, NewVersion
+from services.registry.tables import Base, DatasetRow, ModelVersionRow, utcnow
+from services.registry.unit_of_work import connect_registry
 from tests.conftest import migrate
 
 
@@ -25,4 +29,30 @@ def test_downgrade_and_upgrade_again(database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     migrate(database_url)
     assert {"jobs", "job_epochs", "models", "model_versions", "workers"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_sizes_are_64_bit_and_the_upgrade_keeps_rows_other_tables_point_to(database_url: str) -> None:
+    """0007 retypes two columns (SQLite copies both tables): a version, its alias and its dataset survive it, and
+    sizes past 2 GiB fit after it."""
+    migrate(database_url, "0006", down=True)
+    engine, uow_factory = connect_registry(database_url)
+    dataset = DatasetRecord(uuid.uuid4(), "big.npz", "npz", "f" * 64, "s" * 64, 100, 10, (4,), "float32", {"kind": "regression"}, {},
+                            utcnow())  # fmt: skip
+    new = NewVersion("m", None, "a" * 64, 123, {}, {}, {}, {}, {}, dataset_id=dataset.id)
+    with uow_factory() as uow:
+        uow.datasets.add(dataset)
+        uow.models.add_version(new)
+        uow.models.set_alias("m", "production", 1)
+        uow.commit()
+    migrate(database_url)
+    big = 5 * 2**30
+    with engine.begin() as conn:
+        conn.execute(update(ModelVersionRow).values(artifact_size=big))
+        conn.execute(update(DatasetRow).values(size=big + 1))
+    with uow_factory() as uow:
+        assert uow.models.aliases("m") == {"production": 1}
+        assert uow.models.get_version("m", 1).artifact_size == big  # type: ignore[union-attr]
+        assert uow.datasets.get(dataset.id).size == big + 1  # type: ignore[union-attr]
+        assert uow.datasets.versions_using(dataset.id) == 1
     engine.dispose()
