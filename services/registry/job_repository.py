@@ -1,6 +1,7 @@
 """The jobs repository: queued, claimed, heartbeat, checkpointed, taken back and ended, each as a conditional update.
 
-Repositories never commit; the unit of work does.
+Every update that moves a job takes its WHERE clause from the transition table (states.py), so SQL
+cannot make a move the table forbids. Repositories never commit; the unit of work does.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from services.registry.entities import EpochRecord, Job, JobState, LostJob
+from services.registry.states import ACTIVE, FINAL, InvalidTransition, sources
 from services.registry.tables import JobEpochRow, JobRow, utcnow
 
 
@@ -42,6 +44,11 @@ def _epoch(row: JobEpochRow) -> EpochRecord:
     return EpochRecord(row.epoch, row.train_loss, row.val_loss, row.metrics, row.duration_s)
 
 
+def _may_move(target: JobState, *, only: JobState | None = None) -> ColumnElement[bool]:
+    """The condition of a move to `target`: the job is in a state the table lets move there (just `only`, when given)."""
+    return JobRow.state.in_(sources(target, only=only))
+
+
 class JobRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -65,7 +72,7 @@ class JobRepository:
     def request_cancel(self, job_id: uuid.UUID) -> bool:
         """Ask a running job to stop at its next batch; False when it is not running."""
         result = self.session.execute(
-            update(JobRow).where(JobRow.id == job_id, JobRow.state == JobState.RUNNING).values(cancel_requested=True)
+            update(JobRow).where(JobRow.id == job_id, _may_move(JobState.CANCELLED, only=JobState.RUNNING)).values(cancel_requested=True)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -99,7 +106,7 @@ class JobRepository:
         now = utcnow()
         result = self.session.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
+            .where(JobRow.id == job_id, _may_move(JobState.RUNNING))
             .values(
                 state=JobState.RUNNING,
                 attempt=JobRow.attempt + 1,
@@ -158,11 +165,13 @@ class JobRepository:
         )
         return [LostJob(*row) for row in rows]
 
-    def take_back(self, job_id: uuid.UUID, attempt: int, *, silent_since: datetime, **values: Any) -> bool:
-        """Change attempt `attempt` of a job (requeue or end it) only if it is still silent: a heartbeat that
-        came in since it was listed wins."""
+    def take_back(self, job_id: uuid.UUID, attempt: int, *, silent_since: datetime, state: JobState, **values: Any) -> bool:
+        """Move attempt `attempt` of a running job to `state` (requeue or end it) only if it is still silent: a
+        heartbeat that came in since it was listed wins."""
         result = self.session.execute(
-            update(JobRow).where(JobRow.id == job_id, JobRow.attempt == attempt, self._silent(silent_since)).values(**values)
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.attempt == attempt, _may_move(state, only=JobState.RUNNING), self._silent(silent_since))
+            .values(state=state, **values)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -183,6 +192,11 @@ class JobRepository:
             .order_by(JobRow.created_at)
         )
         return [(row[0], row[1]) for row in rows]
+
+    def any_active_using(self, dataset: str) -> bool:
+        """Whether some queued or running job trains on `dataset` (its spec's `data.dataset`), across every such job."""
+        uses = JobRow.spec[("data", "dataset")].as_string() == dataset
+        return bool(self.session.scalar(select(exists().where(JobRow.state.in_(sorted(ACTIVE)), uses))))
 
     def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
         self.session.add(
@@ -208,7 +222,9 @@ class JobRepository:
         attempt: int | None = None,
     ) -> bool:
         """Move a job from `from_state` (and `attempt`, when given) to its final state; any other job is left as it is."""
-        query = update(JobRow).where(JobRow.id == job_id, JobRow.state == from_state)
+        if state not in FINAL:
+            raise InvalidTransition(f"finish ends a job: {state} is not a final state")
+        query = update(JobRow).where(JobRow.id == job_id, _may_move(state, only=from_state))
         if attempt is not None:
             query = query.where(JobRow.attempt == attempt)
         result = self.session.execute(

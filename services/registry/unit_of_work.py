@@ -1,4 +1,7 @@
-"""The unit of work: one session, one transaction; leaving the block without commit rolls back."""
+"""The SQL unit of work: one session, one transaction; leaving the block without commit rolls back.
+
+It implements the UnitOfWork protocol (protocols.py) that the use cases are typed against.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.registry.db import make_engine, make_session_factory
 from services.registry.job_repository import JobRepository
+from services.registry.protocols import UnitOfWork
 from services.registry.repositories import ApiKeyRepository, DatasetRepository, ModelRepository, WorkerRepository
 
 
@@ -48,3 +52,7 @@ def connect_registry(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> tuple
     engine = make_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
     sessions = make_session_factory(engine)
     return engine, lambda: SqlUnitOfWork(sessions)
+
+
+def _implements_the_protocol(uow: SqlUnitOfWork) -> UnitOfWork:
+    return uow  # mypy checks here that every repository method the use cases call matches the SQL one

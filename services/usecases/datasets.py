@@ -18,9 +18,9 @@ from services.data.ingest_files import ingest_image_zip, ingest_npz
 from services.data.ingest_tabular import ingest_csv, ingest_text_csv
 from services.data.store import DatasetStore
 from services.errors import Conflict, InvalidDataset, NotFound
-from services.registry.entities import DatasetRecord, JobState
+from services.registry.entities import DatasetRecord
+from services.registry.protocols import UowFactory
 from services.registry.tables import utcnow
-from services.usecases.jobs import UowFactory
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ def delete_dataset(key: str, *, uow_factory: UowFactory, store: DatasetStore) ->
             raise NotFound(f"no dataset with id {dataset_id}", field="dataset_id")
         if used := uow.datasets.versions_using(dataset_id):
             raise Conflict(f"{used} registered model version(s) were trained on dataset {dataset_id}", field="dataset_id")
-        active = [job for state in (JobState.QUEUED, JobState.RUNNING) for job in uow.jobs.page(limit=10_000, offset=0, state=state)[0]]
-        if any(job.spec.get("data", {}).get("dataset") == str(dataset_id) for job in active):
+        if uow.jobs.any_active_using(str(dataset_id)):
             raise Conflict(f"a queued or running job uses dataset {dataset_id}", field="dataset_id")
         uow.datasets.delete(dataset_id)
         uow.commit()

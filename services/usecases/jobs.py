@@ -6,22 +6,20 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
 from services.data.catalogue import DatasetInfo, resolve_dataset, upload_info
 from services.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from services.registry.entities import Job, JobState
+from services.registry.protocols import UnitOfWork, UowFactory
 from services.registry.tables import utcnow
-from services.registry.unit_of_work import SqlUnitOfWork
 from services.spec import Budget, DataSpec, JobSpec, check_budget, check_job_against_dataset
 
 log = logging.getLogger(__name__)
 
-UowFactory = Callable[[], SqlUnitOfWork]
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 
 
@@ -31,7 +29,7 @@ class JobDispatcher(Protocol):
     def send(self, job_id: uuid.UUID, *, queue: str) -> None: ...
 
 
-def choose_queue(device: str, uow: SqlUnitOfWork, *, stale_after_s: float) -> str:
+def choose_queue(device: str, uow: UnitOfWork, *, stale_after_s: float) -> str:
     """`cpu`/`gpu` as asked; `auto` picks `gpu` only while a GPU worker's heartbeat is fresh."""
     if device != "auto":
         return GPU_QUEUE if device == "gpu" else CPU_QUEUE
@@ -39,7 +37,7 @@ def choose_queue(device: str, uow: SqlUnitOfWork, *, stale_after_s: float) -> st
     return GPU_QUEUE if uow.workers.any_alive(queue=GPU_QUEUE, since=since) else CPU_QUEUE
 
 
-def dataset_info(data: DataSpec, uow: SqlUnitOfWork) -> DatasetInfo:
+def dataset_info(data: DataSpec, uow: UnitOfWork) -> DatasetInfo:
     """The dataset a job names: a built-in by name, or an upload by id."""
     try:
         dataset_id = uuid.UUID(data.dataset)
@@ -74,9 +72,10 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
     job_id = uuid.uuid4()
     try:
         with uow_factory() as uow:
-            check_job_against_dataset(spec, dataset_info(spec.data, uow))
+            dataset = dataset_info(spec.data, uow)
+            check_job_against_dataset(spec, dataset)
             queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
-            uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=spec.model_dump(mode="json"), queue=queue,
+            uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=_stored_spec(spec, dataset), queue=queue,
                          idempotency_key=idempotency_key, request_hash=body_hash if idempotency_key else None)  # fmt: skip
             uow.commit()
     except IntegrityError:
@@ -93,6 +92,15 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
             uow.commit()
         raise Unavailable("the job queue cannot be reached; the job was not started, try again") from exc
     return get_job(job_id, uow_factory=uow_factory), True
+
+
+def _stored_spec(spec: JobSpec, dataset: DatasetInfo) -> dict[str, Any]:
+    """The spec as recorded, naming an upload by its canonical id however the request spelt it (upper case, no
+    hyphens), so that deleting the dataset finds every job that uses it."""
+    stored = spec.model_dump(mode="json")
+    if dataset.uploaded:
+        stored["data"]["dataset"] = dataset.name
+    return stored
 
 
 def _replay(key: str, body_hash: str, uow_factory: UowFactory) -> Job | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.errors import NotFound
 from services.registry.entities import ModelSummary, ModelVersion
-from services.usecases.jobs import UowFactory
+from services.registry.protocols import UowFactory
 
 
 def list_models(*, uow_factory: UowFactory) -> list[ModelSummary]:

@@ -25,9 +25,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from services.registry.entities import JobState, LostJob
+from services.registry.protocols import UowFactory
+from services.registry.states import ACTIVE
 from services.registry.tables import utcnow
 from services.usecases.checkpoint_files import files_by_job, remove_job_files
-from services.usecases.jobs import JobDispatcher, UowFactory
+from services.usecases.jobs import JobDispatcher
 
 log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 60.0  # a checkpoint file younger than this may belong to a job being recorded right now
@@ -125,7 +127,7 @@ def _remove_orphan_checkpoints(root: Path, uow_factory: UowFactory, report: Swee
         states = uow.jobs.states(list(found))
     old = time.time() - ORPHAN_AGE_S
     for job_id, paths in found.items():
-        if states.get(job_id) in (JobState.QUEUED, JobState.RUNNING):
+        if states.get(job_id) in ACTIVE:
             continue
         for path in paths:
             try:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from services.errors import KilnError, NotFound
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.entities import JobState, ModelVersion, NewVersion
-from services.usecases.jobs import UowFactory
+from services.registry.protocols import UnitOfWork, UowFactory
 
 log = logging.getLogger(__name__)
 REGISTER_ATTEMPTS = 5
@@ -51,12 +51,9 @@ def register_version(new: NewVersion, *, uow_factory: UowFactory, job_attempt: i
 def set_alias(name: str, alias: str, version: int, *, uow_factory: UowFactory) -> ModelVersion:
     """Point `alias` of model `name` at `version` (creating or moving it)."""
     with uow_factory() as uow:
-        target = uow.models.get_version(name, version)
-        if target is None:
-            _raise_missing(uow, name, version)
+        target = _version(uow, name, version)
         uow.models.set_alias(name, alias, version)
         uow.commit()
-    assert target is not None
     return target
 
 
@@ -71,26 +68,25 @@ def resolve(name: str, *, version: int | None = None, alias: str | None = None, 
     """The version a call names: a number, an alias, or neither (alias `production`, else the latest)."""
     with uow_factory() as uow:
         if version is not None:
-            found = uow.models.get_version(name, version)
-            if found is None:
-                _raise_missing(uow, name, version)
-        elif alias is not None:
+            return _version(uow, name, version)
+        if alias is not None:
             number = uow.models.alias_version(name, alias)
             if number is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'" if uow.models.exists(name) else f"no model named '{name}'",
                                field="alias")  # fmt: skip
-            found = uow.models.get_version(name, number)
-        else:
-            number = uow.models.alias_version(name, DEFAULT_ALIAS) or uow.models.latest_version(name)
-            if number is None:
-                raise NotFound(f"no model named '{name}'", field="name")
-            found = uow.models.get_version(name, number)
-    assert found is not None
-    return found
+            return _version(uow, name, number)
+        number = uow.models.alias_version(name, DEFAULT_ALIAS) or uow.models.latest_version(name)
+        if number is None:
+            raise NotFound(f"no model named '{name}'", field="name")
+        return _version(uow, name, number)
 
 
-def _raise_missing(uow: object, name: str, version: int) -> None:
-    if not uow.models.exists(name):  # type: ignore[attr-defined]
+def _version(uow: UnitOfWork, name: str, version: int) -> ModelVersion:
+    """Version `version` of model `name`, or NotFound naming what is missing: the model, or just that version."""
+    found = uow.models.get_version(name, version)
+    if found is not None:
+        return found
+    if not uow.models.exists(name):
         raise NotFound(f"no model named '{name}'", field="name")
     raise NotFound(f"model '{name}' has no version {version}", field="version")
 
@@ -106,12 +102,7 @@ def discard_if_unreferenced(sha256: str, *, uow_factory: UowFactory, store: Loca
 def set_serving(name: str, version: int, serving: dict[str, float], *, uow_factory: UowFactory) -> ModelVersion:
     """Merge batching overrides into a version's serving options."""
     with uow_factory() as uow:
-        found = uow.models.get_version(name, version)
-        if found is None:
-            _raise_missing(uow, name, version)
-        assert found is not None
+        found = _version(uow, name, version)
         uow.models.set_serving(name, version, (found.serving or {}) | serving)
         uow.commit()
-        updated = uow.models.get_version(name, version)
-    assert updated is not None
-    return updated
+        return _version(uow, name, version)

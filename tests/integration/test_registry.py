@@ -7,10 +7,12 @@ import uuid
 from datetime import UTC, timedelta
 
 import pytest
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from services.registry.db import make_engine
 from services.registry.entities import DatasetRecord, EpochRecord, JobState, NewVersion
-from services.registry.tables import utcnow
+from services.registry.tables import JobRow, utcnow
 from services.usecases.jobs import choose_queue
 from services.usecases.workers import record_worker_heartbeat, remove_worker
 
@@ -168,3 +170,32 @@ def test_one_fingerprint_one_dataset(uow_factory) -> None:
     with pytest.raises(IntegrityError), uow_factory() as uow:
         uow.datasets.add(_dataset())
         uow.commit()
+
+
+def test_a_dataset_is_in_use_while_any_active_job_names_it_however_many_there_are(uow_factory, database_url: str) -> None:
+    """The oldest of 10,001 active jobs uses it (a check that read a page of 10,000 newest missed it)."""
+    used, other = str(uuid.uuid4()), str(uuid.uuid4())
+    job_id = _add_job_on(uow_factory, used)
+    _add_job_on(uow_factory, other)
+    later = utcnow() + timedelta(seconds=1)
+    rows = [{"id": uuid.uuid4(), "model_name": "m", "spec": {"data": {"dataset": other}}, "state": "queued", "queue": "cpu",
+             "attempt": 0, "created_at": later, "cancel_requested": False} for _ in range(10_000)]  # fmt: skip
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(insert(JobRow), rows)
+    engine.dispose()
+    with uow_factory() as uow:
+        assert uow.jobs.any_active_using(used) and uow.jobs.any_active_using(other)
+        assert not uow.jobs.any_active_using(str(uuid.uuid4())) and not uow.jobs.any_active_using("iris")
+        assert uow.jobs.claim(job_id, owner="w", lease_s=60) == 1
+        assert uow.jobs.any_active_using(used)  # running counts too
+        assert uow.jobs.finish(job_id, state=JobState.FAILED, error="x")
+        assert not uow.jobs.any_active_using(used)  # an ended job holds nothing
+
+
+def _add_job_on(uow_factory, dataset: str) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    with uow_factory() as uow:
+        uow.jobs.add(job_id=job_id, model_name="m", spec={"data": {"dataset": dataset}}, queue="cpu")
+        uow.commit()
+    return job_id
