@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -63,7 +64,7 @@ def test_upload_is_recorded_and_identical_upload_returns_it(client: TestClient, 
         ("a,b\n1,2\n", "d.csv", {"target": "y"}, "column 'y'", "no target column 'y'"),
         ("", "d.csv", {"target": "y"}, "file", "the file is empty"),
         ("hello", "d.parquet", {}, "format", "unknown format"),
-        (npz_bytes(x=__import__("numpy").array([object()] * 2, dtype=object), y=__import__("numpy").zeros(2)), "d.npz", {},
+        (npz_bytes(x=np.array([object()] * 2, dtype=object), y=np.zeros(2)), "d.npz", {},
          "array 'x'", "holds Python objects"),
         ("x", "d.zip", {"image_size": "big"}, "image_size", "expected 'height,width'"),
     ],

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import embedded_settings, kiln_client
 from tests.onnx_factory import linear_softmax, malformed, scale, with_external_data
@@ -95,12 +99,40 @@ def test_artifact_download_uses_the_sha256_as_etag(client: TestClient) -> None:
     assert cached.status_code == 304
 
 
-def test_serving_options_are_set_per_version(client: TestClient) -> None:
+def _runs(client: TestClient, name: str) -> tuple[float, float]:
+    """(predictions served, rows summed over the runs they rode in) for `name`, from the batch-size histogram."""
+    found = {s.name: s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples
+             if s.name.startswith("kiln_inference_batch_size_") and s.labels.get("model") == name}  # fmt: skip
+    return found.get("kiln_inference_batch_size_count", 0.0), found.get("kiln_inference_batch_size_sum", 0.0)
+
+
+def _concurrent_predicts(client: TestClient, name: str, n: int) -> None:
+    """`n` one-row predictions sent at once over ASGI to the client's app, so the batcher can merge them."""
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kiln", headers=client.headers) as http:
+            answers = await asyncio.gather(*(http.post(f"/v1/models/{name}/versions/1/predict", json={"inputs": [[1, 2]]})
+                                             for _ in range(n)))  # fmt: skip
+        assert [a.status_code for a in answers] == [200] * n
+
+    asyncio.run(main())
+
+
+def test_a_version_patched_to_max_batch_size_1_stops_merging_predictions(client: TestClient) -> None:
     _upload(client, "scale", scale(2.0, 2))
-    patched = client.patch("/v1/models/scale/versions/1", json={"max_batch_size": 8})
-    assert patched.json()["serving"] == {"max_batch_size": 8}
-    assert client.patch("/v1/models/scale/versions/1", json={"max_queue_delay_ms": 5}).json()["serving"] == {
-        "max_batch_size": 8, "max_queue_delay_ms": 5.0}  # fmt: skip
+    client.patch("/v1/models/scale/versions/1", json={"max_queue_delay_ms": 50})  # time for a batch to fill
+    for _ in range(20):  # merged runs show as observations over 1 row
+        _concurrent_predicts(client, "scale", 16)
+        served, rows = _runs(client, "scale")
+        if rows > served:
+            break
+    assert rows > served, "16 concurrent predictions never shared an onnxruntime run"
+    patched = client.patch("/v1/models/scale/versions/1", json={"max_batch_size": 1})
+    assert patched.json()["serving"] == {"max_batch_size": 1, "max_queue_delay_ms": 50.0}
+    _concurrent_predicts(client, "scale", 16)
+    served_after, rows_after = _runs(client, "scale")
+    assert served_after == served + 16 and rows_after == rows + 16  # each ran alone: 16 runs of 1 row
 
 
 @pytest.mark.parametrize(
@@ -113,7 +145,7 @@ def test_serving_options_are_set_per_version(client: TestClient) -> None:
 )
 def test_bad_predict_input_is_a_422_naming_the_signature(client: TestClient, inputs: list, message: str) -> None:
     _upload(client, "byo", linear_softmax(WEIGHTS))
-    response = client.post("/v1/models/byo/versions/1/predict", content=__import__("json").dumps({"inputs": inputs}),
+    response = client.post("/v1/models/byo/versions/1/predict", content=json.dumps({"inputs": inputs}),
                            headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 422 and message in response.json()["error"]["message"]
 
@@ -124,12 +156,14 @@ def test_v2_json_infer_with_flat_and_nested_data(client: TestClient) -> None:
     assert client.get("/v2/health/live").status_code == 200 and client.get("/v2/health/ready").status_code == 200
     metadata = client.get("/v2/models/byo").json()
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 3]}] and metadata["versions"] == ["1"]
+    v1 = client.post("/v1/models/byo/versions/1/predict", json={"inputs": [[2, 0, 0], [0, 2, 0]]}).json()["outputs"]
     for data in ([2, 0, 0, 0, 2, 0], [[2, 0, 0], [0, 2, 0]]):
         body = {"id": "r1", "inputs": [{"name": "features", "shape": [2, 3], "datatype": "FP32", "data": data}]}
         reply = client.post("/v2/models/byo/versions/1/infer", json=body).json()
         assert reply["id"] == "r1" and reply["model_version"] == "1"
         (output,) = reply["outputs"]
-        assert output["name"] == "probabilities" and output["shape"] == [2, 2] and len(output["data"]) == 4
+        assert output["name"] == "probabilities" and output["shape"] == [2, 2]
+        np.testing.assert_allclose(np.reshape(output["data"], (2, 2)), v1, rtol=1e-6)  # v2 and v1 give the same figures
 
 
 @pytest.mark.parametrize(
@@ -164,7 +198,7 @@ def test_v2_errors_are_json_with_an_error_field(client: TestClient, path: str, b
 )
 def test_v2_binary_sizes_are_checked(client: TestClient, header_length: str | None, size: object, message: str) -> None:
     _upload(client, "byo", linear_softmax(WEIGHTS))
-    header = __import__("json").dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32",
+    header = json.dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32",
                                                    "parameters": {"binary_data_size": size}}]}).encode()  # fmt: skip
     body = header + np.ones((1, 3), np.float32).tobytes()
     headers = {"Inference-Header-Content-Length": header_length or str(len(header)), "content-type": "application/octet-stream"}
