@@ -28,9 +28,10 @@ def upload_options(fields: dict[str, str], filename: str) -> UploadOptions:
     size = fields.get("image_size", "64,64").replace("x", ",").split(",")
     try:
         height, width = (int(size[0]), int(size[-1]))
-        assert 4 <= height <= 1024 and 4 <= width <= 1024
-    except (ValueError, AssertionError):
-        raise InvalidDataset("image_size: expected 'height,width' between 4 and 1024, e.g. '64,64'", field="image_size") from None
+    except ValueError:
+        height = width = 0
+    if not (4 <= height <= 1024 and 4 <= width <= 1024):
+        raise InvalidDataset("image_size: expected 'height,width' between 4 and 1024, e.g. '64,64'", field="image_size")
     return UploadOptions(format=fmt, target=fields.get("target") or None, text_column=fields.get("text_column", "text"),  # type: ignore[arg-type]
                          image_size=(height, width), task=task)  # type: ignore[arg-type]  # fmt: skip
 

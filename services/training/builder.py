@@ -160,7 +160,8 @@ _BUILDERS: dict[str, Callable[[Any, Shape, Shape], nn.Module]] = {
 
 
 def m_pair(value: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
-    assert value is not None
+    if value is None:  # shape inference fills every size in before a module is built
+        raise ValueError("a layer size reached the builder unset: run shape inference on the spec first")
     return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
