@@ -52,7 +52,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_infer(client: triton.InferenceServerClient, binary: bool) -> None:
+def test_tritonclient_infer_returns_the_models_probabilities_and_echoes_the_id(client: triton.InferenceServerClient, binary: bool) -> None:
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     features = triton.InferInput("features", list(x.shape), "FP32")
     features.set_data_from_numpy(x, binary_data=binary)

@@ -16,6 +16,7 @@ from api.errors import format_loc
         (("query", "limit"), "limit"),
         (("body",), "body"),
     ],
+    ids=["layer-field-drops-the-type-tag", "layer-index", "nested-field", "query-parameter", "whole-body"],
 )
-def test_format_loc(loc: tuple, expected: str) -> None:
+def test_an_error_location_is_written_as_a_spec_path(loc: tuple, expected: str) -> None:
     assert format_loc(loc) == expected

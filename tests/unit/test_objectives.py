@@ -119,13 +119,25 @@ def _lrs(schedule: dict, metrics: list[float] | None = None, epochs: int = 6, ba
     return seen
 
 
-def test_schedules() -> None:
+def test_a_constant_schedule_keeps_the_learning_rate() -> None:
     assert _lrs({"name": "constant"}) == [1.0] * 6
+
+
+def test_a_step_schedule_multiplies_by_gamma_every_step_size_epochs() -> None:
     assert _lrs({"name": "step", "step_size": 2, "gamma": 0.5}) == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_a_cosine_schedule_falls_monotonically_to_half_at_mid_training() -> None:
     cosine = _lrs({"name": "cosine"}, epochs=4)
     assert cosine[0] == 1.0 and cosine == sorted(cosine, reverse=True) and cosine[2] == pytest.approx(0.5)
+
+
+def test_a_one_cycle_schedule_warms_up_to_the_peak_then_anneals() -> None:
     cycle = _lrs({"name": "one_cycle"}, epochs=10, batches=3)
     assert cycle[0] < 0.1 and max(cycle) > 0.9 and cycle[-1] < max(cycle)
+
+
+def test_reduce_on_plateau_halves_the_rate_once_val_loss_stalls_past_patience() -> None:
     plateau = _lrs({"name": "reduce_on_plateau", "patience": 1, "factor": 0.5}, metrics=[1.0, 0.5, 0.5, 0.5, 0.5, 0.5])
     assert plateau == pytest.approx([1, 1, 1, 1, 0.5, 0.5])
 
