@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from tests.e2e.helpers import wait_for_job
 from tests.factories import job_body
 from tests.onnx_factory import linear_softmax, malformed, unknown_op, with_external_data
 
@@ -176,7 +177,7 @@ V1_CASES = {
 AUTH_CASES = {
     "auth-missing": Case("POST", V1, {"json": {"inputs": [ROW]}}, auth=False, status=401),
     "auth-garbage-token": Case("POST", V1, _auth("Bearer kiln_not-a-real-key"), auth=False, status=401),
-    "auth-empty-bearer": Case("POST", V1, _auth("Bearer "), auth=False, status=401),
+    "auth-empty-bearer": Case("POST", V1, _auth("Bearer"), auth=False, status=401),
     "auth-basic-scheme": Case("POST", V1, _auth("Basic YWRtaW46YWRtaW4="), auth=False, status=401),
     "auth-no-scheme": Case("POST", V1, _auth("justsomegarbage"), auth=False, status=401),
     "auth-huge-header": Case("POST", V1, _auth("Bearer " + "k" * 12_000), auth=False, status=401),
@@ -239,7 +240,8 @@ UPLOAD_CASES = {
     "datasets-boundary-lie": Case(
         "POST", "/v1/datasets", _raw(b"--a\r\nContent-Disposition: form-data; name=file\r\n\r\nxx", "multipart/form-data; boundary=a")
     ),  # fmt: skip
-    "datasets-id-not-a-uuid": Case("GET", "/v1/datasets/..%2F..%2Fetc", status=422),
+    "datasets-id-unknown": Case("GET", "/v1/datasets/not-a-uuid", status=404),
+    "datasets-id-a-path": Case("GET", "/v1/datasets/..%2F..%2Fetc"),
     "datasets-delete-unknown": Case("DELETE", f"/v1/datasets/{uuid.uuid4()}", status=404),
     "models-serving-batch-zero": Case("PATCH", f"/v1/models/{ONE}/versions/1", {"json": {"max_batch_size": 0}}, status=422),
     "models-serving-batch-boolean": Case("PATCH", f"/v1/models/{ONE}/versions/1", {"json": {"max_batch_size": True}}, status=422),
@@ -283,6 +285,17 @@ def _registry(client: httpx.Client, headers: dict[str, str]) -> dict[str, Any]:
     return {"jobs": jobs, "datasets": datasets, "versions": {m["name"]: m["version_count"] for m in models}}
 
 
+def _undo(client: httpx.Client, headers: dict[str, str], response: httpx.Response) -> None:
+    """A job or dataset a case should not have made is cancelled or deleted, so it cannot spill into the next case."""
+    location = response.headers.get("location", "")
+    if response.status_code == 202 and location.startswith("/v1/jobs/"):
+        client.post(f"{location}/cancel", headers=headers)
+        client.headers.update(headers)
+        wait_for_job(client, location)
+    elif response.status_code in (200, 201) and location.startswith("/v1/datasets/"):
+        client.delete(location, headers=headers)
+
+
 def _check_error(case: Case, response: httpx.Response) -> None:
     assert 400 <= response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
     if case.status is not None:
@@ -311,6 +324,7 @@ def test_a_hostile_request_gets_a_4xx_json_error_and_leaves_nothing_behind(api: 
         try:
             _check_error(case, response)
         finally:
+            _undo(client, api["headers"], response)
             assert _registry(client, api["headers"]) == registry_before
             assert _on_disk(api["data_dir"]) == files_before
 
