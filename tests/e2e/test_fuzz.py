@@ -6,6 +6,7 @@ Redis, with no worker: the jobs the fuzzer submits stay queued instead of traini
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -67,4 +68,13 @@ def test_no_operation_answers_5xx_or_off_schema(api: dict, tmp_path: Path) -> No
     summary = run.stdout[-6000:]
     print(summary)
     assert run.returncode == 0, summary + "\n" + api["log"].read_text()[-3000:]
-    assert "No issues found" in run.stdout or " passed" in run.stdout
+    generated, passed = _test_case_counts(run.stdout)
+    assert generated > 0 and passed == generated, summary  # every generated case passed: no failure counted
+    assert "unique failure" not in run.stdout and not re.search(r"\b\d+ (failure|error)s?\b", run.stdout), summary
+
+
+def _test_case_counts(stdout: str) -> tuple[int, int]:
+    """(generated, passed) from the CLI's `Test cases:` line; a run with failures says `found N unique failures` instead."""
+    found = re.search(r"(\d+) generated, (\d+) passed", stdout)
+    assert found, f"no test-case counts in the CLI's output: {stdout[-2000:]}"
+    return int(found[1]), int(found[2])
