@@ -68,18 +68,21 @@ def test_batches_never_exceed_the_maximum() -> None:
 
 def test_queue_delay_lets_a_batch_fill() -> None:
     run = SlowDouble(0.0)
-    batcher = _batcher(run, max_queue_delay_s=0.05)
+    # A delay far longer than the late arrival takes, on a loaded machine too; the batch runs as soon as it is full.
+    batcher = _batcher(run, max_queue_delay_s=30.0, max_batch_size=3)
     one = {"x": np.ones((1, 1), np.float32)}
 
     async def late() -> object:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # after the first two have started waiting
         return await batcher.submit(one)
 
     async def main() -> None:
         await asyncio.gather(batcher.submit(one), batcher.submit(one), late())
 
+    started = time.monotonic()
     asyncio.run(main())
-    assert run.batches == [3]  # two arrived together, and waited long enough for the third
+    assert run.batches == [3]  # two arrived together, and waited for the third
+    assert time.monotonic() - started < 30.0  # it ran when full, not at the deadline
 
 
 def test_a_failing_run_fails_every_request_in_its_batch() -> None:
