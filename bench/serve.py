@@ -1,14 +1,18 @@
 """Serving benchmarks: every figure beside its baseline, measured in this run with the same load generator (wrk).
 
 1. One client, one-row predict on the digits MLP (64 -> 64 -> 32 -> 10): p50 and p99 for Kiln, the
-   20-line FastAPI + onnxruntime handler (bench/baseline_server.py), and onnxruntime in-process.
-2. 64 clients, same model: requests per second for Kiln, the 20-line handler and `mlflow models serve`.
+   20-line FastAPI + onnxruntime handler (bench/baseline_server.py), the bare ASGI floor
+   (bench/floor_app.py: uvicorn with uvloop and httptools, orjson, no framework) and onnxruntime in-process.
+2. 64 clients, same model: requests per second for Kiln, the 20-line handler, the floor and `mlflow models serve`.
+Kiln / floor is reported for the one-client p50 and the 64-client throughput.
+`--floor-only` runs just Kiln beside the floor (parts 1 and 2, without MLflow); `--seconds` sets each wrk run's length.
 3. The seeds' CNN on (64, 64, 3) at 64 clients: dynamic batching on / off, and binary v2 tensors / JSON.
 4. The API's resident memory with 20 digits-sized models loaded.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -44,6 +48,8 @@ JSON = {"Content-Type": "application/json"}
 # Kiln's admin key, minted once its registry is migrated; every load generator sends it (the baselines ignore it),
 # so requests are the same size everywhere and Kiln pays its key check in every figure.
 AUTH: dict[str, str] = {}
+SECONDS = 10  # each wrk run's length; --seconds changes it
+FLOOR_TARGET = 0.6  # Kiln's 64-client throughput as a share of the floor's
 
 
 def onnx_file(model: dict, path: Path, seed: int = 0) -> Path:
@@ -109,60 +115,101 @@ def line(label: str, load: wrk.Load) -> str:
     return f"  {label:44s} p50 {load.p50_ms:7.3f} ms  p99 {load.p99_ms:7.3f} ms  {load.requests_per_s:9.0f} req/s  errors {load.errors}"
 
 
+def servers(tmp: Path, mlp: Path) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+    """Kiln on SQLite, the 20-line FastAPI handler and the bare ASGI floor, each on a port of its own, ready."""
+    ports = {"kiln": free_port(), "base": free_port(), "floor": free_port()}
+    env = kiln_env(data_dir=str(tmp / "kiln"))
+    (tmp / "kiln").mkdir()
+    migrate(f"sqlite:///{tmp / 'kiln' / 'kiln.db'}")
+    AUTH.update(mint_key(env))
+    uvicorn, quiet = [sys.executable, "-m", "uvicorn"], ["--no-access-log"]
+    model_env = env | {"KILN_BENCH_MODEL": str(mlp)}
+    procs = [
+        spawn([*uvicorn, "--factory", "api.main:create_app", "--port", str(ports["kiln"]), *quiet], env, tmp / "kiln.log"),
+        spawn([*uvicorn, "bench.baseline_server:app", "--port", str(ports["base"]), *quiet], model_env, tmp / "base.log"),
+        spawn([*uvicorn, "bench.floor_app:app", "--port", str(ports["floor"]), "--loop", "uvloop", "--http", "httptools",
+               "--lifespan", "off", *quiet], model_env, tmp / "floor.log"),
+    ]  # fmt: skip
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    for proc, (name, probe) in zip(procs, [("kiln", "/healthz"), ("base", "/docs"), ("floor", "/")], strict=True):
+        wait_http(f"{urls[name]}{probe}", proc, tmp / f"{name}.log")
+    return urls, procs
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--floor-only", action="store_true", help="only Kiln beside the floor (parts 1 and 2, no MLflow)")
+    parser.add_argument("--seconds", type=int, default=SECONDS, help="each wrk run's length")
+    args = parser.parse_args()
+    globals()["SECONDS"] = args.seconds
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         mlp, cnn = onnx_file(MLP, tmp / "mlp.onnx"), onnx_file(CNN, tmp / "cnn.onnx")
-        kiln_port, base_port, mlflow_port = free_port(), free_port(), free_port()
-        env = kiln_env(data_dir=str(tmp / "kiln"))
-        (tmp / "kiln").mkdir()
-        migrate(f"sqlite:///{tmp / 'kiln' / 'kiln.db'}")
-        AUTH.update(mint_key(env))
-        procs = [
-            spawn([sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(kiln_port), "--no-access-log"],
-                  env, tmp / "kiln.log"),
-            spawn([sys.executable, "-m", "uvicorn", "bench.baseline_server:app", "--port", str(base_port), "--no-access-log"],
-                  env | {"KILN_BENCH_MODEL": str(mlp)}, tmp / "baseline.log"),
-        ]  # fmt: skip
-        kiln, base = f"http://127.0.0.1:{kiln_port}", f"http://127.0.0.1:{base_port}"
+        urls, procs = servers(tmp, mlp)
         try:
-            wait_http(f"{kiln}/healthz", procs[0], tmp / "kiln.log")
-            wait_http(f"{base}/docs", procs[1], tmp / "baseline.log")
-            upload(kiln, "digits", mlp)
-            upload(kiln, "cnn", cnn)
+            upload(urls["kiln"], "digits", mlp)
+            if args.floor_only:
+                one_client(urls, mlp)
+                many_clients(urls, None)
+                return
+            upload(urls["kiln"], "cnn", cnn)
+            mlflow_port = free_port()
             procs.append(mlflow_server(mlp, tmp, mlflow_port))
-            run_all(kiln, base, f"http://127.0.0.1:{mlflow_port}", mlp, procs[0].pid)
+            one_client(urls, mlp)
+            many_clients(urls, f"http://127.0.0.1:{mlflow_port}")
+            batching_and_binary(urls["kiln"])
+            memory()
         finally:
             for proc in procs:
                 stop(proc)
 
 
-def run_all(kiln: str, base: str, mlflow: str, mlp: Path, kiln_pid: int) -> None:
-    row = np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16
-    body = json.dumps({"inputs": row.tolist()}).encode()
-    for url in (f"{kiln}/v1/models/digits/versions/1/predict", f"{base}/predict"):  # warm both up
+def _digits_row() -> np.ndarray:
+    return np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16
+
+
+def _digits_body() -> bytes:
+    return json.dumps({"inputs": _digits_row().tolist()}).encode()
+
+
+def _targets(urls: dict[str, str]) -> dict[str, str]:
+    return {"kiln": f"{urls['kiln']}/v1/models/digits/versions/1/predict", "base": f"{urls['base']}/predict",
+            "floor": f"{urls['floor']}/predict"}  # fmt: skip
+
+
+def one_client(urls: dict[str, str], mlp: Path) -> None:
+    """Part 1: one client, one-row predict on the digits MLP, beside the 20-line handler, the floor and in-process."""
+    body, targets = _digits_body(), _targets(urls)
+    for url in targets.values():  # warm each up
         wrk.run(url, body, headers=JSON | AUTH, connections=1, seconds=2)
     print("1. one client, one-row predict, digits MLP")
-    floor = in_process_us(mlp, row)
-    ours = wrk.run(f"{kiln}/v1/models/digits/versions/1/predict", body, headers=JSON | AUTH, connections=1)
-    theirs = wrk.run(f"{base}/predict", body, headers=JSON | AUTH, connections=1)
-    print(f"  onnxruntime in-process (the floor)            p50 {floor:7.1f} us")
-    print(line("20-line FastAPI + onnxruntime", theirs))
-    print(line("Kiln /v1 predict", ours))
-    print(f"  Kiln p50 / 20-line p50 = {ours.p50_ms / theirs.p50_ms:.2f} (target <= 1)")
+    in_process = in_process_us(mlp, _digits_row())
+    loads = {name: wrk.run(url, body, headers=JSON | AUTH, connections=1, seconds=SECONDS) for name, url in targets.items()}
+    print(f"  onnxruntime in-process                        p50 {in_process:7.1f} us")
+    print(line("bare ASGI + orjson + onnxruntime (the floor)", loads["floor"]))
+    print(line("20-line FastAPI + onnxruntime", loads["base"]))
+    print(line("Kiln /v1 predict", loads["kiln"]))
+    print(f"  Kiln p50 / 20-line p50 = {loads['kiln'].p50_ms / loads['base'].p50_ms:.2f} (target <= 1)")
+    print(f"  Kiln p50 / floor p50 = {loads['kiln'].p50_ms / loads['floor'].p50_ms:.2f}x")
 
+
+def many_clients(urls: dict[str, str], mlflow: str | None) -> None:
+    """Part 2: 64 clients on the digits MLP; MLflow too unless `mlflow` is None."""
+    body, targets = _digits_body(), _targets(urls)
     print("2. 64 clients, digits MLP")
-    ours64 = wrk.run(f"{kiln}/v1/models/digits/versions/1/predict", body, headers=JSON | AUTH, connections=64, threads=2)
-    theirs64 = wrk.run(f"{base}/predict", body, headers=JSON | AUTH, connections=64, threads=2)
-    print(line("20-line FastAPI + onnxruntime", theirs64))
-    print(line("Kiln /v1 predict", ours64))
-    mlflow_body = json.dumps({"inputs": {"input": row.tolist()}}).encode()
-    flow64 = wrk.run(f"{mlflow}/invocations", mlflow_body, headers=JSON | AUTH, connections=64, threads=2)
-    print(line("mlflow models serve (ONNX flavour, 1 worker)", flow64))
-    print(f"  Kiln / MLflow throughput = {ours64.requests_per_s / flow64.requests_per_s:.2f}x (target >= 3)")
-    print(f"  Kiln / 20-line throughput = {ours64.requests_per_s / theirs64.requests_per_s:.2f}x")
-    batching_and_binary(kiln)
-    memory()
+    loads = {name: wrk.run(url, body, headers=JSON | AUTH, connections=64, threads=2, seconds=SECONDS) for name, url in targets.items()}
+    print(line("bare ASGI + orjson + onnxruntime (the floor)", loads["floor"]))
+    print(line("20-line FastAPI + onnxruntime", loads["base"]))
+    print(line("Kiln /v1 predict", loads["kiln"]))
+    if mlflow is not None:
+        row = json.loads(body)["inputs"]
+        flow64 = wrk.run(f"{mlflow}/invocations", json.dumps({"inputs": {"input": row}}).encode(), headers=JSON | AUTH, connections=64,
+                         threads=2, seconds=SECONDS)  # fmt: skip
+        print(line("mlflow models serve (ONNX flavour, 1 worker)", flow64))
+        print(f"  Kiln / MLflow throughput = {loads['kiln'].requests_per_s / flow64.requests_per_s:.2f}x (target >= 3)")
+    print(f"  Kiln / 20-line throughput = {loads['kiln'].requests_per_s / loads['base'].requests_per_s:.2f}x")
+    share = loads["kiln"].requests_per_s / loads["floor"].requests_per_s
+    print(f"  Kiln / floor throughput = {share:.2f}x (target >= {FLOOR_TARGET})")
 
 
 def batching_and_binary(kiln: str) -> None:
