@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,9 +128,19 @@ def test_api_metrics_can_be_served_on_a_port_of_their_own(stack: dict) -> None:
         assert httpx.get(f"{url}/metrics").status_code == 404
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert samples(text, "kiln_http_requests_total", route="/v1/models", status="200") == 10
-        assert samples(text, "kiln_training_jobs", state="queued") >= 0 and "kiln_broker_queue_length" in text
+        assert "kiln_broker_queue_length" in text
+        _assert_job_gauge_matches_the_registry(text, url, stack["headers"])
     finally:
         stop(api)
+
+
+def _assert_job_gauge_matches_the_registry(text: str, url: str, headers: dict[str, str]) -> None:
+    """kiln_training_jobs has one sample per job state, each the number of jobs the API lists in that state."""
+    jobs = httpx.get(f"{url}/v1/jobs", params={"limit": 100}, headers=headers).json()["data"]
+    by_state = Counter(job["state"] for job in jobs)
+    gauge = {s.labels["state"]: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "kiln_training_jobs"}
+    assert set(gauge) == {"queued", "running", "succeeded", "failed", "cancelled"}, gauge
+    assert gauge == {state: float(by_state[state]) for state in gauge}, (gauge, by_state)
 
 
 def _answers(url: str) -> bool:
