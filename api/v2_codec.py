@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 
 from services.errors import InvalidInput
-from services.usecases.predict import holds_boolean
+from services.serving.signature import Signature
+from services.usecases.predict import non_number
 
 DATATYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -111,6 +112,18 @@ def _check_header(header: dict[str, Any]) -> None:
         _check_parameters(item, f"{where}.parameters")
 
 
+def check_names(header: dict[str, Any], signature: Signature) -> None:
+    """Raise InvalidInput, naming the field, for an input or a requested output the model does not have
+    (onnxruntime would fail on the first; the second would be answered with nothing)."""
+    for kind, specs in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+        known = {spec.name for spec in specs}
+        for index, item in enumerate(header.get(kind) or ()):
+            if item["name"] not in known:
+                names = ", ".join(repr(name) for name in sorted(known))
+                field = f"{kind}[{index}].name"
+                raise InvalidInput(f"{field}: this model has no {kind[:-1]} {item['name']!r}; its {kind} are {names}"[:300], field=field)
+
+
 def _check_parameters(owner: dict[str, Any], field: str) -> None:
     parameters = owner.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
@@ -133,8 +146,9 @@ def _json_data(name: str, data: Any, dtype: np.dtype, *, field: str) -> np.ndarr
         array = np.asarray(data, dtype=dtype).reshape(-1)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"{field}: expected a flat or nested list of {dtype.name} values for input {name!r}", field=field) from None
-    if dtype.kind != "b" and holds_boolean(data):
-        raise InvalidInput(f"{field}: input {name!r} holds booleans where {dtype.name} numbers are expected", field=field)
+    found = non_number(data, integers=dtype.kind in "iu") if dtype.kind != "b" else None
+    if found is not None:
+        raise InvalidInput(f"{field}: input {name!r} holds {found} where {dtype.name} numbers are expected", field=field)
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInput(f"{field}: input {name!r} must hold finite numbers (no NaN or Infinity)", field=field)
     return array

@@ -14,7 +14,7 @@ from api.deps import ContextDep, context
 from api.errors import error_response
 from api.hotpath import read_body
 from api.schemas import V2_INFER_OPENAPI
-from api.v2_codec import HEADER_LENGTH, datatype, encode_response, parse_request
+from api.v2_codec import HEADER_LENGTH, check_names, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import MAX_VERSION, ModelVersion
 from services.usecases.models import list_versions
@@ -43,7 +43,7 @@ async def read_server() -> dict[str, Any]:
     return {"name": "kiln", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
 
-NO_BODY = {200: {"description": "Yes (an empty body, as the protocol says).", "content": None}}
+NO_BODY: dict[int | str, dict[str, Any]] = {200: {"description": "Yes (an empty body, as the protocol says).", "content": None}}
 
 
 @router.get("/health/live", response_class=Response, responses=NO_BODY)
@@ -106,6 +106,7 @@ async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Resp
 async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
     header, feeds = parse_request(await read_body(request), request.headers.get(HEADER_LENGTH))
     model = await ctx.predictor.model_async(found)
+    check_names(header, model.signature)
     result = await ctx.predictor.infer(found, feeds)
     ctx.metrics.observe_inference(found, result)
     names = [t.name for t in model.signature.outputs]

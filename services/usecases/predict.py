@@ -12,16 +12,20 @@ from services.registry.entities import ModelVersion
 from services.serving.sessions import LoadedModel
 
 
-def holds_boolean(data: list[Any]) -> bool:
-    """Whether a nested JSON list holds a boolean (numpy reads True as 1.0 without a word)."""
+def non_number(data: list[Any], *, integers: bool = False) -> str | None:
+    """What a nested JSON list holds that is not a number (numpy reads True as 1.0 and "4" as 4.0 without a word),
+    or None. With `integers`, a fraction counts too (numpy would truncate it)."""
     stack = [data]
     while stack:
         for value in stack.pop():
-            if value is True or value is False:
-                return True
-            if isinstance(value, list):
+            kind = type(value)
+            if kind is int or (kind is float and not integers):
+                continue
+            if kind is list:
                 stack.append(value)
-    return False
+                continue
+            return {bool: "booleans", str: "strings", float: "fractions", dict: "objects"}.get(kind, "nulls")
+    return None
 
 
 def as_input_array(values: Any, *, dtype: str = "float32", field: str = "inputs") -> np.ndarray:
@@ -34,8 +38,10 @@ def as_input_array(values: Any, *, dtype: str = "float32", field: str = "inputs"
         raise InvalidInput(f"{field}: expected a rectangular array of numbers, one row per sample", field=field) from None
     if array.ndim == 0 or array.shape[0] == 0:
         raise InvalidInput(f"{field}: expected at least one row", field=field)
-    if holds_boolean(values):
-        raise InvalidInput(f"{field}: expected numbers, got booleans (send 1 and 0)", field=field)
+    found = non_number(values, integers=array.dtype.kind in "iu")
+    if found is not None:
+        hint = " (send 1 and 0)" if found == "booleans" else ""
+        raise InvalidInput(f"{field}: expected {array.dtype.name} numbers, got {found}{hint}", field=field)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInput(f"{field}: expected finite numbers (no NaN or Infinity)", field=field)
     return array

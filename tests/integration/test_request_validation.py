@@ -39,6 +39,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         ({"inputs": [GOOD_INPUT | {"name": 7}]}, "inputs[0].name"),
         ({"inputs": [GOOD_INPUT | {"data": [True, False, True, True]}]}, "inputs[0].data"),
         ({"inputs": [GOOD_INPUT | {"data": "1234"}]}, "inputs[0].data"),
+        ({"inputs": [GOOD_INPUT | {"data": ["1", "2", "3", "4"]}]}, "inputs[0].data"),
+        ({"inputs": [GOOD_INPUT | {"data": [1, 2, 3, None]}]}, "inputs[0].data"),
+        ({"inputs": [GOOD_INPUT], "outputs": [{"name": "not-an-output"}]}, "outputs[0].name"),
+        ({"inputs": [GOOD_INPUT, GOOD_INPUT | {"name": "extra"}]}, "inputs[1].name"),
         ({"inputs": []}, "inputs"),
         ([GOOD_INPUT], "body"),
     ],
@@ -55,6 +59,13 @@ def test_v1_refuses_booleans_where_numbers_are_expected(client: TestClient) -> N
     response = client.post("/v1/models/m/predict", json={"inputs": [[True, True, False, True]]})
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "inputs" and "boolean" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("row", "found"), [([1, 2, 3, "4"], "strings"), ([1, 2, 3, None], "nulls")])
+def test_v1_refuses_strings_and_nulls_numpy_would_read_as_numbers(client: TestClient, row: list[Any], found: str) -> None:
+    response = client.post("/v1/models/m/predict", json={"inputs": [row]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "inputs" and found in response.json()["error"]["message"]
 
 
 def test_v1_names_each_input_of_a_two_input_model(client: TestClient) -> None:

@@ -176,7 +176,7 @@ def test_v2_json_infer_with_flat_and_nested_data(client: TestClient) -> None:
         ("/v2/models/byo/infer", {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}, 400,
          "do not fill shape"),
         ("/v2/models/byo/infer", {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 400,
-         "missing input 'features'"),
+         "no input 'x'; its inputs are 'features'"),
         ("/v2/models/byo/infer", {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP128", "data": [1, 2, 3]}]}, 400,
          "datatype"),
     ],
