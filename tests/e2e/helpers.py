@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 
 from services.data.builtins import load_builtin
-from tests.conftest import QUEUE_PREFIX, ROOT
+from tests.conftest import QUEUE_PREFIX, ROOT, free_port
 from tests.factories import DIGITS_MLP
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
@@ -86,6 +86,26 @@ def wait_for_job(client: httpx.Client, location: str, timeout: float = 180) -> d
 
 def api_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def spawn_api(env: dict[str, str], log: Path, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int]:
+    """uvicorn on a free port, drawn again when another process bound it first (the one race a free port leaves)."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = spawn(api_command(port), env, log)
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{port}/healthz"):
+            time.sleep(0.2)
+        if proc.poll() is None or "address already in use" not in log.read_text(errors="replace").lower():
+            return proc, port
+    raise AssertionError(f"every port drawn was taken: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def rss_mib(pid: int) -> float:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, migrate, postgres_database
-from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready
+from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, stop, wait_for_job, wait_until_ready
 from tests.e2e.private_postgres import private_postgres
 from tests.factories import job_body, tiny_job
 
@@ -34,11 +34,11 @@ class Stack:
     """An API and workers on their own database, queues and data folder; workers can be killed and started again."""
 
     def __init__(self, tmp: Path, database_url: str, broker_url: str) -> None:
-        self.tmp, self.port = tmp, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
         self.env = kiln_env(data_dir=str(tmp), database_url=database_url, broker_url=broker_url, **FAST_RECOVERY)
         self.headers = mint_key(self.env)
-        self.api = spawn(api_command(self.port), self.env, tmp / "api.log")
+        self.api, self.port = spawn_api(self.env, tmp / "api.log")
+        self.url = f"http://127.0.0.1:{self.port}"
         self.workers: list[subprocess.Popen[bytes]] = []
         self.start_worker()
 
