@@ -126,8 +126,13 @@ def check_names(header: dict[str, Any], signature: Signature) -> None:
 
 def _check_parameters(owner: dict[str, Any], field: str) -> None:
     parameters = owner.get("parameters")
-    if parameters is not None and not isinstance(parameters, dict):
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
         raise InvalidInput(f"{field}: expected an object, got {_kind(parameters)}", field=field)
+    for flag in ("binary_data", "binary_data_output"):  # a string "false" would read as true
+        if flag in parameters and type(parameters[flag]) is not bool:
+            raise InvalidInput(f"{field}.{flag}: expected true or false, got {_kind(parameters[flag])}", field=f"{field}.{flag}")
 
 
 def _kind(value: Any) -> str:

@@ -43,6 +43,11 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         ({"inputs": [GOOD_INPUT | {"data": [1, 2, 3, None]}]}, "inputs[0].data"),
         ({"inputs": [GOOD_INPUT], "outputs": [{"name": "not-an-output"}]}, "outputs[0].name"),
         ({"inputs": [GOOD_INPUT, GOOD_INPUT | {"name": "extra"}]}, "inputs[1].name"),
+        (
+            {"inputs": [GOOD_INPUT], "outputs": [{"name": "output", "parameters": {"binary_data": "false"}}]},
+            "outputs[0].parameters.binary_data",
+        ),
+        ({"inputs": [GOOD_INPUT], "parameters": {"binary_data_output": 1}}, "parameters.binary_data_output"),
         ({"inputs": []}, "inputs"),
         ([GOOD_INPUT], "body"),
     ],
