@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.errors import InvalidDataset, PayloadTooLarge
@@ -94,6 +95,12 @@ async def receive_upload(request: Request, *, target: Path, max_bytes: int) -> t
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
+    except MultipartParseError as err:
+        if receiver.file is not None:
+            receiver.file.close()
+        target.unlink(missing_ok=True)
+        raise InvalidDataset(f"the multipart body does not follow its declared boundary: {err}", field="file") from None
+    try:
         if receiver.file is None:
             raise InvalidDataset("the form has no 'file' part: attach the dataset file as 'file'", field="file")
         if not receiver.complete or not receiver.file.closed:

@@ -67,6 +67,9 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
                 f"{where}.data: {array.size} values do not fill shape {shape} (input {name!r})", field=f"inputs[{index}].data"
             )
         tensors[name] = array.reshape(shape)
+    if offset != len(binary):  # Triton refuses extra input data too: it is a client's miscount, not padding
+        raise InvalidInput(f"{HEADER_LENGTH}: {len(binary) - offset} bytes after the header belong to no input's binary_data_size",
+                           field=HEADER_LENGTH)  # fmt: skip
     return header, tensors
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep
@@ -29,8 +29,15 @@ class AliasUpdate(BaseModel):
 
 
 class ServingUpdate(BaseModel):
-    max_batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    max_batch_size: StrictInt | None = Field(default=None, ge=1, le=65_536)  # strict: `true` is not 1
     max_queue_delay_ms: float | None = Field(default=None, ge=0, le=1000)
+
+    @field_validator("max_queue_delay_ms", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a number of milliseconds, got a boolean")
+        return value
 
 
 @router.get("", response_model=ModelsPublic)

@@ -70,7 +70,18 @@ def _copy_array(archive: zipfile.ZipFile, key: str, folder: Path, limits: ZipLim
         raise DatasetError(f"{where} is Fortran-ordered; save it with numpy's default C order", where=where)
     with archive.open(f"{key}.npy") as member, open(folder / f"{key}.npy", "wb") as out:
         shutil.copyfileobj(member, out, length=1 << 20)  # zipfile stops at the declared size and checks the CRC
+    if dtype.kind == "f":
+        _check_finite(folder / f"{key}.npy", where)
     return tuple(shape), dtype
+
+
+def _check_finite(path: Path, where: str) -> None:
+    """Refuse NaN and Infinity, which would make every loss NaN; read in slices, as the array may exceed memory."""
+    array = np.load(path, mmap_mode="r")
+    step = max(1, (64 << 20) // max(1, array.itemsize * (array.size // max(1, len(array)))))
+    for start in range(0, len(array), step):
+        if not np.isfinite(array[start : start + step]).all():
+            raise DatasetError(f"{where} holds NaN or Infinity (from row {start}); every value must be a finite number", where=where)
 
 
 def _npz_targets(y: np.ndarray, shape_x: tuple[int, ...], dtype_x: np.dtype, folder: Path, options: UploadOptions) -> Ingested:
@@ -86,6 +97,8 @@ def _npz_targets(y: np.ndarray, shape_x: tuple[int, ...], dtype_x: np.dtype, fol
     if y.dtype.kind not in "biuf":
         raise DatasetError(f"regression needs numeric 'y', got dtype {y.dtype}", where="array 'y'")
     targets = y.astype(np.float32).reshape(len(y), -1)
+    if not np.isfinite(targets).all():
+        raise DatasetError("array 'y' holds NaN or Infinity; every target must be a finite number", where="array 'y'")
     save_npy(folder, "y", targets)
     return Ingested(shape_x[0], shape_x[1:], str(dtype_x), "regression", n_targets=targets.shape[1])
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 ActivationName = Literal[
     "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "linear"
@@ -21,6 +21,24 @@ class ShapeError(ValueError):
 class Strict(BaseModel):
     # A misspelt argument ("activaton") must be an error, not silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """`"epochs": true` is a mistake, not 1: pydantic's lax mode would read it as a number."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+                    raise ValueError(f"{name}: expected a number or a name, got a boolean ({str(value).lower()})")
+        return data
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a boolean (bool itself, or a union or Literal with one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(arg is bool or (isinstance(arg, bool)) or _takes_bool(arg) for arg in get_args(annotation))
 
 
 class LayerSpec(Strict):
