@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, migrate, postgres_database
-from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop, wait_until_ready
+from tests.conftest import migrate, postgres_database
+from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, stop, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +22,9 @@ def kiln(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 
 def _run_kiln(database_url: str, redis_url: str, data_dir: Path) -> Iterator[dict]:
     env = kiln_env(data_dir=str(data_dir), database_url=database_url, broker_url=redis_url)
-    port = free_port()
     headers = mint_key(env)
     logs = [data_dir / "api.log", data_dir / "worker.log"]
-    api = spawn(api_command(port), env, logs[0])
+    api, port = spawn_api(env, logs[0])  # draws another port if one was bound first
     worker = spawn([sys.executable, "-m", "worker"], env, logs[1])
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", [api, worker], logs)

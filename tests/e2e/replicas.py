@@ -19,15 +19,14 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, free_port
-from tests.e2e.helpers import api_command, spawn, stop
+from tests.conftest import ROOT
+from tests.e2e.helpers import spawn_api, stop
 
 
 @contextlib.contextmanager
 def api_replica(env: dict[str, str], log: Path, **settings: str) -> Iterator[dict[str, Any]]:
     """Another uvicorn API on `env`'s registry (no worker of its own), with `settings` as KILN_ overrides; yields url and proc."""
-    port = free_port()
-    proc = spawn(api_command(port), env | {f"KILN_{k.upper()}": v for k, v in settings.items()}, log)
+    proc, port = spawn_api(env | {f"KILN_{k.upper()}": v for k, v in settings.items()}, log)  # redrawn on a bind conflict
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(url), what=f"the replica at {url} to be ready", timeout=90, alive=(proc, log))
