@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +91,30 @@ def api_command(port: int) -> list[str]:
 
 def spawn_api(env: dict[str, str], log: Path, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int]:
     """uvicorn on a free port, drawn again when another process bound it first (the one race a free port leaves)."""
+    proc, (port,) = spawn_on_free_ports(lambda port: spawn(api_command(port), env, log), log,
+                                        ready=lambda port: answers(f"http://127.0.0.1:{port}/healthz"), attempts=attempts)  # fmt: skip
+    return proc, port
+
+
+def spawn_on_free_ports(start: Callable[..., subprocess.Popen[bytes]], log: Path, *, ready: Callable[..., bool], ports: int = 1,
+                        attempts: int = 3, timeout: float = 90) -> tuple[subprocess.Popen[bytes], tuple[int, ...]]:  # fmt: skip
+    """`start(*ports)` on `ports` free ports, drawn again when another process bound one first (the one race a free port leaves).
+
+    Returns once `ready(*ports)` is true, the process ended for another reason (the caller's own wait reports it), or `timeout`.
+    """
     for _ in range(attempts):
-        port = free_port()
-        proc = spawn(api_command(port), env, log)
-        deadline = time.monotonic() + 90
-        while proc.poll() is None and time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{port}/healthz"):
+        drawn = tuple(free_port() for _ in range(ports))
+        proc = start(*drawn)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline and not ready(*drawn):
             time.sleep(0.2)
-        if proc.poll() is None or "address already in use" not in log.read_text(errors="replace").lower():
-            return proc, port
+        if "address already in use" not in log.read_text(errors="replace").lower():
+            return proc, drawn
+        stop(proc)  # a port was taken: this attempt may still be running without it
     raise AssertionError(f"every port drawn was taken: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:

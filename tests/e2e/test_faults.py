@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, migrate, postgres_database
-from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, stop, wait_for_job, wait_until_ready
+from tests.conftest import migrate, postgres_database
+from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
 from tests.e2e.private_postgres import private_postgres
 from tests.factories import job_body, tiny_job
 
@@ -132,9 +132,11 @@ def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_check
 
 
 def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: Any, tmp_path: Path) -> None:
-    port = free_port()
-    redis_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+    def redis_cmd(port: int) -> list[str]:
+        return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    log = tmp_path / "redis.log"
+    redis, (port,) = spawn_on_free_ports(lambda port: spawn(redis_cmd(port), kiln_env(), log), log, ready=_redis_answers)
     try:
         _wait_redis(port)
         stack = stack_on(f"redis://127.0.0.1:{port}/0")
@@ -144,7 +146,7 @@ def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: 
             _wait(client, running, lambda j: j["state"] == "running")
             redis.send_signal(signal.SIGKILL)  # no persistence: every queued message is gone
             redis.wait()
-            redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+            redis = spawn(redis_cmd(port), kiln_env(), log)  # the same port, just released
             _wait_redis(port)
             jobs = [wait_for_job(client, f"/v1/jobs/{j}", timeout=120) for j in [running, *queued]]
             assert [j["state"] for j in jobs] == ["succeeded"] * 4, stack.logs()
@@ -155,15 +157,20 @@ def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: 
         redis.wait()
 
 
-def _wait_redis(port: int) -> None:
+def _redis_answers(port: int) -> bool:
     import redis as redis_client
 
+    try:
+        return bool(redis_client.Redis(port=port).ping())
+    except redis_client.ConnectionError:
+        return False
+
+
+def _wait_redis(port: int) -> None:
     for _ in range(100):
-        try:
-            redis_client.Redis(port=port).ping()
+        if _redis_answers(port):
             return
-        except redis_client.ConnectionError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     raise AssertionError("redis did not start")
 
 

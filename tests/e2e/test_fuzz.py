@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, migrate, postgres_database
-from tests.e2e.helpers import api_command, kiln_env, mint_key, spawn, stop
-from tests.e2e.test_metrics import _answers
+from tests.conftest import ROOT, migrate, postgres_database
+from tests.e2e.helpers import answers, kiln_env, mint_key, spawn_api, stop
 from tests.onnx_factory import scale
 
 EXAMPLES = 30  # per operation
@@ -30,8 +29,7 @@ def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         migrate(database_url)
         env = kiln_env(data_dir=str(data_dir), database_url=database_url, broker_url=redis_url, max_body_mb="4", max_upload_mb="4")
         headers = mint_key(env)
-        port = free_port()
-        proc = spawn(api_command(port), env, data_dir / "api.log")
+        proc, port = spawn_api(env, data_dir / "api.log")
         url = f"http://127.0.0.1:{port}"
         try:
             _wait(url, proc, data_dir / "api.log")
@@ -42,7 +40,7 @@ def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 def _wait(url: str, proc: object, log: Path) -> None:
     deadline = time.monotonic() + 60
-    while not _answers(f"{url}/healthz"):
+    while not answers(f"{url}/healthz"):
         assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]  # type: ignore[attr-defined]
         time.sleep(0.2)
 

@@ -22,8 +22,7 @@ import httpx
 from services.registry.entities import Job
 from services.registry.unit_of_work import connect_registry
 from services.usecases.jobs import get_job
-from tests.conftest import free_port
-from tests.e2e.helpers import kiln_env, spawn, stop, wait_for_job, wait_until_ready
+from tests.e2e.helpers import answers, kiln_env, spawn, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
 from tests.e2e.replicas import wait_for
 from tests.factories import job_body
 
@@ -33,8 +32,9 @@ FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_inte
 
 def _make_run(var: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     """scripts/run_local.py on the embedded defaults in `var`, in a process group of its own (as a terminal's foreground job)."""
-    port = free_port()
-    proc = spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(var), port=str(port), **FAST_RECOVERY), log)
+    proc, (port,) = spawn_on_free_ports(
+        lambda port: spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(var), port=str(port), **FAST_RECOVERY), log),
+        log, ready=lambda port: answers(f"http://127.0.0.1:{port}/readyz"))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, [proc], [log])

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, migrate
-from tests.e2e.helpers import kiln_env, mint_key, spawn, stop, wait_for_job, wait_until_ready
+from tests.conftest import migrate
+from tests.e2e.helpers import answers, kiln_env, mint_key, spawn, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
 from tests.factories import tiny_job
 
 N_REQUESTS, N_JOBS, EPOCHS = 200, 4, 3
@@ -32,20 +32,27 @@ def samples(text: str, name: str, **labels: str) -> float:
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("metrics")
     migrate(f"sqlite:///{data_dir / 'kiln.db'}")
-    api_port, worker_port = free_port(), free_port()
-    env = kiln_env(data_dir=str(data_dir), broker_url=redis_url, port=str(api_port))
+    env = kiln_env(data_dir=str(data_dir), broker_url=redis_url)
     headers = mint_key(env)
     logs = [data_dir / "api.log", data_dir / "worker.log"]
-    api = spawn([sys.executable, "-m", "api"], env | {"KILN_API_WORKERS": "2"}, logs[0])
-    worker = spawn([sys.executable, "-m", "worker"], env | {"KILN_WORKER_CONCURRENCY": "2", "KILN_WORKER_METRICS_PORT": str(worker_port)},
-                   logs[1])  # fmt: skip
+    # Ready when /readyz answers: the test counts /healthz requests exactly.
+    api, (api_port,) = spawn_on_free_ports(
+        lambda port: spawn([sys.executable, "-m", "api"], env | {"KILN_PORT": str(port), "KILN_API_WORKERS": "2"}, logs[0]),
+        logs[0], ready=lambda port: answers(f"http://127.0.0.1:{port}/readyz"))  # fmt: skip
+    env |= {"KILN_PORT": str(api_port)}
+    worker = None
     try:
+        worker_env = env | {"KILN_WORKER_CONCURRENCY": "2"}
+        worker, (worker_port,) = spawn_on_free_ports(
+            lambda port: spawn([sys.executable, "-m", "worker"], worker_env | {"KILN_WORKER_METRICS_PORT": str(port)}, logs[1]),
+            logs[1], ready=lambda port: answers(f"http://127.0.0.1:{port}/metrics"))  # fmt: skip
         wait_until_ready(f"http://127.0.0.1:{api_port}", [api, worker], logs)
         yield {"api": f"http://127.0.0.1:{api_port}", "worker": f"http://127.0.0.1:{worker_port}", "data_dir": data_dir,
                "api_port": api_port, "worker_port": worker_port, "headers": headers, "env": env}  # fmt: skip
     finally:
         stop(api)
-        stop(worker)
+        if worker is not None:
+            stop(worker)
 
 
 def test_api_totals_are_exact_across_two_processes(stack: dict) -> None:
@@ -80,7 +87,6 @@ def test_both_expositions_pass_promtool(stack: dict) -> None:
 
 
 def test_a_real_prometheus_scrapes_the_api_and_the_worker(stack: dict, tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(f"""
 global: {{scrape_interval: 1s}}
@@ -90,8 +96,11 @@ scrape_configs:
   - job_name: kiln-worker
     static_configs: [{{targets: ["127.0.0.1:{stack["worker_port"]}"]}}]
 """)
-    prometheus = spawn(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{port}"], kiln_env(), tmp_path / "prometheus.log")  # fmt: skip
+    log = tmp_path / "prometheus.log"
+    prometheus, (port,) = spawn_on_free_ports(
+        lambda port: spawn(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                            f"--web.listen-address=127.0.0.1:{port}"], kiln_env(), log),
+        log, ready=lambda port: answers(f"http://127.0.0.1:{port}/-/ready"))  # fmt: skip
     try:
         found: dict[str, list] = {}
         deadline = time.monotonic() + 60
@@ -112,14 +121,17 @@ scrape_configs:
 
 
 def test_api_metrics_can_be_served_on_a_port_of_their_own(stack: dict) -> None:
-    api_port, metrics_port = free_port(), free_port()
     log = stack["data_dir"] / "api-apart.log"
-    env = stack["env"] | {"KILN_PORT": str(api_port), "KILN_METRICS_PORT": str(metrics_port), "KILN_API_WORKERS": "2"}
-    api = spawn([sys.executable, "-m", "api"], env, log)
+    apart = stack["env"] | {"KILN_API_WORKERS": "2"}
+    api, (api_port, metrics_port) = spawn_on_free_ports(
+        lambda port, metrics: spawn([sys.executable, "-m", "api"], apart | {"KILN_PORT": str(port), "KILN_METRICS_PORT": str(metrics)},
+                                    log),
+        log, ready=lambda port, metrics: answers(f"http://127.0.0.1:{port}/readyz") and answers(f"http://127.0.0.1:{metrics}/metrics"),
+        ports=2)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{api_port}"
         deadline = time.monotonic() + 60
-        while not _answers(f"{url}/readyz"):
+        while not answers(f"{url}/readyz"):
             assert time.monotonic() < deadline and api.poll() is None, log.read_text()[-3000:]
             time.sleep(0.2)
         for _ in range(10):
@@ -141,10 +153,3 @@ def _assert_job_gauge_matches_the_registry(text: str, url: str, headers: dict[st
     gauge = {s.labels["state"]: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "kiln_training_jobs"}
     assert set(gauge) == {"queued", "running", "succeeded", "failed", "cancelled"}, gauge
     assert gauge == {state: float(by_state[state]) for state in gauge}, (gauge, by_state)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
