@@ -1,10 +1,21 @@
 """Dynamic batching: concurrent requests for one model merge into one onnxruntime run.
 
 A request that finds the model idle yields to the event loop once, so requests that arrived with
-it can join; if none did, it runs at once on the event loop, and a lone client pays no queue delay
-and no thread hand-off. Otherwise requests queue up and run together (up to `max_batch_size`
-rows) in the executor, after waiting at most `max_queue_delay_s` from the oldest one for the
-batch to fill; requests that arrive during a run join the next one.
+it can join; if none did, it runs at once, and a lone client pays no queue delay. Otherwise
+requests queue up and run together (up to `max_batch_size` rows), after waiting at most
+`max_queue_delay_s` from the oldest one for the batch to fill; requests that arrive during a run
+join the next one.
+
+Where a run goes depends on how long it is expected to take, from the runs this batcher has seen:
+under `INLINE_BELOW_S` it runs on the event loop, since handing it to a thread and back costs the
+loop more than the run itself (a one-row run of a small MLP takes ~7 us, the hand-off ~30 us, and
+the GIL is fought over meanwhile); longer runs, and the first of each batcher, go to the executor,
+where onnxruntime releases the GIL and the loop keeps reading requests. A run's cost is the CPU
+time of the thread that ran it (Kiln's sessions run on one intra-op thread, services.serving.sessions),
+which leaves out the wait for the GIL. Runs on a thread still look slower than they are (they share
+the machine with the loop, on two vCPUs often one core's two hyperthreads), so the loop's own runs
+decide: a batch size whose runs are expected to cost under `PROBE_BELOW_S` is tried on the loop once,
+and every `PROBE_EVERY`-th run under that is tried again, so one slow outlier does not send it off for good.
 
 The rows a model holds (queued or running) are counted in a `QueueBudget` that all its batchers
 share; a request that would take it past its limit is refused with `Overloaded` (a 503), so a flood
@@ -27,6 +38,9 @@ from services.errors import Overloaded
 Feeds = dict[str, np.ndarray]
 YIELD_STREAK = 32
 PROBE_EVERY = 16
+INLINE_BELOW_S = 100e-6  # a run expected to be shorter stays on the event loop
+PROBE_BELOW_S = 1e-3  # a run expected to be shorter may be tried on the event loop, to learn its cost there
+LEARN = 0.2  # weight of the latest run in the running averages of run time and rows
 Runner = Callable[[Feeds], list[np.ndarray]]
 
 
@@ -36,6 +50,33 @@ class _Pending:
     rows: int
     future: asyncio.Future[tuple[list[np.ndarray], float, int]]
     queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Cost:
+    """Running averages of runs' CPU seconds, by batch size rounded up to a power of two (a run's fixed cost is
+    most of it on small models, so one size says little about another; fewer rows never cost more)."""
+
+    by_size: dict[int, float] = field(default_factory=dict)  # rows.bit_length() -> seconds
+
+    def learn(self, seconds: float, rows: int) -> None:
+        size = rows.bit_length()
+        known = self.by_size.get(size)
+        self.by_size[size] = seconds if known is None else known + LEARN * (seconds - known)
+
+    def tried(self, rows: int) -> bool:
+        return rows.bit_length() in self.by_size
+
+    def estimate(self, rows: int) -> float | None:
+        """This size's average; else a larger size's (an upper bound); else a smaller one's, scaled up by rows; None if none ran."""
+        size = rows.bit_length()
+        if size in self.by_size:
+            return self.by_size[size]
+        larger = [s for s in self.by_size if s > size]
+        if larger:
+            return self.by_size[min(larger)]
+        smaller = max(self.by_size, default=None)
+        return None if smaller is None else self.by_size[smaller] * 2 ** (size - smaller)
 
 
 @dataclass(eq=False)
@@ -66,6 +107,7 @@ class DynamicBatcher:
         # only every PROBE_EVERY-th lone request yields, until one finds company again.
         self._lonely_streak = 0
         self._calls = 0
+        self._on_loop, self._on_thread, self._runs = _Cost(), _Cost(), 0  # what runs cost where they ran
 
     @property
     def idle(self) -> bool:
@@ -102,18 +144,29 @@ class DynamicBatcher:
                 self._busy = False
                 self._start_draining()
                 raise
-            if len(self._queue) == 1:  # alone: run here, no hand-off
+            if len(self._queue) == 1 and self._quick(rows):  # alone, and short: run here, no task, no hand-off
                 self._queue.popleft()
                 try:
-                    started = time.perf_counter()
-                    outputs = self.run(feeds)
-                    return BatchResult(outputs, 0.0, time.perf_counter() - started, rows)
+                    outputs, compute_s, cpu_s = self._timed(feeds)
+                    self._on_loop.learn(cpu_s, rows)
+                    return BatchResult(outputs, 0.0, compute_s, rows)
                 finally:
                     self._busy = False
                     self._start_draining()
             asyncio.get_running_loop().create_task(self._drain())
         outputs, compute_s, batch_rows = await pending.future
         return BatchResult(outputs, time.perf_counter() - pending.queued_at - compute_s, compute_s, batch_rows)
+
+    def _quick(self, rows: int) -> bool:
+        """Whether to run `rows` rows on the event loop: known to take under INLINE_BELOW_S there, or worth a try (see above)."""
+        self._runs += 1
+        on_loop = self._on_loop.estimate(rows)
+        if on_loop is not None and on_loop < INLINE_BELOW_S:
+            return True
+        guesses = [g for g in (on_loop, self._on_thread.estimate(rows)) if g is not None]
+        if not guesses or min(guesses) >= PROBE_BELOW_S:
+            return False
+        return not self._on_loop.tried(rows) or self._runs % PROBE_EVERY == 0
 
     def _start_draining(self) -> None:
         if not self._busy and self._queue:
@@ -145,10 +198,14 @@ class DynamicBatcher:
         return batch
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
+        rows = sum(p.rows for p in batch)
         try:
             feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}  # (sum B, ...)
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds)
+            on_loop = self._quick(rows)
+            if on_loop:
+                outputs, compute_s, cpu_s = self._timed(feeds)
+            else:
+                outputs, compute_s, cpu_s = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, feeds)
         except BaseException as exc:  # every request of the batch gets the error; none is left waiting
             for p in batch:
                 if not p.future.done():
@@ -156,8 +213,14 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        compute_s, rows = time.perf_counter() - started, sum(p.rows for p in batch)
+        (self._on_loop if on_loop else self._on_thread).learn(cpu_s, rows)
         offsets = np.cumsum([0, *(p.rows for p in batch)])
         for p, start, end in zip(batch, offsets[:-1], offsets[1:], strict=True):
             if not p.future.done():
                 p.future.set_result(([o[start:end] for o in outputs], compute_s, rows))
+
+    def _timed(self, feeds: Feeds) -> tuple[list[np.ndarray], float, float]:
+        """The run, its duration and its CPU time, taken where it runs (a thread's hand-off is queueing, not compute)."""
+        started, cpu = time.perf_counter(), time.thread_time()
+        outputs = self.run(feeds)
+        return outputs, time.perf_counter() - started, time.thread_time() - cpu

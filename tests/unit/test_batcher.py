@@ -13,17 +13,24 @@ import pytest
 from services.errors import Overloaded, Unavailable
 from services.serving.batcher import BatchResult, DynamicBatcher, QueueBudget
 
+LEARNING_RUNS = 10
+
 
 class SlowDouble:
-    """Doubles its input after a pause, recording the batch sizes it was run with."""
+    """Doubles its input after a pause (slept, or `busy` computing, as onnxruntime does), recording the batch sizes it was run with."""
 
-    def __init__(self, pause_s: float) -> None:
-        self.pause_s, self.batches, self.threads = pause_s, [], set()
+    def __init__(self, pause_s: float, *, busy: bool = False) -> None:
+        self.pause_s, self.busy, self.batches, self.threads = pause_s, busy, [], set()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         self.batches.append(len(feeds["x"]))
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.pause_s)
+        if self.busy:
+            started = time.thread_time()
+            while time.thread_time() - started < self.pause_s:
+                pass
+        elif self.pause_s:
+            time.sleep(self.pause_s)
         return [feeds["x"] * 2]
 
 
@@ -32,12 +39,43 @@ def _batcher(run: SlowDouble, **options: float) -> DynamicBatcher:
     return DynamicBatcher(run, executor=ThreadPoolExecutor(2), **kwargs)  # type: ignore[arg-type]
 
 
-def test_a_lone_request_runs_at_once_on_the_calling_thread() -> None:
-    run = SlowDouble(0.0)
-    result = asyncio.run(_batcher(run).submit({"x": np.ones((3, 2), np.float32)}))
-    assert result.batch_rows == 3 and result.queue_s == 0.0
-    np.testing.assert_array_equal(result.outputs[0], np.full((3, 2), 2.0))
-    assert run.threads == {threading.current_thread().name}
+def test_a_lone_request_runs_at_once_on_the_calling_thread_once_runs_are_known_to_be_short() -> None:
+    run, here = SlowDouble(0.0), threading.current_thread().name
+    batcher = _batcher(run)
+
+    async def main() -> list[BatchResult]:
+        first = await batcher.submit({"x": np.ones((3, 2), np.float32)})
+        assert run.threads - {here}  # the first run's cost is unknown: the executor's thread took it
+        for _ in range(LEARNING_RUNS):  # what a run costs is learnt from a few (a thread's first is slow)
+            await batcher.submit({"x": np.ones((3, 2), np.float32)})
+        run.threads.clear()
+        return [first] + [await batcher.submit({"x": np.ones((3, 2), np.float32)}) for _ in range(3)]
+
+    first, *later = asyncio.run(main())
+    for result in later:
+        assert result.batch_rows == 3 and result.queue_s == 0.0
+        np.testing.assert_array_equal(result.outputs[0], np.full((3, 2), 2.0))
+    assert run.threads == {here}
+    np.testing.assert_array_equal(first.outputs[0], np.full((3, 2), 2.0))
+
+
+def test_long_runs_stay_off_the_event_loop_and_short_batches_stay_on_it() -> None:
+    here = threading.current_thread().name
+    for pause_s, on_loop in ((0.005, False), (0.0, True)):  # 5 ms of CPU is far over INLINE_BELOW_S; a bare multiply far under
+        run = SlowDouble(pause_s, busy=True)
+        batcher = _batcher(run)
+
+        async def main(run: SlowDouble = run, batcher: DynamicBatcher = batcher) -> None:
+            for _ in range(LEARNING_RUNS):  # learns what a run costs
+                await batcher.submit({"x": np.ones((1, 2), np.float32)})
+            run.threads.clear()
+            for _ in range(3):
+                await batcher.submit({"x": np.ones((1, 2), np.float32)})  # alone
+                await asyncio.gather(*(batcher.submit({"x": np.ones((1, 2), np.float32)}) for _ in range(8)))  # batched
+
+        asyncio.run(main())
+        assert len(run.batches) < LEARNING_RUNS + 3 * 9  # some merged
+        assert (run.threads == {here}) if on_loop else (here not in run.threads), (pause_s, run.threads)
 
 
 def test_concurrent_requests_share_runs_and_get_their_own_rows_in_order() -> None:
