@@ -27,12 +27,16 @@ def serve_metrics_apart(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     settings.ensure_dirs()
-    # prometheus_client's multiprocess mode: every process writes here, a scrape sums the files.
-    # Wiped at start so totals begin at zero; set before any worker process imports prometheus_client.
-    metrics_dir = settings.data_dir / "metrics" / f"api-{settings.port}"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if settings.api_workers > 1 or settings.metrics_port:
+        # prometheus_client's multiprocess mode: every process writes here, a scrape sums the files. One process
+        # serving its own /metrics needs none of it, and counts in memory (folded in at scrape time).
+        # Wiped at start so totals begin at zero; set before any worker process imports prometheus_client.
+        metrics_dir = settings.data_dir / "metrics" / f"api-{settings.port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if settings.metrics_port:
         serve_metrics_apart(settings)
     uvicorn.run("api.main:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.api_workers,

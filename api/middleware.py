@@ -40,7 +40,6 @@ class RequestMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.request_log = request_log
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is a locked lookup; do it once
         # Request ids: a random prefix per process and a counter (uuid4 costs a getrandom call per request).
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
@@ -52,11 +51,13 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         given = declared = b""
-        for key, value in scope["headers"]:  # one pass over the headers for both
+        for key, value in scope["headers"]:  # one pass over the headers for all three
             if key == b"x-request-id":
                 given = value
             elif key == b"content-length":
                 declared = value
+            elif key == b"authorization":
+                scope["kiln.authorization"] = value  # read by api.auth
         request_id = given.decode() if _REQUEST_ID.match(given) else f"{self._id_prefix}-{next(self._ids):x}"
         scope["kiln.request_id"] = request_id
         started_response = False
@@ -111,14 +112,6 @@ class RequestMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route: Any = scope.get("route")
-        key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
-        children = self._children.get(key)
-        if children is None:
-            method, template = key[0], key[1]
-            children = self._children[key] = (
-                self.metrics.http_requests.labels(method, template, str(status)),
-                self.metrics.http_duration.labels(method, template),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-        self.request_log.write(request_id=request_id, method=key[0], route=key[1], status=status, seconds=seconds)
+        template = getattr(route, "path", None) or "unmatched"
+        self.metrics.observe_http(scope["method"], template, status, seconds)
+        self.request_log.write(request_id=request_id, method=scope["method"], route=template, status=status, seconds=seconds)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -18,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from services.errors import InvalidInput, Overloaded, PayloadTooLarge
+from services.metric_tally import CountTally, HistogramTally, Tallies
 from services.registry.entities import JobState, ModelVersion
 from services.serving.batcher import BatchResult
 
@@ -111,32 +111,57 @@ class ApiMetrics:
         self.models_loaded = Gauge(
             "kiln_models_loaded", "onnxruntime sessions loaded.", registry=self.registry, multiprocess_mode="livesum"
         )
-        self._children: dict[tuple[str, int], tuple[Any, ...]] = {}
+        # The hot path's updates are tallied and folded in when read (see services.metric_tally); with several
+        # processes, another may serve the scrape, so each request's are folded in as it ends.
+        self._tallies, self._write_through = Tallies(), multiprocess()
+        self._http: dict[tuple[str, str, int], tuple[CountTally, HistogramTally]] = {}
+        self._inference: dict[tuple[str, int], tuple[CountTally, HistogramTally, HistogramTally, HistogramTally, HistogramTally]] = {}
+        self._failures: dict[tuple[str, int, str], CountTally] = {}
 
     def render(self) -> bytes:
+        self._tallies.flush()
         return exposition(self.registry, self.scrape_time)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request, by route template: the last update a request makes."""
+        key = (method, route, status)
+        with self._tallies.lock:
+            tallies = self._http.get(key)
+            if tallies is None:
+                tallies = self._http[key] = (self._tallies.count(self.http_requests.labels(method, route, str(status))),
+                                             self._tallies.histogram(self.http_duration.labels(method, route)))  # fmt: skip
+            tallies[0].inc()
+            tallies[1].observe(seconds)
+        if self._write_through:
+            self._tallies.flush()
 
     def observe_failure(self, version: ModelVersion, exc: BaseException) -> None:
         """Count a prediction that failed after its version was found: invalid_input, overloaded or error."""
         outcome = "overloaded" if isinstance(exc, Overloaded) else "invalid_input" if _client_error(exc) else "error"
-        self.inference_requests.labels(version.model_name, str(version.version), outcome).inc()
+        key = (version.model_name, version.version, outcome)
+        with self._tallies.lock:
+            tally = self._failures.get(key)
+            if tally is None:
+                tally = self._failures[key] = self._tallies.count(self.inference_requests.labels(key[0], str(key[1]), outcome))
+            tally.inc()
 
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
         key = (version.model_name, version.version)
-        children = self._children.get(key)
-        if children is None:  # looked up once per version: `labels()` takes a lock and builds a key each call
-            labels = (version.model_name, str(version.version))
-            children = self._children[key] = (
-                self.inference_requests.labels(*labels, "ok"), self.inference_queue.labels(*labels),
-                self.inference_compute.labels(*labels), self.inference_batch.labels(*labels),
-                self.inference_duration.labels(*labels),
-            )  # fmt: skip
-        ok, queue, compute, batch, total = children
-        ok.inc()
-        queue.observe(result.queue_s)
-        compute.observe(result.compute_s)
-        batch.observe(result.batch_rows)
-        total.observe(result.queue_s + result.compute_s)
+        with self._tallies.lock:
+            tallies = self._inference.get(key)
+            if tallies is None:
+                labels, tally = (version.model_name, str(version.version)), self._tallies.histogram
+                tallies = self._inference[key] = (
+                    self._tallies.count(self.inference_requests.labels(*labels, "ok")), tally(self.inference_queue.labels(*labels)),
+                    tally(self.inference_compute.labels(*labels)), tally(self.inference_batch.labels(*labels)),
+                    tally(self.inference_duration.labels(*labels)),
+                )  # fmt: skip
+            ok, queue, compute, batch, total = tallies
+            ok.inc()
+            queue.observe(result.queue_s)
+            compute.observe(result.compute_s)
+            batch.observe(result.batch_rows)
+            total.observe(result.queue_s + result.compute_s)
 
 
 class WorkerMetrics:

@@ -17,8 +17,10 @@ ROW = [0.1] * 256
 
 
 def _count(app: Any, outcome: str) -> float:
-    registry = app.state.kiln.metrics.registry
-    value = registry.get_sample_value("kiln_inference_requests_total", {"model": "tower", "version": "1", "outcome": outcome})
+    """As a scrape reads it (render() folds in what the hot path tallied)."""
+    metrics = app.state.kiln.metrics
+    metrics.render()
+    value = metrics.registry.get_sample_value("kiln_inference_requests_total", {"model": "tower", "version": "1", "outcome": outcome})
     return value or 0.0
 
 

@@ -22,8 +22,7 @@ def _exposed() -> set[str]:
     """Every sample name the API and a worker expose once they have seen some traffic."""
     assert not multiprocess()
     api = ApiMetrics(lambda: {"queued": 1}, lambda: {"cpu": 0})
-    api.http_requests.labels("GET", "/healthz", "200").inc()
-    api.http_duration.labels("GET", "/healthz").observe(0.01)
+    api.observe_http("GET", "/healthz", 200, 0.01)
     version = ModelVersion(model_name="m", job_id=None, artifact_sha256="a" * 64, artifact_size=1, signature={}, metrics={}, spec={},
                            hyperparameters={}, dataset={}, version=1, created_at=utcnow())  # fmt: skip
     api.observe_inference(version, BatchResult([np.zeros(1)], 0.001, 0.002, 4))
