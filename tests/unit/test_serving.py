@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import orjson
 import pytest
 from onnx import TensorProto, helper
 
 from services.errors import InvalidInput
 from services.serving.sessions import OnnxSessionCache
 from services.serving.signature import TensorSpec, check_input
-from services.usecases.predict import as_input_array
+from services.usecases.predict import as_input_array, non_number, only_numbers
 
 SPEC = TensorSpec("input", "float32", (-1, 64))
 
@@ -45,6 +46,39 @@ def test_wrong_rank_is_refused() -> None:
 def test_bad_input_values_are_refused(values: list, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         as_input_array(values)
+
+
+BODIES = [b'{"inputs": [[1, 2.5, -3e-2]]}', b'{"inputs": [[[1],[2]]]}', b'{"inputs": [[true, 1]]}', b'{"inputs": [[1, false]]}',
+          b'{"inputs": [[null]]}', b'{"inputs": [["4", 1]]}', b'{"inputs": [[{"a": 1}]]}', b'{"inputs": [[1]], "x": "y"}',
+          b'{"inputs": [[1e39, 2]]}', b'{"inputs":[[1,2]]}', b'{"in\\"puts": 1, "inputs": [[1]]}', b'{"inputs": [[1.5]]}']  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", BODIES)
+def test_the_byte_scan_says_numbers_only_just_when_the_walk_finds_no_other_value(raw: bytes) -> None:
+    body = orjson.loads(raw)
+    assert only_numbers(raw) is (len(body) == 1 and non_number(body["inputs"]) is None)
+
+
+@pytest.mark.parametrize("raw", [b'{"inputs": [[true, 1]]}', b'{"inputs": [[1, null]]}', b'{"inputs": [["4"]]}'])
+def test_a_body_the_scan_cannot_clear_is_still_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidInput, match="expected float32 numbers"):
+        as_input_array(orjson.loads(raw)["inputs"], numbers_only=only_numbers(raw))
+
+
+def test_fractions_for_an_integer_input_are_refused_on_a_numbers_only_body() -> None:
+    raw = b'{"inputs": [[1.5, 2]]}'
+    assert only_numbers(raw)
+    with pytest.raises(InvalidInput, match="got fractions"):
+        as_input_array(orjson.loads(raw)["inputs"], dtype="int64", numbers_only=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_non_finite_values_are_refused_in_every_float_width(dtype: str) -> None:
+    top = float(np.finfo(dtype).max)
+    assert as_input_array([[top, top, -top]], dtype=dtype).shape == (1, 3)  # finite, however large: never a false refusal
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(InvalidInput, match="finite"):
+            as_input_array([[1.0, bad]], dtype=dtype, numbers_only=True)
 
 
 def _identity_model(path: Path, width: int) -> None:
