@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import render_error
 from api.routes import ADMIN, METADATA, READ, matching, on_path
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 from services.usecases.keys import KeyCache, allows
+from services.usecases.single_flight import SingleFlight
 
 
 @functools.lru_cache(maxsize=8192)
@@ -43,6 +43,7 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
 class AuthGate:
     def __init__(self, app: ASGIApp, keys: KeyCache, *, disabled: bool) -> None:
         self.app, self.keys, self.disabled = app, keys, disabled
+        self._lookups = SingleFlight()  # a key whose cache entry expires under load is asked for once, not once per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.disabled or scope["type"] != "http":
@@ -57,7 +58,7 @@ class AuthGate:
         known, key = self.keys.fresh(token) if token else (True, None)
         if not known:
             try:
-                key = await run_in_threadpool(self.keys.lookup, token)  # a query must not stall the event loop
+                key = await self._lookups.run(token, self.keys.lookup, token)  # a query must not stall the event loop
             except DATABASE_UNAVAILABLE as exc:
                 if not database_unavailable(exc):
                     raise
@@ -79,8 +80,10 @@ class AuthGate:
 
 
 def _bearer(scope: Scope) -> str:
-    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
-    kind, _, token = header.partition(" ")
+    raw = scope.get("kiln.authorization")  # found by the request middleware's one pass over the headers
+    if raw is None:
+        raw = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    kind, _, token = raw.decode("latin-1").partition(" ")
     return token.strip() if kind.lower() == "bearer" else ""
 
 

@@ -8,7 +8,6 @@ flood of 404s does not become a flood of queries.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import weakref
@@ -26,6 +25,7 @@ from services.serving.batcher import BatchResult, DynamicBatcher, QueueBudget
 from services.serving.sessions import LoadedModel, OnnxSessionCache
 from services.serving.signature import check_input
 from services.usecases.jobs import UowFactory
+from services.usecases.single_flight import SingleFlight
 from services.usecases.versions import resolve
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class Predictor:
         self._resolved: dict[Call, tuple[float, ModelVersion | NotFound]] = {}
         self._batchers: OrderedDict[tuple[Any, ...], DynamicBatcher] = OrderedDict()  # least recently used first
         self._budgets: weakref.WeakValueDictionary[str, QueueBudget] = weakref.WeakValueDictionary()  # per artifact
-        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._flights = SingleFlight(blocking)
         self._lock = threading.Lock()
 
     def resolve(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
@@ -119,18 +119,7 @@ class Predictor:
 
     async def _once(self, key: Hashable, fn: Callable[[Any], T], arg: Any) -> T:
         """`fn(arg)` on a thread; callers asking for the same key meanwhile wait for that one call."""
-        loop = asyncio.get_running_loop()
-        future = self._inflight.get(key)
-        if future is None or future.get_loop() is not loop:
-            future = self._inflight[key] = loop.run_in_executor(self.blocking, fn, arg)
-            future.add_done_callback(lambda done: self._settled(key, done))
-        return await asyncio.shield(future)  # one caller cancelled leaves the call to the others
-
-    def _settled(self, key: Hashable, future: asyncio.Future[Any]) -> None:
-        if self._inflight.get(key) is future:
-            del self._inflight[key]
-        if not future.cancelled():
-            future.exception()  # retrieved, even when every caller left: no "never retrieved" warning
+        return await self._flights.run(key, fn, arg)
 
     async def infer(self, version: ModelVersion, feeds: dict[str, np.ndarray]) -> BatchResult:
         """Check `feeds` against the version's signature, then run them, batched with concurrent calls."""
