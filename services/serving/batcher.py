@@ -107,7 +107,8 @@ class DynamicBatcher:
         # only every PROBE_EVERY-th lone request yields, until one finds company again.
         self._lonely_streak = 0
         self._calls = 0
-        self._on_loop, self._on_thread, self._runs = _Cost(), _Cost(), 0  # what runs cost where they ran
+        self._on_loop, self._on_thread = _Cost(), _Cost()  # what runs cost where they ran
+        self._probes: dict[int, int] = {}  # by batch size: runs that might have been tried on the loop
 
     @property
     def idle(self) -> bool:
@@ -144,12 +145,18 @@ class DynamicBatcher:
                 self._busy = False
                 self._start_draining()
                 raise
-            if len(self._queue) == 1 and self._quick(rows):  # alone, and short: run here, no task, no hand-off
+            if len(self._queue) == 1:  # alone: run at once, with no wait for company; on the loop when short, no task
                 self._queue.popleft()
                 try:
-                    outputs, compute_s, cpu_s = self._timed(feeds)
-                    self._on_loop.learn(cpu_s, rows)
-                    return BatchResult(outputs, 0.0, compute_s, rows)
+                    on_loop = self._quick(rows)
+                    if on_loop:
+                        outputs, compute_s, cpu_s = self._timed(feeds)
+                    else:
+                        outputs, compute_s, cpu_s = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, feeds)
+                    (self._on_loop if on_loop else self._on_thread).learn(cpu_s, rows)
+                    return BatchResult(
+                        outputs, time.perf_counter() - pending.queued_at - compute_s if not on_loop else 0.0, compute_s, rows
+                    )
                 finally:
                     self._busy = False
                     self._start_draining()
@@ -158,15 +165,17 @@ class DynamicBatcher:
         return BatchResult(outputs, time.perf_counter() - pending.queued_at - compute_s, compute_s, batch_rows)
 
     def _quick(self, rows: int) -> bool:
-        """Whether to run `rows` rows on the event loop: known to take under INLINE_BELOW_S there, or worth a try (see above)."""
-        self._runs += 1
+        """Whether to run `rows` rows on the event loop: known to take under INLINE_BELOW_S there, or worth a try (see
+        above). Called once per run; each batch size counts its own probes."""
         on_loop = self._on_loop.estimate(rows)
         if on_loop is not None and on_loop < INLINE_BELOW_S:
             return True
         guesses = [g for g in (on_loop, self._on_thread.estimate(rows)) if g is not None]
         if not guesses or min(guesses) >= PROBE_BELOW_S:
             return False
-        return not self._on_loop.tried(rows) or self._runs % PROBE_EVERY == 0
+        size = rows.bit_length()
+        self._probes[size] = tries = self._probes.get(size, 0) + 1
+        return not self._on_loop.tried(rows) or tries % PROBE_EVERY == 0
 
     def _start_draining(self) -> None:
         if not self._busy and self._queue:
@@ -218,6 +227,8 @@ class DynamicBatcher:
         for p, start, end in zip(batch, offsets[:-1], offsets[1:], strict=True):
             if not p.future.done():
                 p.future.set_result(([o[start:end] for o in outputs], compute_s, rows))
+        if on_loop:
+            await asyncio.sleep(0)  # a backlog run on the loop batch after batch still lets answers go out between them
 
     def _timed(self, feeds: Feeds) -> tuple[list[np.ndarray], float, float]:
         """The run, its duration and its CPU time, taken where it runs (a thread's hand-off is queueing, not compute)."""

@@ -226,3 +226,14 @@ def test_a_cancelled_request_gives_its_rows_back() -> None:
         run.gate.set()
 
     asyncio.run(main())
+
+
+def test_a_lone_request_to_a_long_model_runs_at_once_without_waiting_the_queue_delay() -> None:
+    run = SlowDouble(0.002, busy=True)  # over PROBE_BELOW_S: it runs on a thread
+    batcher = _batcher(run, max_queue_delay_s=60.0)  # a lone request that waited for company would wait a minute
+
+    async def main() -> list[BatchResult]:
+        return [await asyncio.wait_for(batcher.submit({"x": np.ones((1, 2), np.float32)}), timeout=30) for _ in range(3)]
+
+    results = asyncio.run(main())
+    assert [r.batch_rows for r in results] == [1, 1, 1] and threading.current_thread().name not in run.threads
