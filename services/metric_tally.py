@@ -15,12 +15,14 @@ from typing import Any
 
 
 class CountTally:
-    __slots__ = ("child", "count")
+    __slots__ = ("child", "count", "dirty")
 
-    def __init__(self, child: Any) -> None:
-        self.child, self.count = child, 0
+    def __init__(self, child: Any, dirty: list[Any]) -> None:
+        self.child, self.count, self.dirty = child, 0, dirty
 
     def inc(self) -> None:
+        if not self.count:
+            self.dirty.append(self)  # flush() visits only what changed since the last one
         self.count += 1
 
     def flush(self) -> None:
@@ -33,23 +35,25 @@ class HistogramTally:
     """A histogram child's buckets and sum. prometheus_client has no public call that adds many observations at once, so
     this adds to the child's own values (`_buckets`, `_sum`, and `_upper_bounds` for the bounds); tests read the exposition."""
 
-    __slots__ = ("bounds", "child", "counts", "total")
+    __slots__ = ("bounds", "child", "counts", "dirty", "seen", "total")
 
-    def __init__(self, child: Any) -> None:
-        self.child, self.bounds = child, tuple(child._upper_bounds)  # ends with +Inf, as prometheus_client keeps it
-        self.counts, self.total = [0] * len(self.bounds), 0.0
+    def __init__(self, child: Any, dirty: list[Any]) -> None:
+        self.child, self.bounds, self.dirty = child, tuple(child._upper_bounds), dirty  # bounds end with +Inf, as prometheus_client's
+        self.counts, self.total, self.seen = [0] * len(self.bounds), 0.0, False
 
     def observe(self, value: float) -> None:
+        if not self.seen:
+            self.seen = True
+            self.dirty.append(self)
         self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value, as prometheus_client counts
         self.total += value
 
     def flush(self) -> None:
-        if self.total or any(self.counts):
-            for bucket, count in zip(self.child._buckets, self.counts, strict=True):
-                if count:
-                    bucket.inc(count)
-            self.child._sum.inc(self.total)
-            self.counts, self.total = [0] * len(self.bounds), 0.0
+        for bucket, count in zip(self.child._buckets, self.counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(self.total)
+        self.counts, self.total, self.seen = [0] * len(self.bounds), 0.0, False
 
 
 class Tallies:
@@ -58,19 +62,17 @@ class Tallies:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._all: list[CountTally | HistogramTally] = []
+        self._dirty: list[CountTally | HistogramTally] = []  # updated since the last flush
 
     def count(self, child: Any) -> CountTally:
-        tally = CountTally(child)
-        self._all.append(tally)
-        return tally
+        return CountTally(child, self._dirty)
 
     def histogram(self, child: Any) -> HistogramTally:
-        tally = HistogramTally(child)
-        self._all.append(tally)
-        return tally
+        return HistogramTally(child, self._dirty)
 
     def flush(self) -> None:
+        """Add what was tallied since the last flush to prometheus_client's values: only the tallies that changed."""
         with self.lock:
-            for tally in self._all:
+            dirty, self._dirty[:] = list(self._dirty), []
+            for tally in dirty:
                 tally.flush()

@@ -112,7 +112,7 @@ class ApiMetrics:
             "kiln_models_loaded", "onnxruntime sessions loaded.", registry=self.registry, multiprocess_mode="livesum"
         )
         # The hot path's updates are tallied and folded in when read (see services.metric_tally); with several
-        # processes, another may serve the scrape, so each request's are folded in as it ends.
+        # processes, another may serve the scrape, so each update is folded in at once (only what changed is visited).
         self._tallies, self._write_through = Tallies(), multiprocess()
         self._http: dict[tuple[str, str, int], tuple[CountTally, HistogramTally]] = {}
         self._inference: dict[tuple[str, int], tuple[CountTally, HistogramTally, HistogramTally, HistogramTally, HistogramTally]] = {}
@@ -144,6 +144,8 @@ class ApiMetrics:
             if tally is None:
                 tally = self._failures[key] = self._tallies.count(self.inference_requests.labels(key[0], str(key[1]), outcome))
             tally.inc()
+        if self._write_through:
+            self._tallies.flush()
 
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
         key = (version.model_name, version.version)
@@ -162,6 +164,8 @@ class ApiMetrics:
             compute.observe(result.compute_s)
             batch.observe(result.batch_rows)
             total.observe(result.queue_s + result.compute_s)
+        if self._write_through:  # before the answer goes out: a client may scrape another process right after it
+            self._tallies.flush()
 
 
 class WorkerMetrics:

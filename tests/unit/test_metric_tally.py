@@ -77,3 +77,43 @@ def test_a_scrape_reads_every_request_even_while_requests_are_counted_on_another
     assert values[("kiln_http_request_duration_seconds_count", (("method", "POST"), ("route", "/p")))] == n
     assert values[("kiln_inference_requests_total", (("model", "m"), ("outcome", "ok"), ("version", "1")))] == n
     assert values[("kiln_inference_batch_size_sum", (("model", "m"), ("version", "1")))] == sum(i % 7 + 1 for i in range(n))
+
+
+def test_a_flush_visits_only_the_tallies_updated_since_the_last_one() -> None:
+    registry = CollectorRegistry()
+    histogram, counter = _metrics(registry)
+    tallies = Tallies()
+    made = [tallies.histogram(histogram.labels(str(i))) for i in range(200)] + [tallies.count(counter.labels(str(i))) for i in range(200)]
+    visited: list[object] = []
+    for tally in made:
+        tally.child = _Recording(tally.child, visited, tally)
+    made[3].observe(0.1)  # type: ignore[union-attr]
+    made[3].observe(0.2)  # type: ignore[union-attr]
+    made[250].inc()  # type: ignore[union-attr]
+    tallies.flush()
+    tallies.flush()  # nothing changed since: nothing visited
+    assert visited == [made[3], made[250]]
+
+
+class _Recording:
+    """A prometheus_client child that records which tally touched it."""
+
+    def __init__(self, child: object, visited: list[object], tally: object) -> None:
+        self.child, self.visited, self.tally = child, visited, tally
+        self._upper_bounds = getattr(child, "_upper_bounds", None)
+        self._buckets, self._sum = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+        if self._sum is not None:
+            self._sum = _Touch(self._sum, lambda: visited.append(tally))
+
+    def inc(self, amount: float) -> None:
+        self.visited.append(self.tally)
+        self.child.inc(amount)  # type: ignore[attr-defined]
+
+
+class _Touch:
+    def __init__(self, value: object, touched: object) -> None:
+        self.value, self.touched = value, touched
+
+    def inc(self, amount: float) -> None:
+        self.touched()  # type: ignore[operator]
+        self.value.inc(amount)  # type: ignore[attr-defined]
