@@ -12,6 +12,7 @@ working within it and a predict does not pay a database round trip.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,7 +44,9 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
 class AuthGate:
     def __init__(self, app: ASGIApp, keys: KeyCache, *, disabled: bool) -> None:
         self.app, self.keys, self.disabled = app, keys, disabled
-        self._lookups = SingleFlight()  # a key whose cache entry expires under load is asked for once, not once per request
+        # A key whose cache entry expires under load is asked for once, not once per request; on threads of their
+        # own, so a flood of unknown tokens cannot hold up model loads and resolutions (the loop's default executor).
+        self._lookups = SingleFlight(ThreadPoolExecutor(max_workers=8, thread_name_prefix="kiln-auth"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.disabled or scope["type"] != "http":

@@ -56,7 +56,7 @@ class RequestMiddleware:
                 given = value
             elif key == b"content-length":
                 declared = value
-            elif key == b"authorization":
+            elif key == b"authorization" and "kiln.authorization" not in scope:  # the first, as Starlette reads headers
                 scope["kiln.authorization"] = value  # read by api.auth
         request_id = given.decode() if _REQUEST_ID.match(given) else f"{self._id_prefix}-{next(self._ids):x}"
         scope["kiln.request_id"] = request_id

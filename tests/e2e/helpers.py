@@ -106,12 +106,17 @@ def spawn_on_free_ports(start: Callable[..., subprocess.Popen[bytes]], log: Path
         drawn = tuple(free_port() for _ in range(ports))
         proc = start(*drawn)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline and not ready(*drawn):
+        while proc.poll() is None and time.monotonic() < deadline and not ready(*drawn) and not _port_taken(log):
             time.sleep(0.2)
-        if "address already in use" not in log.read_text(errors="replace").lower():
+        if not _port_taken(log):
             return proc, drawn
         stop(proc)  # a port was taken: this attempt may still be running without it
     raise AssertionError(f"every port drawn was taken: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _port_taken(log: Path) -> bool:
+    """A bind failure in the log (a process may log one and keep running, as a worker without its metrics port does)."""
+    return "address already in use" in log.read_text(errors="replace").lower()
 
 
 def answers(url: str) -> bool:
