@@ -9,7 +9,8 @@ variable must be set before this module is first imported, so entrypoints import
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,6 +21,8 @@ from services.errors import InvalidInput, Overloaded, PayloadTooLarge
 from services.metric_tally import CountTally, HistogramTally, Tallies
 from services.registry.entities import JobState, ModelVersion
 from services.serving.batcher import BatchResult
+
+T = TypeVar("T")
 
 # Seconds; fine at the low end, where a predict on a small model lands.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -134,6 +137,14 @@ class ApiMetrics:
             tallies[1].observe(seconds)
         if self._write_through:
             self._tallies.flush()
+
+    async def counting_failures(self, version: ModelVersion, call: Awaitable[T]) -> T:
+        """`await call`, counting its failure, if it fails, by outcome (see observe_failure)."""
+        try:
+            return await call
+        except Exception as exc:
+            self.observe_failure(version, exc)
+            raise
 
     def observe_failure(self, version: ModelVersion, exc: BaseException) -> None:
         """Count a prediction that failed after its version was found: invalid_input, overloaded or error."""

@@ -25,11 +25,7 @@ OPENAPI = {"requestBody": {"content": {"application/json": {"schema": PredictReq
 
 
 async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
-    try:
-        return await _predict_counted(request, ctx, version)
-    except Exception as exc:
-        ctx.metrics.observe_failure(version, exc)
-        raise
+    return await ctx.metrics.counting_failures(version, _predict_counted(request, ctx, version))
 
 
 async def _predict_counted(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:

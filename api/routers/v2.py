@@ -96,11 +96,7 @@ def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Respon
 
 
 async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
-    try:
-        return await _infer_counted(request, ctx, found)
-    except Exception as exc:
-        ctx.metrics.observe_failure(found, exc)
-        raise
+    return await ctx.metrics.counting_failures(found, _infer_counted(request, ctx, found))
 
 
 async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:

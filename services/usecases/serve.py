@@ -12,10 +12,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,6 @@ from services.usecases.jobs import UowFactory
 from services.usecases.single_flight import SingleFlight
 from services.usecases.versions import resolve
 
-T = TypeVar("T")
 Call = tuple[str, int | None, str | None]  # name, version, alias
 MAX_RESOLUTIONS = 10_000
 
@@ -69,7 +67,7 @@ class Predictor:
         """`resolve` for the event loop: a hit is a dict lookup, a miss a query on a thread."""
         call = (name, version, alias)
         cached = self._cached(call)
-        return cached if cached is not None else await self._once(("resolve", call), self._lookup, call)
+        return cached if cached is not None else await self._flights.run(("resolve", call), self._lookup, call)
 
     def _cached(self, call: Call) -> ModelVersion | None:
         """The cached answer while fresh; a remembered miss is raised again as a new NotFound."""
@@ -115,11 +113,7 @@ class Predictor:
         """`model` for the event loop: a hit is a dict lookup, a miss loads on a thread, once for concurrent callers."""
         sha = version.artifact_sha256
         model = self.sessions.cached(sha)
-        return model if model is not None else await self._once(("load", sha), self.sessions.get, sha)
-
-    async def _once(self, key: Hashable, fn: Callable[[Any], T], arg: Any) -> T:
-        """`fn(arg)` on a thread; callers asking for the same key meanwhile wait for that one call."""
-        return await self._flights.run(key, fn, arg)
+        return model if model is not None else await self._flights.run(("load", sha), self.sessions.get, sha)
 
     async def infer(self, version: ModelVersion, feeds: dict[str, np.ndarray]) -> BatchResult:
         """Check `feeds` against the version's signature, then run them, batched with concurrent calls."""

@@ -114,6 +114,21 @@ def spawn_on_free_ports(start: Callable[..., subprocess.Popen[bytes]], log: Path
     raise AssertionError(f"every port drawn was taken: {log.read_text(errors='replace')[-2000:]}")
 
 
+def start_make_run(var: Path, log: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """scripts/run_local.py, as `make run` starts it, on the data folder `var` and a port of its own, in a process group of
+    its own (as a terminal's foreground job); returns once the API is ready and a worker has announced itself."""
+    proc, (port,) = spawn_on_free_ports(
+        lambda port: spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(var), port=str(port), **env), log),
+        log, ready=lambda port: answers(f"http://127.0.0.1:{port}/readyz"))  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, [proc], [log])
+    except BaseException:
+        stop(proc, sig=signal.SIGINT, timeout=60)
+        raise
+    return proc, url
+
+
 def _port_taken(log: Path) -> bool:
     """A bind failure in the log (a process may log one and keep running, as a worker without its metrics port does)."""
     return "address already in use" in log.read_text(errors="replace").lower()

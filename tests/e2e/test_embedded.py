@@ -6,23 +6,18 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.e2e.helpers import (
-    answers,
     check_event_stream,
     job_events,
-    kiln_env,
-    spawn,
-    spawn_on_free_ports,
+    start_make_run,
     stop,
     train_digits_and_predict,
     wait_for_job,
-    wait_until_ready,
 )
 from tests.factories import job_body
 
@@ -42,17 +37,9 @@ def _alive(pid: int) -> bool:
 
 
 def _make_run(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """scripts/run_local.py, as `make run` starts it, on a data folder and port of its own; returns once it is ready."""
+    """`make run` on a data folder and port of its own; returns once it is ready."""
     log = tmp_path / "run.log"
-    proc, (port,) = spawn_on_free_ports(
-        lambda port: spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(tmp_path / "var"), port=str(port), **env), log),
-        log, ready=lambda port: answers(f"http://127.0.0.1:{port}/readyz"))  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, [proc], [log])
-    except BaseException:
-        stop(proc, sig=signal.SIGINT, timeout=60)
-        raise
+    proc, url = start_make_run(tmp_path / "var", log, **env)
     return proc, url, log
 
 

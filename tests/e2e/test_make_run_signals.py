@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import httpx
 from services.registry.entities import Job
 from services.registry.unit_of_work import connect_registry
 from services.usecases.jobs import get_job
-from tests.e2e.helpers import answers, kiln_env, spawn, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
+from tests.e2e.helpers import start_make_run, wait_for_job
 from tests.e2e.replicas import wait_for
 from tests.factories import job_body
 
@@ -33,16 +32,8 @@ FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_inte
 
 
 def _make_run(var: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
-    """scripts/run_local.py on the embedded defaults in `var`, in a process group of its own (as a terminal's foreground job)."""
-    proc, (port,) = spawn_on_free_ports(
-        lambda port: spawn([sys.executable, "scripts/run_local.py"], kiln_env(data_dir=str(var), port=str(port), **FAST_RECOVERY), log),
-        log, ready=lambda port: answers(f"http://127.0.0.1:{port}/readyz"))  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, [proc], [log])
-    except BaseException:
-        stop(proc, sig=signal.SIGINT, timeout=60)
-        raise
+    """`make run` on the embedded defaults in `var`, with fast recovery; returns it ready, with its admin key's headers."""
+    proc, url = start_make_run(var, log, **FAST_RECOVERY)
     return proc, url, {"Authorization": f"Bearer {(var / 'api-key').read_text().strip()}"}
 
 
