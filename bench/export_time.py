@@ -59,7 +59,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             legacy, dynamo = Path(tmp) / "legacy.onnx", Path(tmp) / "dynamo.onnx"
             started = time.perf_counter()
-            export_onnx(network, example=example_input(shape, dtype), path=legacy, dynamic_time=has_dynamic_time_axis(spec.model))
+            export_onnx(network, examples=[example_input(shape, dtype)], path=legacy, dynamic_time=has_dynamic_time_axis(spec.model))
             legacy_s = time.perf_counter() - started
             started = time.perf_counter()
             try:

@@ -55,7 +55,8 @@ FLOOR_TARGET = 0.6  # Kiln's 64-client throughput as a share of the floor's
 def onnx_file(model: dict, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     spec = ModelSpec.model_validate(model)
-    export_onnx(build_network(spec, fuse_output_activation=True), example=example_input(tuple(spec.input_shape), "float32"), path=path)
+    network = build_network(spec, fuse_output_activation=True)
+    export_onnx(network, examples=[example_input(tuple(spec.input_shape or ()), "float32")], path=path)
     return path
 
 

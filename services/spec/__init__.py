@@ -2,6 +2,7 @@
 
 from services.spec.base import Shape, ShapeError
 from services.spec.budget import Budget, Footprint, check_budget
+from services.spec.graph import Graph, GraphInput, Node, resolve
 from services.spec.layers_conv import (
     Conv1DLayer,
     Conv2DLayer,
@@ -21,6 +22,7 @@ from services.spec.layers_core import (
     LayerNormalizationLayer,
     ReshapeLayer,
 )
+from services.spec.layers_merge import ConcatenateLayer, MergeLayer
 from services.spec.layers_sequence import (
     BidirectionalLayer,
     EmbeddingLayer,
@@ -35,6 +37,7 @@ from services.spec.model import (
     AugmentationSpec,
     DataSpec,
     EarlyStoppingSpec,
+    InputSpec,
     JobSpec,
     Layer,
     ModelSpec,
@@ -54,6 +57,7 @@ from services.spec.shapes import (
 )
 
 __all__ = [
+    "ConcatenateLayer", "Graph", "GraphInput", "InputSpec", "MergeLayer", "Node", "resolve",
     "AugmentationSpec", "Budget", "Footprint", "TextSpec", "check_budget", "infer_layers",
     "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ActivationName = Literal[
     "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "linear"
@@ -41,11 +41,53 @@ def _takes_bool(annotation: Any) -> bool:
     return any(arg is bool or (isinstance(arg, bool)) or _takes_bool(arg) for arg in get_args(annotation))
 
 
+KERAS_DEFAULT = 0.01  # keras.regularizers.get("l2") is L2(0.01)
+
+
+class Regularizer(Strict):
+    """`{"l1": a, "l2": b}`: adds `l1 * sum(|w|) + l2 * sum(w**2)` to the training loss.
+
+    Accepts Keras' forms: `"l1"`, `"l2"` (0.01 each), `"l1_l2"` (0.01 and 0.01, as tf.keras' `l1_l2()`),
+    `{"l1": a}`, `{"l2": b}` and `{"l1_l2": {"l1": a, "l2": b}}`.
+    """
+
+    l1: float = Field(default=0.0, ge=0.0, le=1e3)
+    l2: float = Field(default=0.0, ge=0.0, le=1e3)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            forms = {"l1": {"l1": KERAS_DEFAULT}, "l2": {"l2": KERAS_DEFAULT}, "l1_l2": {"l1": KERAS_DEFAULT, "l2": KERAS_DEFAULT}}
+            if data not in forms:
+                raise ValueError(f"expected 'l1', 'l2', 'l1_l2' or an object such as {{\"l2\": 0.01}}, got {data!r}")
+            return forms[data]
+        if isinstance(data, dict) and set(data) == {"l1_l2"}:
+            both = data["l1_l2"]
+            return both if isinstance(both, dict) else {"l1": both, "l2": both}
+        return data
+
+    @property
+    def active(self) -> bool:
+        return self.l1 > 0 or self.l2 > 0
+
+
+
+LayerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")]
+
+
 class LayerSpec(Strict):
     """What every layer answers besides its output shape: its weights, as torch counts them, and what training keeps.
 
     The defaults suit layers without weights that keep only their output (Dropout, Flatten, pooling).
+    Every layer may be named (unnamed ones get Keras' automatic names) and may list the names of the
+    layers or model inputs it reads; without `inputs` it reads the previous layer's output.
     """
+
+    name: LayerName | None = None
+    inputs: list[LayerName] | None = Field(default=None, min_length=1, max_length=64)
+    trainable: bool = True  # False: its weights keep their initial (or base) values
+    activity_regularizer: Regularizer | None = None  # a penalty on the layer's output
 
     def parameter_count(self, shape: Shape) -> int:
         """The number of trainable parameters the torch module built for this layer on input `shape` holds."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from services.errors import InvalidSpec
+from services.spec.graph import describe, resolve
 from services.spec.model import JobSpec, OptimizerSpec
 from services.spec.shapes import infer_layers
 
@@ -54,7 +55,7 @@ def footprints(spec: JobSpec) -> list[Footprint]:
     values_per_parameter = 2 + optimizer_state_copies(spec.training.optimizer)  # the weight, its gradient, the state
     batch = spec.training.batch_size
     parameters = list(accumulate(layer.parameters for layer in layers))
-    activations = list(accumulate((layer.activations for layer in layers), initial=math.prod(spec.model.input_shape)))[1:]
+    activations = list(accumulate((layer.activations for layer in layers), initial=resolve(spec.model).input_values))[1:]
     return [Footprint(p, BYTES_PER_VALUE * (p * values_per_parameter + a * batch)) for p, a in zip(parameters, activations, strict=True)]
 
 
@@ -62,7 +63,7 @@ def check_budget(spec: JobSpec, budget: Budget) -> Footprint:
     """The whole network's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit."""
     running = footprints(spec)
     for index, (layer, reached) in enumerate(zip(spec.model.layers, running, strict=True)):
-        name = f"layer {index} ({layer.type})"
+        name = describe(index, layer)
         if reached.parameters > budget.max_parameters:
             own = reached.parameters - (running[index - 1].parameters if index else 0)
             message = f"{name}: {_parameters(own, reached.parameters, budget)}, over KILN_MAX_PARAMETERS={budget.max_parameters:,}"

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from services.spec.base import ActivationName, LayerSpec, Padding, Shape, ShapeError, conv_length, need_rank, pair
+from services.spec.weights import KernelArguments
 
 Size = Annotated[int, Field(gt=0, le=1024)]
 Size2D = Size | tuple[Size, Size]
@@ -16,7 +17,7 @@ SEQUENCE = ("a sequence input (T, F)", "add Reshape to (T, F) before it")
 IMAGE = ("an image input (H, W, C)", "add Reshape to (H, W, C) before it")
 
 
-class Conv1DLayer(LayerSpec):
+class Conv1DLayer(KernelArguments):
     """`Conv1D(filters, kernel_size, strides=1, padding="valid", activation=None)` on `(T, F)`."""
 
     type: Literal["Conv1D"]
@@ -35,7 +36,7 @@ class Conv1DLayer(LayerSpec):
         return shape[-1] * self.filters * self.kernel_size + (self.filters if self.use_bias else 0)
 
 
-class _Conv2DArguments(LayerSpec):
+class _Conv2DArguments(KernelArguments):
     filters: Size
     kernel_size: Size2D
     strides: Size2D = 1

@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from services.spec.base import ActivationName, LayerSpec, Shape, ShapeError, need_rank, show
+from services.spec.weights import KernelArguments
 
 
-class DenseLayer(LayerSpec):
+class DenseLayer(KernelArguments):
     """`Dense(units, activation=None, use_bias=True)`: a fully connected layer on a flat input."""
 
     type: Literal["Dense"]

@@ -9,11 +9,12 @@ from pydantic import Field
 
 from services.spec.base import ActivationName, LayerSpec, Shape, ShapeError, need_rank, show
 from services.spec.layers_conv import IMAGE, SEQUENCE, Size
+from services.spec.weights import EmbeddingArguments, RecurrentArguments
 
 Units = Annotated[int, Field(gt=0, le=8192)]
 
 
-class EmbeddingLayer(LayerSpec):
+class EmbeddingLayer(EmbeddingArguments):
     """`Embedding(input_dim, output_dim)`: integer token ids `(T,)` -> vectors `(T, output_dim)`."""
 
     type: Literal["Embedding"]
@@ -28,7 +29,7 @@ class EmbeddingLayer(LayerSpec):
         return self.input_dim * self.output_dim
 
 
-class _Recurrent(LayerSpec):
+class _Recurrent(RecurrentArguments):
     GATES: ClassVar[int] = 1  # weight blocks per step: 1 for SimpleRNN, 4 for LSTM, 3 for GRU
     units: Units
     return_sequences: bool = False

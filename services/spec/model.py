@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from services.spec.base import Strict
+from services.spec.base import LayerName, Strict
 from services.spec.layers_conv import (
     Conv1DLayer,
     Conv2DLayer,
@@ -26,6 +27,7 @@ from services.spec.layers_core import (
     LayerNormalizationLayer,
     ReshapeLayer,
 )
+from services.spec.layers_merge import ConcatenateLayer, MergeLayer
 from services.spec.layers_sequence import (
     BidirectionalLayer,
     EmbeddingLayer,
@@ -67,16 +69,103 @@ Layer = Annotated[
     | BidirectionalLayer
     | TransformerEncoderLayer
     | PositionalEmbeddingLayer
-    | PatchEmbeddingLayer,
+    | PatchEmbeddingLayer
+    | MergeLayer
+    | ConcatenateLayer,
     Field(discriminator="type"),
 ]
 
 
-class ModelSpec(Strict):
-    """A Keras Sequential model: the per-sample `input_shape` (no batch axis) and its layers."""
+Dimension = Annotated[int, Field(gt=0, le=100_000)]
+SEQUENTIAL_INPUT = "input"  # the one input of a model given by `input_shape`, as ONNX and OIP v2 name it
+SEQUENTIAL_OUTPUT = "output"  # its output, when `outputs` is not given
 
-    input_shape: list[Annotated[int, Field(gt=0, le=100_000)]] = Field(min_length=1, max_length=4)
+
+class InputSpec(Strict):
+    """One input of a functional model: `{"name": "x", "shape": [64]}`, the shape without the batch axis."""
+
+    name: LayerName
+    shape: list[Dimension] = Field(min_length=1, max_length=4)
+
+
+class ModelSpec(Strict):
+    """A Keras model: Sequential (`input_shape` and a list of layers) or functional (named `inputs`, layers that
+    name what they read, and `outputs`). Keras' own `model.to_json()` is accepted too, and translated.
+
+    Every layer has a name after validation: unnamed ones get Keras' automatic names (`dense`, `dense_1`, ...).
+    """
+
+    input_shape: list[Dimension] | None = Field(default=None, min_length=1, max_length=4)
+    inputs: list[InputSpec] | None = Field(default=None, min_length=1, max_length=16)
     layers: list[Layer] = Field(min_length=1, max_length=256)
+    outputs: list[LayerName] | None = Field(default=None, min_length=1, max_length=16)  # None: the last layer
+    _graph: Any = PrivateAttr(default=None)  # services.spec.graph caches the resolved graph here
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keras_and_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "class_name" in data:
+            from services.spec.keras import from_keras  # the translation is only needed for Keras' JSON
+
+            data = from_keras(data)
+        if isinstance(data, dict) and isinstance(data.get("layers"), list):
+            data = data | {"layers": _named(data["layers"])}
+        return data
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> ModelSpec:
+        if (self.input_shape is None) == (self.inputs is None):
+            which = "both" if self.input_shape is not None else "neither"
+            raise ValueError(f"give either input_shape (a Sequential model) or inputs (a functional one), not {which}")
+        return self
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs] if self.inputs is not None else [SEQUENTIAL_INPUT]
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(i.shape) for i in self.inputs] if self.inputs is not None else [tuple(self.input_shape or ())]
+
+    @property
+    def output_names(self) -> list[str]:
+        """The layers the model outputs, the first one trained on."""
+        return list(self.outputs) if self.outputs is not None else [str(self.layers[-1].name)]
+
+    @property
+    def export_names(self) -> tuple[list[str], list[str]]:
+        """The ONNX graph's input and output names: the spec's names, or `input`/`output` for a plain Sequential model."""
+        outputs = list(self.outputs) if self.outputs is not None else [SEQUENTIAL_OUTPUT]
+        return self.input_names, outputs
+
+
+def keras_name(layer_type: str) -> str:
+    """Keras' automatic layer name: `Conv2D` -> `conv2d`, `MaxPooling2D` -> `max_pooling2d`, `SimpleRNN` -> `simple_rnn`."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", layer_type)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _named(layers: list[Any]) -> list[Any]:
+    """The layers with Keras' automatic names given to unnamed ones (`dense`, `dense_1`, ...), skipping names taken."""
+    taken = {layer.get("name") if isinstance(layer, dict) else getattr(layer, "name", None) for layer in layers}
+    counts: dict[str, int] = {}
+    named = []
+    for layer in layers:
+        kind = layer.get("type") if isinstance(layer, dict) else getattr(layer, "type", None)
+        current = layer.get("name") if isinstance(layer, dict) else getattr(layer, "name", None)
+        if current is not None or not isinstance(kind, str):
+            named.append(layer)
+            continue
+        base = keras_name(kind)
+        while True:
+            count = counts.get(base, 0)
+            counts[base] = count + 1
+            candidate = base if count == 0 else f"{base}_{count}"
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        named.append(layer | {"name": candidate} if isinstance(layer, dict) else layer.model_copy(update={"name": candidate}))
+    return named
 
 
 class AugmentationSpec(Strict):

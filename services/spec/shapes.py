@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
-from services.spec.base import Shape, ShapeError, show
+from services.spec.base import Shape, show
+from services.spec.graph import Graph, describe, resolve
 from services.spec.layers_core import ActivationLayer, DropoutLayer
 from services.spec.layers_sequence import EmbeddingLayer
 from services.spec.model import JobSpec, Layer, ModelSpec, TextSpec
@@ -28,37 +28,26 @@ class InferredLayer:
 
 
 def infer_layers(model: ModelSpec) -> list[InferredLayer]:
-    """Each layer's output shape and cost, in order; raises InvalidSpec at the first layer that cannot apply."""
-    shape: Shape = tuple(model.input_shape)
-    inferred = []
-    for index, layer in enumerate(model.layers):
-        if isinstance(layer, EmbeddingLayer) and index != 0:
-            raise InvalidSpec(
-                f"layer {index} (Embedding) must be the first layer: it reads integer token ids", field=f"model.layers[{index}]"
-            )
-        try:
-            output = layer.output_shape(shape)
-        except ShapeError as err:
-            raise InvalidSpec(f"layer {index} ({layer.type}) {err}", field=f"model.layers[{index}]") from None
-        inferred.append(InferredLayer(output, layer.parameter_count(shape), layer.activation_count(shape, output)))
-        shape = output
-    return inferred
+    """Each layer's output shape and cost, in the order of `model.layers`; raises InvalidSpec naming the first that cannot apply."""
+    return [InferredLayer(n.shape, n.parameters, n.activations) for n in resolve(model).by_index()]
 
 
 def infer_shapes(model: ModelSpec) -> list[Shape]:
-    """Each layer's output shape, in order; raises InvalidSpec at the first layer that cannot apply."""
+    """Each layer's output shape, in the order of `model.layers`; raises InvalidSpec at the first layer that cannot apply."""
     return [layer.shape for layer in infer_layers(model)]
 
 
 def input_dtype(model: ModelSpec) -> str:
-    """int64 token ids for a model that starts with Embedding, float32 otherwise."""
-    return "int64" if isinstance(model.layers[0], EmbeddingLayer) else "float32"
+    """int64 token ids for a model whose (first) input Embedding reads, float32 otherwise."""
+    return resolve(model).inputs[0].dtype
 
 
 def has_dynamic_time_axis(model: ModelSpec) -> bool:
-    """Whether the exported model can take sequences of any length (axis 1 of its input)."""
+    """Whether the exported model can take sequences of any length (axis 1 of its one input)."""
+    if len(model.input_names) != 1:
+        return False
     types = {layer.type for layer in model.layers}
-    sequence_input = len(model.input_shape) == 2 or input_dtype(model) == "int64"
+    sequence_input = len(model.input_shapes[0]) == 2 or input_dtype(model) == "int64"
     # 'same' padding with a stride pads by an amount that depends on the length.
     strided_same = any(getattr(layer, "padding", "") == "same" and getattr(layer, "strides", 1) != 1 for layer in model.layers)
     return sequence_input and bool(types & _SEQUENCE_LAYERS) and not types & _FIXED_LENGTH and not strided_same
@@ -74,95 +63,122 @@ def output_activation(layer: Layer) -> str:
 
 
 def final_activation(model: ModelSpec) -> str:
-    """The activation the model's output passes through last ("linear" when there is none)."""
-    for layer in reversed(model.layers):
-        if isinstance(layer, DropoutLayer) or (isinstance(layer, ActivationLayer) and layer.activation == "linear"):
-            continue
-        return output_activation(layer)
-    return "linear"
+    """The activation the trained output passes through last ("linear" when there is none)."""
+    graph = resolve(model)
+    node = graph.output
+    while True:
+        layer = node.layer
+        passes = isinstance(layer, DropoutLayer) or (isinstance(layer, ActivationLayer) and layer.activation == "linear")
+        if not passes:
+            return output_activation(layer)
+        if node.sources[0] in model.input_names:
+            return "linear"
+        node = graph.node(node.sources[0])
 
 
 def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape]:
     """Check the network fits the dataset, the loss and the callbacks; return the inferred shapes."""
-    shapes = infer_shapes(spec.model)
-    _check_input(spec, dataset)
-    _check_loss(spec, dataset, shapes[-1])
+    graph = resolve(spec.model)
+    _check_input(spec, dataset, graph)
+    _check_loss(spec, dataset, graph)
     _check_monitors(spec)
-    return shapes
+    return infer_shapes(spec.model)
 
 
-def _check_text(spec: JobSpec, dataset: DatasetInfo) -> None:
+def _input_field(spec: JobSpec, position: int = 0) -> str:
+    return "model.input_shape" if spec.model.inputs is None else f"model.inputs[{position}].shape"
+
+
+def _token_reader(graph: Graph) -> tuple[str, EmbeddingLayer, str] | None:
+    """The first Embedding reading a model input: its description, spec and field."""
+    for node in graph.by_index():
+        if isinstance(node.layer, EmbeddingLayer):
+            return describe(node.index, node.layer), node.layer, node.field
+    return None
+
+
+def _check_text(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
     text = spec.data.text or TextSpec()
-    first = spec.model.layers[0]
-    if list(spec.model.input_shape) != [text.sequence_length]:
+    if len(graph.inputs) != 1:
+        raise InvalidSpec(f"dataset '{dataset.name}' holds text, which is one input: the model has {len(graph.inputs)}",
+                          field="model.inputs")  # fmt: skip
+    if list(graph.inputs[0].shape) != [text.sequence_length]:
         raise InvalidSpec(
-            f"a text model takes token ids: set input_shape to [{text.sequence_length}] (data.text.sequence_length)",
-            field="model.input_shape",
+            f"a text model takes token ids: set its input shape to [{text.sequence_length}] (data.text.sequence_length)",
+            field=_input_field(spec),
         )
-    if not isinstance(first, EmbeddingLayer):
+    reader = _token_reader(graph)
+    if reader is None or graph.inputs[0].dtype != "int64":
         raise InvalidSpec(f"dataset '{dataset.name}' holds text: start the model with Embedding", field="model.layers[0]")
-    if first.input_dim < text.max_tokens:
+    name, embedding, field = reader
+    if embedding.input_dim < text.max_tokens:
         raise InvalidSpec(
-            f"layer 0 (Embedding) has input_dim {first.input_dim} but the vocabulary holds up to {text.max_tokens} tokens: "
+            f"{name} has input_dim {embedding.input_dim} but the vocabulary holds up to {text.max_tokens} tokens: "
             f"set input_dim={text.max_tokens} or lower data.text.max_tokens",
-            field="model.layers[0].input_dim",
+            field=f"{field}.input_dim",
         )
 
 
-def _check_data_options(spec: JobSpec, dataset: DatasetInfo) -> None:
+def _check_data_options(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
     data = spec.data
     if data.test_split is not None and not dataset.uploaded:
         message = f"'{dataset.name}' is built in with a fixed 20% test split; test_split applies to uploads"
         raise InvalidSpec(message, field="data.test_split")
     if data.text is not None and dataset.dtype != "text":
         raise InvalidSpec("data.text applies to text datasets only", field="data.text")
-    if data.augmentation is not None and len(spec.model.input_shape) != 3:
-        raise InvalidSpec(
-            f"augmentation needs image inputs (H, W, C); input_shape is {list(spec.model.input_shape)}", field="data.augmentation"
-        )
-    if data.normalization != "none" and input_dtype(spec.model) == "int64":
+    if data.augmentation is not None and (len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 3):
+        shapes = ", ".join(str(list(i.shape)) for i in graph.inputs)
+        raise InvalidSpec(f"augmentation needs one image input (H, W, C); the model takes {shapes}", field="data.augmentation")
+    if data.normalization != "none" and any(i.dtype == "int64" for i in graph.inputs):
         raise InvalidSpec("token ids cannot be normalised: set data.normalization to 'none'", field="data.normalization")
 
 
-def _check_input(spec: JobSpec, dataset: DatasetInfo) -> None:
-    _check_data_options(spec, dataset)
+def _check_input(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
+    _check_data_options(spec, dataset, graph)
     if dataset.dtype == "text":
-        return _check_text(spec, dataset)
-    wanted = math.prod(spec.model.input_shape)
+        return _check_text(spec, dataset, graph)
+    wanted = graph.input_values
     if wanted != dataset.n_features:
+        if spec.model.inputs is None:
+            held = f"input_shape {list(graph.inputs[0].shape)} holds {wanted}"
+        elif len(graph.inputs) == 1:
+            held = f"input '{graph.inputs[0].name}' of shape {list(graph.inputs[0].shape)} holds {wanted}"
+        else:
+            parts = " + ".join(f"{i.name} {list(i.shape)}" for i in graph.inputs)
+            held = f"the inputs hold {wanted} ({parts}; each row's features are split among them in order)"
         raise InvalidSpec(
-            f"dataset '{dataset.name}' has {dataset.n_features} features per sample {tuple(dataset.feature_shape)}, "
-            f"but input_shape {list(spec.model.input_shape)} holds {wanted}",
-            field="model.input_shape",
+            f"dataset '{dataset.name}' has {dataset.n_features} features per sample {tuple(dataset.feature_shape)}, but {held}",
+            field=_input_field(spec),
         )
-    first = spec.model.layers[0]
-    if dataset.vocabulary_size and not isinstance(first, EmbeddingLayer):
+    reader = _token_reader(graph)
+    if dataset.vocabulary_size and reader is None:
         raise InvalidSpec(f"dataset '{dataset.name}' holds token ids: start the model with Embedding", field="model.layers[0]")
-    if isinstance(first, EmbeddingLayer) and not dataset.dtype.startswith(("int", "uint")):
+    if reader is None:
+        return
+    name, embedding, field = reader
+    if not dataset.dtype.startswith(("int", "uint")):
         raise InvalidSpec(
             f"dataset '{dataset.name}' holds {dataset.dtype} values: Embedding needs integer token ids, such as 'tokens'",
-            field="model.layers[0]",
+            field=field,
         )
-    if isinstance(first, EmbeddingLayer) and dataset.vocabulary_size and first.input_dim < dataset.vocabulary_size:
+    if dataset.vocabulary_size and embedding.input_dim < dataset.vocabulary_size:
         raise InvalidSpec(
-            f"layer 0 (Embedding) has input_dim {first.input_dim} but '{dataset.name}' uses token ids up to "
+            f"{name} has input_dim {embedding.input_dim} but '{dataset.name}' uses token ids up to "
             f"{dataset.vocabulary_size - 1}: set input_dim={dataset.vocabulary_size}",
-            field="model.layers[0].input_dim",
+            field=f"{field}.input_dim",
         )
 
 
-def _check_loss(spec: JobSpec, dataset: DatasetInfo, output: Shape) -> None:
+def _check_loss(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
     loss, training = spec.training.loss, spec.training
-    field = f"model.layers[{len(spec.model.layers) - 1}]"
+    output, field = graph.output.shape, graph.output.field
     activation = final_activation(spec.model)
     if spec.data.targets == "inputs":
         if not training.is_regression:
             raise InvalidSpec(f"reproducing the inputs needs a regression loss (mse, mae, huber), not '{loss}'", field="training.loss")
-        if output != tuple(spec.model.input_shape):
-            raise InvalidSpec(
-                f"the model outputs {show(output)} but must reproduce its input {show(tuple(spec.model.input_shape))}",
-                field=field,
-            )
+        if len(graph.inputs) != 1 or output != graph.inputs[0].shape:
+            wanted = ", ".join(show(i.shape) for i in graph.inputs)
+            raise InvalidSpec(f"the model outputs {show(output)} but must reproduce its input {wanted}", field=field)
         return
     if training.is_regression:
         if dataset.task != "regression":

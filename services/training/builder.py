@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from services.spec import ModelSpec, Shape, infer_shapes, output_activation
+from services.spec import Graph, ModelSpec, Node, Shape, output_activation, resolve
 from services.training import modules as m
+from services.training.network import GraphBody, InputLayout, Merge, Network, Normalize, Step
+from services.training.weights_spec import activity_penalty, initialize, kernel_constraint, weight_penalties
+
+__all__ = ["Network", "Normalize", "activation_module", "build_network", "parameter_count"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -31,12 +36,12 @@ def activation_module(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _glorot(layer: nn.Module) -> nn.Module:
-    """Keras' defaults: glorot_uniform kernels, zero biases."""
-    nn.init.xavier_uniform_(layer.weight)  # type: ignore[arg-type]
-    if getattr(layer, "bias", None) is not None:
-        nn.init.zeros_(layer.bias)  # type: ignore[arg-type]
-    return layer
+def _initialized(module: nn.Module, spec: Any) -> nn.Module:
+    """The layer's kernel and bias filled as its spec says (Keras' defaults: glorot_uniform kernels, zero biases)."""
+    initialize(module.weight, spec.kernel_initializer)  # type: ignore[arg-type]
+    if getattr(module, "bias", None) is not None:
+        initialize(module.bias, spec.bias_initializer)  # type: ignore[arg-type]
+    return module
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -50,7 +55,7 @@ def _conv(layer: Any, shape: Shape) -> nn.Module:
     kernel = m_pair(layer.kernel_size, rank)
     stride = m_pair(layer.strides, rank)
     conv_cls = nn.Conv1d if rank == 1 else nn.Conv2d
-    conv = _glorot(conv_cls(shape[-1], layer.filters, kernel, stride=stride, bias=layer.use_bias))  # type: ignore[arg-type]
+    conv = _initialized(conv_cls(shape[-1], layer.filters, kernel, stride=stride, bias=layer.use_bias), layer)  # type: ignore[arg-type]
     if layer.padding == "valid":
         return m.ChannelsFirst(conv, len(shape) + 1)
     pads = [_same_padding(size, k, s) for size, k, s in zip(shape[:-1], kernel, stride, strict=True)]
@@ -60,7 +65,7 @@ def _conv(layer: Any, shape: Shape) -> nn.Module:
 
 def _conv_transpose(layer: Any, shape: Shape) -> nn.Module:
     (kh, kw), (sh, sw) = m_pair(layer.kernel_size, 2), m_pair(layer.strides, 2)
-    conv = _glorot(nn.ConvTranspose2d(shape[-1], layer.filters, (kh, kw), stride=(sh, sw), bias=layer.use_bias))
+    conv = _initialized(nn.ConvTranspose2d(shape[-1], layer.filters, (kh, kw), stride=(sh, sw), bias=layer.use_bias), layer)
     if layer.padding == "valid":
         return m.ChannelsFirst(conv, len(shape) + 1)
     # Full output is (n - 1) * s + k; 'same' wants n * s: crop k - s (or pad s - k), extra at the end.
@@ -98,17 +103,19 @@ def _recurrent(layer: Any, shape: Shape, *, bidirectional: bool = False, merge_m
         rnn = nn.RNN(nonlinearity=layer.activation, **common)
     else:
         rnn = (nn.LSTM if kind == "LSTM" else nn.GRU)(**common)
+    # Keras initializes each kernel whole, all gates at once: (in, gates * units) and (units, gates * units).
     for name, param in rnn.named_parameters():
         if name.startswith("weight_ih"):
-            for gate in param.chunk(param.shape[0] // layer.units):
-                nn.init.xavier_uniform_(gate)
+            initialize(param, layer.kernel_initializer)
         elif name.startswith("weight_hh"):
-            for gate in param.chunk(param.shape[0] // layer.units):
-                nn.init.orthogonal_(gate)
+            initialize(param, layer.recurrent_initializer)  # torch's (gates * units, units) has Keras' fans, transposed
+        elif name.startswith("bias_ih"):
+            initialize(param, layer.bias_initializer)
+            if kind == "LSTM":
+                with torch.no_grad():
+                    param[layer.units : 2 * layer.units].fill_(1.0)  # Keras' unit_forget_bias
         else:
-            nn.init.zeros_(param)
-            if kind == "LSTM" and name.startswith("bias_ih"):
-                nn.init.ones_(param[layer.units : 2 * layer.units])  # Keras' unit_forget_bias
+            nn.init.zeros_(param)  # torch's second bias; Keras has one (a GRU's recurrent bias starts at zero there too)
     return m.Recurrent(rnn, dropout=layer.dropout, return_sequences=layer.return_sequences, merge_mode=merge_mode)
 
 
@@ -122,12 +129,12 @@ def _transformer(layer: Any, shape: Shape) -> nn.Module:
 
 def _embedding(layer: Any, shape: Shape) -> nn.Module:
     embedding = nn.Embedding(layer.input_dim, layer.output_dim)
-    nn.init.uniform_(embedding.weight, -0.05, 0.05)  # Keras' default initializer
+    initialize(embedding.weight, layer.embeddings_initializer, keras_in_first=True)
     return embedding
 
 
 _BUILDERS: dict[str, Callable[[Any, Shape, Shape], nn.Module]] = {
-    "Dense": lambda layer, shape, out: _glorot(nn.Linear(shape[0], layer.units, bias=layer.use_bias)),
+    "Dense": lambda layer, shape, out: _initialized(nn.Linear(shape[0], layer.units, bias=layer.use_bias), layer),
     "Dropout": lambda layer, shape, out: nn.Dropout(layer.rate),
     "Activation": lambda layer, shape, out: nn.Identity(),
     "Flatten": lambda layer, shape, out: nn.Flatten(),
@@ -156,6 +163,8 @@ _BUILDERS: dict[str, Callable[[Any, Shape, Shape], nn.Module]] = {
     "TransformerEncoder": lambda layer, shape, out: _transformer(layer, shape),
     "PositionalEmbedding": lambda layer, shape, out: m.AddPositions(shape[0], shape[1]),
     "PatchEmbedding": lambda layer, shape, out: m.PatchEmbedding(shape[-1], layer.patch_size, layer.dim, out[0]),
+    **{kind: lambda layer, shape, out: Merge(layer.type) for kind in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")},
+    "Concatenate": lambda layer, shape, out: Merge("Concatenate", layer.axis),
 }
 
 
@@ -165,60 +174,53 @@ def m_pair(value: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
     return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
-class Normalize(nn.Module):
-    """(x - shift) / scale with statistics of the training split, so clients send raw values."""
-
-    shift: torch.Tensor
-    scale: torch.Tensor
-
-    def __init__(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("shift", shift)
-        self.register_buffer("scale", scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) / self.scale
-
-
-class Network(nn.Module):
-    """`normalize`, then `body`, which produces what the loss reads; `head` is the output activation export adds.
-
-    Cross-entropy is computed on logits for stability, so a final softmax or sigmoid is lifted
-    out of the body into the head: training sees logits, ONNX outputs probabilities.
-    """
-
-    def __init__(self, body: nn.Sequential, head: nn.Module) -> None:
-        super().__init__()
-        self.normalize: nn.Module = nn.Identity()
-        self.body = body
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.normalize(x)))
-
-    def trainable(self) -> nn.Module:
-        """What the training loop runs: raw inputs in, the loss's inputs (logits) out."""
-        return nn.Sequential(self.normalize, self.body)
-
-    @property
-    def outputs_logits(self) -> bool:
-        return not isinstance(self.head, nn.Identity)
+def _lift_head(graph: Graph, node: Node, fuse_output_activation: bool) -> bool:
+    """Whether the trained output's softmax/sigmoid moves into the head: nothing else may read it before it is applied."""
+    others = graph.readers(node.name) or node.name in graph.outputs[1:]
+    return fuse_output_activation and not others and output_activation(node.layer) in ("softmax", "sigmoid")
 
 
 def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
-    """The torch module for `model`: one block per spec layer, so shapes can be checked layer by layer."""
-    shape: Shape = tuple(model.input_shape)
-    blocks: list[nn.Module] = []
+    """The torch module for `model`: one named block per spec layer, run in the graph's order."""
+    graph = resolve(model)
+    shapes = {i.name: i.shape for i in graph.inputs} | {n.name: n.shape for n in graph.nodes}
+    last_read = {source: position for position, node in enumerate(graph.nodes) for source in node.sources}
+    keep = set(graph.outputs)
+    blocks: dict[str, nn.Module] = {}
+    steps, penalties, constraints = [], [], []
     head: nn.Module = nn.Identity()
-    for index, (layer, out_shape) in enumerate(zip(model.layers, infer_shapes(model), strict=True)):
-        core = _BUILDERS[layer.type](layer, shape, out_shape)
+    for position, node in enumerate(graph.nodes):
+        layer = node.layer
+        core = _BUILDERS[layer.type](layer, shapes[node.sources[0]], node.shape)
+        penalties += weight_penalties(layer, core)
+        if (constraint := kernel_constraint(layer, core)) is not None:
+            constraints.append(constraint)
+        _freeze(layer, core)
         activation = activation_module(output_activation(layer))
-        last = index == len(model.layers) - 1
-        if last and fuse_output_activation and isinstance(activation, nn.Softmax | nn.Sigmoid):
+        if node.name == graph.outputs[0] and _lift_head(graph, node, fuse_output_activation):
             head, activation = activation, nn.Identity()
-        blocks.append(core if isinstance(activation, nn.Identity) else nn.Sequential(core, activation))
-        shape = out_shape
-    return Network(nn.Sequential(*blocks), head)
+        blocks[node.name] = core if isinstance(activation, nn.Identity) else nn.Sequential(core, activation)
+        release = tuple(s for s in dict.fromkeys(node.sources) if last_read[s] == position and s not in keep)
+        steps.append(Step(node.name, node.sources, node.is_merge, release, activity_penalty(layer.activity_regularizer)))
+    body = GraphBody([i.name for i in graph.inputs], steps, list(graph.outputs), blocks)
+    layout = [InputLayout(i.name, i.shape, torch.int64 if i.dtype == "int64" else torch.float32) for i in graph.inputs]
+    return Network(body, head, layout, penalties=penalties, constraints=constraints)
+
+
+def _freeze(layer: Any, module: nn.Module) -> None:
+    """A layer with `trainable: false` gets no gradient; its BatchNormalization runs on its moving statistics, as in Keras."""
+    if layer.trainable:
+        return
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for norm in module.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.train = partial(_stay_in_eval, norm)  # type: ignore[method-assign,assignment]
+            norm.eval()
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
 
 
 def parameter_count(network: nn.Module) -> int:

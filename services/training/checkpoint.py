@@ -21,7 +21,7 @@ from services.training.augment import Augmenter
 from services.training.callbacks import EarlyStopping
 from services.training.loop import EpochResult, FitOptions
 
-FORMAT = 1
+FORMAT = 2  # 2: weights keyed by layer name (body.layers.<name>), normalisation per input
 
 
 def capture(epoch: int, history: list[EpochResult], network: nn.Module, optimizer: torch.optim.Optimizer,

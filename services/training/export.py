@@ -27,19 +27,21 @@ def example_input(input_shape: tuple[int, ...], dtype: str, batch: int = 2) -> t
     return torch.zeros((batch, *input_shape), dtype=torch.int64 if dtype == "int64" else torch.float32)
 
 
-def export_onnx(network: nn.Module, *, example: torch.Tensor, path: Path, dynamic_time: bool = False) -> None:
-    """Write `network` (moved to the CPU, eval mode) to `path`; batch, and time if asked, stay dynamic."""
+def export_onnx(network: nn.Module, *, examples: list[torch.Tensor], path: Path, input_names: list[str] | None = None,
+                output_names: list[str] | None = None, dynamic_time: bool = False) -> None:  # fmt: skip
+    """Write `network` (moved to the CPU, eval mode) to `path`, one ONNX input per example; batch, and time if asked, stay dynamic."""
     network = network.cpu().eval()
+    inputs, outputs = input_names or [INPUT_NAME], output_names or [OUTPUT_NAME]
     input_axes = {0: "batch", 1: "time"} if dynamic_time else {0: "batch"}
+    axes = {name: input_axes for name in inputs} | {name: {0: "batch"} for name in outputs}
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the attention fast path does not export (pytorch#177013)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                network, (example,), str(path), dynamo=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: input_axes, OUTPUT_NAME: {0: "batch"}},
+                network, tuple(examples), str(path), dynamo=False, opset_version=OPSET,
+                input_names=inputs, output_names=outputs, dynamic_axes=axes,
             )  # fmt: skip
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -47,19 +49,29 @@ def export_onnx(network: nn.Module, *, example: torch.Tensor, path: Path, dynami
 
 @dataclass(frozen=True)
 class Parity:
-    max_abs_diff: float
-    agrees: bool  # every element within atol + rtol * |PyTorch|, numpy.allclose's rule
+    max_abs_diff: float  # the largest over every output
+    agrees: bool  # every element of every output within atol + rtol * |PyTorch|, numpy.allclose's rule
+    output: str = OUTPUT_NAME  # the output that differs most
 
 
-def onnx_parity(network: nn.Module, *, path: Path, rows: np.ndarray, atol: float, rtol: float) -> Parity:
-    """How far onnxruntime is from PyTorch on `rows` (held-out samples), both on the CPU."""
+def onnx_parity(network: nn.Module, *, path: Path, feeds: dict[str, np.ndarray], atol: float, rtol: float) -> Parity:
+    """How far onnxruntime is from PyTorch on held-out samples (`feeds`, by input name), output by output, both on the CPU."""
     network = network.cpu().eval()
-    rows = np.ascontiguousarray(rows)
+    feeds = {name: np.ascontiguousarray(rows) for name, rows in feeds.items()}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run([OUTPUT_NAME], {INPUT_NAME: rows})
+    names = [o.name for o in session.get_outputs()]
+    onnx_outputs = session.run(names, feeds)
     with torch.no_grad():
-        torch_out = network(torch.from_numpy(rows)).numpy()
-    if not torch_out.size:
-        return Parity(0.0, True)
-    diff = np.abs(onnx_out - torch_out)
-    return Parity(float(diff.max()), bool(np.all(diff <= atol + rtol * np.abs(torch_out))))
+        torch_outputs = network(*(torch.from_numpy(rows) for rows in feeds.values()))
+    torch_outputs = torch_outputs if isinstance(torch_outputs, tuple) else (torch_outputs,)
+    worst = Parity(0.0, True, names[0])
+    for name, onnx_out, torch_out in zip(names, onnx_outputs, (t.numpy() for t in torch_outputs), strict=True):
+        if not torch_out.size:
+            continue
+        diff = np.abs(onnx_out - torch_out)
+        agrees = bool(np.all(diff <= atol + rtol * np.abs(torch_out)))
+        if not agrees or (worst.agrees and float(diff.max()) > worst.max_abs_diff):
+            worst = Parity(float(diff.max()), agrees, name)
+            if not agrees:
+                break
+    return worst

@@ -72,6 +72,8 @@ class FitOptions:
     deadline: float | None = None  # time.monotonic() past which training gives up
     max_duration_s: float | None = None  # the budget `deadline` came from, for the message
     on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
+    penalty: Callable[[], torch.Tensor | None] | None = None  # the regularizers' loss after each forward
+    constrain: Callable[[], None] | None = None  # kernel constraints, applied after each step
 
 
 class Diverged(RuntimeError):
@@ -123,6 +125,7 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
     n, size = len(data), options.batch_size
     order = torch.randperm(n, generator=options.generator).to(data.y.device)
     losses = torch.empty((n + size - 1) // size, device=data.y.device)
+    penalties = torch.zeros_like(losses) if options.penalty is not None else None
     outputs, targets = [], []
     for batch, (x, y) in enumerate(data.batches(order, size)):
         if options.should_stop is not None and options.should_stop():
@@ -134,11 +137,16 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
         with _autocast(x, options.autocast):
             output = network(x)
             loss = objective.loss(output.float(), y)
+        if penalties is not None and options.penalty is not None and (penalty := options.penalty()) is not None:
+            penalties[batch] = penalty.detach()
+            loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if options.clip is not None:
             options.clip()
         optimizer.step()
+        if options.constrain is not None:
+            options.constrain()
         options.schedule.after_batch()
         losses[batch] = loss.detach()
         outputs.append(output.detach())
@@ -150,6 +158,9 @@ def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.opti
     counts = torch.full_like(losses, size)
     counts[-1] = n - size * (len(losses) - 1)
     metrics = {"loss": float((losses * counts).sum() / n)}
+    if penalties is not None:  # Keras' loss includes the regularizers; their share and the data's are reported apart
+        metrics["regularization_loss"] = float((penalties * counts).sum() / n)
+        metrics["data_loss"] = metrics["loss"] - metrics["regularization_loss"]
     return metrics | compute_metrics(objective, options.metrics, torch.cat(outputs).float(), torch.cat(targets))
 
 

@@ -15,10 +15,10 @@ import torch
 from services.data.arrays import RowView
 from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
-from services.spec import JobSpec, final_activation, has_dynamic_time_axis, input_dtype
+from services.spec import JobSpec, final_activation, has_dynamic_time_axis
 from services.training import checkpoint
 from services.training.augment import Augmenter
-from services.training.builder import Network, build_network, parameter_count
+from services.training.builder import Network, Normalize, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
 from services.training.export import example_input, export_onnx, onnx_parity
 from services.training.loop import EpochResult, FitOptions, Split, evaluate, fit
@@ -103,6 +103,7 @@ def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimiz
         stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
         autocast=torch.bfloat16 if bf16 else None, on_epoch_end=on_epoch_end,
         augment=Augmenter(augmentation, seed=training.seed) if augmentation else None, should_stop=should_stop,
+        penalty=network.penalty if network.regularized else None, constrain=network.constrain if network.constrained else None,
     )  # fmt: skip
 
 
@@ -113,14 +114,14 @@ def train_and_export(
 ) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path`, and return the version's metrics."""
     torch.manual_seed(spec.training.seed)
-    shape, dtype = tuple(spec.model.input_shape), np.dtype(input_dtype(spec.model))
     network = build_network(spec.model, fuse_output_activation=not spec.training.is_regression)
+    shape, dtype = _row_layout(network)
     # A lifted softmax/sigmoid leaves logits; so does a last layer with no squashing activation ("linear" is read as logits).
     from_logits = network.outputs_logits or final_activation(spec.model) not in ("softmax", "sigmoid")
     objective = Objective(spec.training.loss, from_logits=from_logits, n_classes=data.info.n_classes)
     prepared = _prepare(spec, data, stratify=objective.is_classification)
     if spec.data.normalization != "none":
-        network.normalize, prepared.normalization = normalizer(spec.data.normalization, prepared.fit, channels=shape[-1])
+        prepared.normalization = _normalize(network, spec.data.normalization, prepared.fit)
     reconstruct = spec.data.targets == "inputs"
     make = lambda x, y: _split(x, y, shape, objective, device, dtype=dtype, targets_are_inputs=reconstruct)  # noqa: E731
     train, test = make(prepared.fit, prepared.y_fit), make(prepared.test, prepared.y_test)
@@ -128,7 +129,7 @@ def train_and_export(
     network.to(device)
     if device.type == "cuda":
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # conv weights as cuDNN prefers
-    optimizer = make_optimizer(spec.training.optimizer, list(network.parameters()))
+    optimizer = make_optimizer(spec.training.optimizer, [p for p in network.parameters() if p.requires_grad])
     options = _fit_options(spec, network, optimizer, train, device, on_epoch_end, should_stop)
     done = _checkpoint_every_epoch(checkpointing, network, optimizer, options) if checkpointing else []
     started = time.perf_counter()
@@ -165,18 +166,60 @@ def _checkpoint_every_epoch(checkpointing: Checkpointing, network: Network, opti
     return done
 
 
+def _row_layout(network: Network) -> tuple[tuple[int, ...], np.dtype]:
+    """How training holds a row: shaped as the one input, or the inputs' values side by side (float32 unless all are ids)."""
+    layout = network.layout
+    if len(layout) == 1:
+        return layout[0].shape, np.dtype("int64" if layout[0].dtype == torch.int64 else "float32")
+    ids = all(i.dtype == torch.int64 for i in layout)
+    return (sum(i.size for i in layout),), np.dtype("int64" if ids else "float32")
+
+
+def _normalize(network: Network, mode: str, rows: np.ndarray | RowView) -> dict[str, Any]:
+    """Statistics of the training rows, per channel for one input (the last axis), per value for several."""
+    layout = network.layout
+    if len(layout) == 1:
+        network.normalize[0], statistics = normalizer(mode, rows, channels=layout[0].shape[-1])
+        return statistics
+    module, statistics = normalizer(mode, rows, channels=sum(i.size for i in layout))
+    start = 0
+    for position, item in enumerate(layout):
+        part = slice(start, start + item.size)
+        network.normalize[position] = Normalize(module.shift[part].reshape(item.shape), module.scale[part].reshape(item.shape))
+        start += item.size
+    return statistics
+
+
+def _feeds(network: Network, rows: np.ndarray) -> list[np.ndarray]:
+    """Held-out rows as one array per model input."""
+    layout, count = network.layout, len(rows)
+    if len(layout) == 1:
+        return [rows.reshape(count, *layout[0].shape)]
+    flat, start, feeds = rows.reshape(count, -1), 0, []
+    for item in layout:
+        dtype = np.int64 if item.dtype == torch.int64 else np.float32
+        feeds.append(np.ascontiguousarray(flat[:, start : start + item.size].reshape(count, *item.shape).astype(dtype)))
+        start += item.size
+    return feeds
+
+
 def _export(spec: JobSpec, network: Network, prepared: _Prepared, path: Path, parity: ParityCheck, labels: list[str] | None) -> float:
     """Export, annotate and check the model; return the parity figure or raise TrainingFailed."""
-    shape, dtype = tuple(spec.model.input_shape), input_dtype(spec.model)
-    export_onnx(network, example=example_input(shape, dtype), path=path, dynamic_time=has_dynamic_time_axis(spec.model))
+    input_names, output_names = spec.model.export_names
+    examples = [example_input(i.shape, "int64" if i.dtype == torch.int64 else "float32") for i in network.layout]
+    export_onnx(network, examples=examples, path=path, input_names=input_names, output_names=output_names,
+                dynamic_time=has_dynamic_time_axis(spec.model))  # fmt: skip
     metadata = {"labels": labels, "preprocessing": prepared.preprocessing, "normalization": prepared.normalization}
     annotate_onnx(path, {key: value for key, value in metadata.items() if value})
     rows = min(parity.rows, len(prepared.y_test))
     test = prepared.test
     held_out = test.read(np.arange(rows)) if isinstance(test, RowView) else test[:rows]
-    agreement = onnx_parity(network, path=path, rows=held_out.reshape(-1, *shape).astype(dtype), atol=parity.atol, rtol=parity.rtol)
+    _, dtype = _row_layout(network)
+    feeds = dict(zip(input_names, _feeds(network, held_out.astype(dtype)), strict=True))
+    agreement = onnx_parity(network, path=path, feeds=feeds, atol=parity.atol, rtol=parity.rtol)
     if not agreement.agrees:
         raise TrainingFailed(
-            f"ONNX parity check failed: max abs diff {agreement.max_abs_diff:.3g} > {parity.atol:g} (+ rtol {parity.rtol:g})"
+            f"ONNX parity check failed on output '{agreement.output}': max abs diff {agreement.max_abs_diff:.3g} > {parity.atol:g} "
+            f"(+ rtol {parity.rtol:g})"
         )
     return agreement.max_abs_diff

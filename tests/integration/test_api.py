@@ -80,7 +80,7 @@ def test_jobs_are_listed_newest_first_with_pagination(client: TestClient) -> Non
         (
             lambda b: b["model"].update(input_shape=[8, 8]),
             "model.layers[0]",
-            "layer 0 (Dense) needs a flat input, got (None, 8, 8): add Flatten before it",
+            "layer 0 'dense' (Dense) needs a flat input, got (None, 8, 8): add Flatten before it",
         ),
         (lambda b: b["model"].update(input_shape=[63]), "model.input_shape", "has 64 features per sample"),
         (lambda b: b["data"].update(dataset="mnist"), "data.dataset", "unknown dataset 'mnist'"),

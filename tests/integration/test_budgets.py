@@ -26,7 +26,7 @@ def test_a_4_billion_parameter_spec_is_refused_at_submission_with_the_figure(tmp
         response = client.post("/v1/jobs", json=job_body(model=HUGE))
         assert response.status_code == 422, response.text
         error = response.json()["error"]
-        assert error["message"] == "layer 1 (Dense): 4,295,032,832 parameters, over KILN_MAX_PARAMETERS=100,000,000"
+        assert error["message"] == "layer 1 'dense_1' (Dense): 4,295,032,832 parameters, over KILN_MAX_PARAMETERS=100,000,000"
         assert (error["code"], error["field"]) == ("invalid_spec", "model.layers[1]")
         assert client.get("/v1/jobs").json()["count"] == 0
 
@@ -38,7 +38,7 @@ def test_a_spec_over_the_memory_limit_is_refused_naming_layer_figure_and_limit(t
         assert response.status_code == 422, response.text
         error = response.json()["error"]
         assert error["field"] == "model.layers[1]"
-        assert error["message"].startswith("layer 1 (Dense): training needs about 67 MB by this layer")
+        assert error["message"].startswith("layer 1 'dense_1' (Dense): training needs about 67 MB by this layer")
         assert error["message"].endswith("over KILN_MAX_TRAINING_MEMORY_MB=40")
         plain_sgd = job_body(model=WIDE, training={"optimizer": "sgd"})  # no optimizer state: about 33 MB
         assert client.post("/v1/jobs", json=plain_sgd).status_code == 202
@@ -52,7 +52,7 @@ def test_the_worker_fails_a_job_over_its_budget_before_loading_anything(ctx: Wor
     run_job(job_id, strict)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert (job.state, job.attempt, job.version) == (JobState.FAILED, 1, None)
-    assert job.error == "layer 1 (Dense): 4,196,352 parameters bring the model to 4,329,472, over KILN_MAX_PARAMETERS=4,300,000"
+    assert job.error == "layer 1 'dense_1' (Dense): 4,196,352 parameters bring the model to 4,329,472, over KILN_MAX_PARAMETERS=4,300,000"
     assert loaded == []
     assert [p for p in ctx.store.root.rglob("*") if p.is_file()] == []
     run_job(job_id, strict)  # a second delivery of the message does not try again

@@ -83,14 +83,14 @@ ROOMY = Budget(max_parameters=100_000_000, max_training_memory_mb=10**9)
 def test_a_layer_over_the_parameter_limit_is_named_with_its_count() -> None:
     with pytest.raises(InvalidSpec) as refused:
         check_budget(job(BIG), ROOMY)
-    assert refused.value.message == "layer 1 (Dense): 4,295,032,832 parameters, over KILN_MAX_PARAMETERS=100,000,000"
+    assert refused.value.message == "layer 1 'dense_1' (Dense): 4,295,032,832 parameters, over KILN_MAX_PARAMETERS=100,000,000"
     assert refused.value.field == "model.layers[1]"
 
 
 def test_small_layers_that_add_up_over_the_limit_name_the_one_that_crosses_it() -> None:
     layers = [{"type": "Dense", "units": 100}] * 3  # 6,500 then 10,100 then 10,100 parameters
     with pytest.raises(
-        InvalidSpec, match=r"^layer 2 \(Dense\): 10,100 parameters bring the model to 26,700, over KILN_MAX_PARAMETERS=20,000$"
+        InvalidSpec, match=r"^layer 2 'dense_2' \(Dense\): 10,100 parameters bring the model to 26,700, over KILN_MAX_PARAMETERS=20,000$"
     ):
         check_budget(job(layers), Budget(max_parameters=20_000, max_training_memory_mb=10**9))
     assert check_budget(job(layers), Budget(max_parameters=26_700, max_training_memory_mb=10**9)).parameters == 26_700
@@ -125,7 +125,7 @@ def test_a_model_over_the_memory_limit_names_the_layer_the_figure_and_the_limit(
     with pytest.raises(InvalidSpec) as refused:
         check_budget(spec, Budget(max_parameters=100_000_000, max_training_memory_mb=100))
     message = refused.value.message
-    assert message.startswith(f"layer 1 (Dense): training needs about {needed[1].memory_mb:,} MB")
+    assert message.startswith(f"layer 1 'dense_1' (Dense): training needs about {needed[1].memory_mb:,} MB")
     assert message.endswith("over KILN_MAX_TRAINING_MEMORY_MB=100") and "adam" in message and "batch of 32" in message
 
 

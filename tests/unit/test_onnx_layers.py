@@ -65,6 +65,14 @@ CASES = [
     ("TransformerEncoder-gelu", [6, 8], [{"type": "TransformerEncoder", "num_heads": 4, "ff_dim": 16, "activation": "gelu"}]),
     ("PositionalEmbedding", [6], [{"type": "Embedding", "input_dim": 20, "output_dim": 8}, {"type": "PositionalEmbedding"}]),
     ("PatchEmbedding", [8, 8, 3], [{"type": "PatchEmbedding", "patch_size": 4, "dim": 6}]),
+    # Merge layers read the model's input (named "input" in a Sequential spec) and a layer, named in `inputs`.
+    *[(kind, [5], [{"type": "Dense", "units": 5, "name": "d"}, {"type": kind, "inputs": ["input", "d"]}])
+      for kind in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")],
+    ("Add-three", [5], [{"type": "Dense", "units": 5, "name": "d"}, {"type": "Dense", "units": 5, "name": "e", "inputs": ["input"]},
+                        {"type": "Add", "inputs": ["input", "d", "e"]}]),
+    ("Concatenate", [5], [{"type": "Dense", "units": 3, "name": "d"}, {"type": "Concatenate", "inputs": ["d", "input"]}]),
+    ("Concatenate-sequence-axis-1", [4, 3], [{"type": "Conv1D", "filters": 3, "kernel_size": 1, "name": "c"},
+                                             {"type": "Concatenate", "axis": 1, "inputs": ["input", "c"]}]),
 ]  # fmt: skip
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 
@@ -87,7 +95,7 @@ def _check(spec: ModelSpec, tmp_path: Path, *, fuse: bool = False) -> None:
     network.eval()
     path = tmp_path / "m.onnx"
     dynamic = has_dynamic_time_axis(spec)
-    export_onnx(network, example=example_input(tuple(spec.input_shape), input_dtype(spec)), path=path, dynamic_time=dynamic)
+    export_onnx(network, examples=[example_input(tuple(spec.input_shape or ()), input_dtype(spec))], path=path, dynamic_time=dynamic)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     lengths = [None, spec.input_shape[0] + 3] if dynamic else [None]
@@ -125,7 +133,8 @@ def test_every_layer_type_has_a_parity_case() -> None:
 def test_sequence_models_keep_a_dynamic_time_axis(tmp_path: Path) -> None:
     spec = ModelSpec.model_validate({"input_shape": [7, 3], "layers": [{"type": "LSTM", "units": 5}]})
     path = tmp_path / "m.onnx"
-    export_onnx(build_network(spec, fuse_output_activation=False), example=example_input((7, 3), "float32"), path=path, dynamic_time=True)
+    network = build_network(spec, fuse_output_activation=False)
+    export_onnx(network, examples=[example_input((7, 3), "float32")], path=path, dynamic_time=True)
     (arg,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
     assert isinstance(arg.shape[0], str) and isinstance(arg.shape[1], str) and arg.shape[2] == 3
     fixed = ModelSpec.model_validate({"input_shape": [7, 3], "layers": [{"type": "Flatten"}]})

@@ -43,7 +43,7 @@ def test_dense_then_flatten_shapes() -> None:
 def test_dense_on_unflattened_input_names_layer_and_fix() -> None:
     with pytest.raises(InvalidSpec) as err:
         infer_shapes(model([8, 8], {"type": "Activation", "activation": "relu"}, {"type": "Dense", "units": 5}))
-    assert err.value.message == "layer 1 (Dense) needs a flat input, got (None, 8, 8): add Flatten before it"
+    assert err.value.message == "layer 1 'dense' (Dense) needs a flat input, got (None, 8, 8): add Flatten before it"
     assert err.value.field == "model.layers[1]"
 
 

@@ -145,7 +145,7 @@ def test_exported_onnx_matches_torch_at_any_batch_size(
 
 def test_parity_failure_fails_with_the_measured_difference(tmp_path: Path) -> None:
     spec = JobSpec.model_validate(tiny_job())
-    with pytest.raises(TrainingFailed, match=r"ONNX parity check failed: max abs diff .* > 1e-12"):
+    with pytest.raises(TrainingFailed, match=r"ONNX parity check failed on output 'output': max abs diff .* > 1e-12"):
         train_and_export(
             spec,
             load_builtin("digits"),
@@ -168,7 +168,7 @@ def test_bf16_autocast_path_trains(tmp_path: Path) -> None:
 
     network = build_network(spec.model, fuse_output_activation=True)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
-    history = fit(network.body, Objective("sparse_categorical_crossentropy", True, 3), optimizer, train=Split(x, labels),
+    history = fit(network.trainable(), Objective("sparse_categorical_crossentropy", True, 3), optimizer, train=Split(x, labels),
                   val=None, options=_options(15, 32, optimizer, ["accuracy"], autocast=torch.bfloat16))  # fmt: skip
     assert history[-1].metrics["loss"] < history[0].metrics["loss"]
     assert history[-1].metrics["accuracy"] > 0.6
