@@ -135,7 +135,15 @@ class VersionsPublic(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    inputs: list[Any] = Field(description="One row per sample, each shaped like the model's input_shape.")
+    inputs: list[Any] | dict[str, list[Any]] = Field(
+        description="One row per sample, each shaped like the model's input; for a model with several inputs, "
+        'an object naming each: {"x": rows, "y": rows}.'
+    )
+    output: str | None = Field(
+        default=None,
+        description="Which of the model's outputs to return (default: the first, "
+        "the one trained on); a functional model's extra outputs are its embeddings or bottlenecks.",
+    )
 
 
 class PredictResponse(BaseModel):

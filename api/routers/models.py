@@ -16,7 +16,7 @@ from api.uploads import receive_upload
 from services.errors import InvalidInput
 from services.registry.entities import MAX_VERSION
 from services.usecases.byo import register_onnx
-from services.usecases.models import get_version, list_models, list_versions, model_aliases
+from services.usecases.models import get_version, keras_architecture, list_models, list_versions, model_aliases
 from services.usecases.versions import delete_alias, set_alias, set_serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -114,6 +114,12 @@ def read_artifact(name: str, version: VersionNumber, ctx: ContextDep, request: R
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     return FileResponse(ctx.store.path_for(found.artifact_sha256), media_type="application/octet-stream",
                         filename=f"{name}-{version}.onnx", headers={"ETag": etag})  # fmt: skip
+
+
+@router.get("/{name}/versions/{version}/keras")
+def read_keras(name: str, version: VersionNumber, ctx: ContextDep) -> dict[str, Any]:
+    """The version's architecture as Keras 3 JSON (`model.to_json()`'s format): `keras.models.model_from_json` loads it."""
+    return keras_architecture(name, version, uow_factory=ctx.uow_factory)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=VersionPublic)

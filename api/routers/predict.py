@@ -14,7 +14,7 @@ from api.hotpath import read_body
 from api.schemas import PredictRequest, PredictResponse
 from services.errors import InvalidInput
 from services.registry.entities import MAX_VERSION, ModelVersion
-from services.usecases.predict import input_feeds, only_numbers, predicted_labels
+from services.usecases.predict import input_feeds, only_numbers, output_index, predicted_labels
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
@@ -40,10 +40,11 @@ async def _predict_counted(request: Request, ctx: ApiContext, version: ModelVers
         raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
     model = await ctx.predictor.model_async(version)
     result = await ctx.predictor.infer(version, input_feeds(body["inputs"], version, model, numbers_only=only_numbers(raw)))
-    outputs = result.outputs[0]
+    index = output_index(model, body.get("output"))
+    outputs = result.outputs[index]
     ctx.metrics.observe_inference(version, result)
     payload = {"model": version.model_name, "version": version.version, "outputs": outputs,
-               "labels": predicted_labels(outputs, version.labels)}  # fmt: skip
+               "labels": predicted_labels(outputs, version.labels) if index == 0 else None}  # fmt: skip
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 

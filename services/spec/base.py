@@ -72,7 +72,6 @@ class Regularizer(Strict):
         return self.l1 > 0 or self.l2 > 0
 
 
-
 LayerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")]
 
 

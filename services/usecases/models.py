@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from services.errors import NotFound
+from typing import Any
+
+from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import ModelSummary, ModelVersion
 from services.registry.protocols import UowFactory
+from services.spec import ModelSpec
+from services.spec.keras import to_keras
 
 
 def list_models(*, uow_factory: UowFactory) -> list[ModelSummary]:
@@ -27,6 +31,21 @@ def get_version(name: str, version: int, *, uow_factory: UowFactory) -> ModelVer
                 raise NotFound(f"no model named '{name}'", field="name")
             raise NotFound(f"model '{name}' has no version {version}", field="version")
         return found
+
+
+def keras_architecture(name: str, version: int, *, uow_factory: UowFactory) -> dict[str, Any]:
+    """The version's architecture as Keras 3 `model.to_json()` writes it, for `keras.models.model_from_json`.
+
+    The stored spec is read as the job read it (a version trained before layers had names gets the same
+    automatic names its training did). An uploaded ONNX file, or a layer Keras has no class for, is a Conflict.
+    """
+    found = get_version(name, version, uow_factory=uow_factory)
+    if not found.spec:
+        raise Conflict(f"version {version} of '{name}' was uploaded as ONNX: it has no Keras architecture", field="version")
+    try:
+        return to_keras(ModelSpec.model_validate(found.spec).model_dump(mode="json"))
+    except InvalidSpec as err:
+        raise Conflict(f"version {version} of '{name}' cannot be written as Keras JSON: {err.message}", field="version") from None
 
 
 def model_aliases(name: str, *, uow_factory: UowFactory) -> tuple[ModelSummary, dict[str, int]]:

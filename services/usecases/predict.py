@@ -93,6 +93,17 @@ def input_feeds(values: Any, version: ModelVersion, model: LoadedModel, *, numbe
     return {spec.name: array}
 
 
+def output_index(model: LoadedModel, wanted: Any) -> int:
+    """The position of the output a call asks for by name (`"output": "h1"`); the first when it names none."""
+    if wanted is None:
+        return 0
+    names = [t.name for t in model.signature.outputs]
+    if not isinstance(wanted, str) or wanted not in names:
+        listed = ", ".join(repr(n) for n in names)
+        raise InvalidInput(f"output: expected one of this model's outputs, {listed}; got {wanted!r}", field="output")
+    return names.index(wanted)
+
+
 def _text_ids(values: Any, preprocessing: dict[str, Any]) -> np.ndarray:
     """Raw strings tokenised with the vocabulary the model was trained with."""
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):

@@ -47,16 +47,21 @@ def test_example_trains_exports_and_serves(kiln: dict, trained: dict[str, dict],
     with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
         version = client.get(f"/v1/models/{body['model_name']}/versions/{job['version']}").json()
         assert version["metrics"]["onnx_parity_max_abs_diff"] <= 1e-4
-        (signature,) = version["signature"]["inputs"]
-        shape = list(body["model"]["input_shape"])
-        if has_dynamic_time_axis(ModelSpec.model_validate(body["model"])):
-            shape[0] = -1  # sequence models take any length
-        assert signature["shape"] == [-1, *shape]
+        model = ModelSpec.model_validate(body["model"])  # Kiln's form or Keras' own JSON
         small = _small(body)["data"]
         data = load_builtin(small["dataset"], samples=small.get("samples"))
-        rows = data.x_test[:5].reshape(5, *body["model"]["input_shape"])
-        assert signature["dtype"] == str(rows.dtype)
-        response = client.post(f"/v1/models/{body['model_name']}/versions/{job['version']}/predict", json={"inputs": rows.tolist()})
+        flat, start, feeds = data.x_test[:5].reshape(5, -1), 0, {}
+        assert [s["name"] for s in version["signature"]["inputs"]] == model.export_names[0]
+        for signature, shape in zip(version["signature"]["inputs"], model.input_shapes, strict=True):
+            size = int(np.prod(shape))
+            feeds[signature["name"]] = flat[:, start : start + size].reshape(5, *shape).tolist()
+            start += size
+            wanted = [-1, *shape]
+            if has_dynamic_time_axis(model):
+                wanted[1] = -1  # sequence models take any length
+            assert signature["shape"] == wanted and signature["dtype"] == str(data.x_test.dtype)
+        inputs = next(iter(feeds.values())) if len(feeds) == 1 else feeds
+        response = client.post(f"/v1/models/{body['model_name']}/versions/{job['version']}/predict", json={"inputs": inputs})
         assert response.status_code == 200, response.text
     outputs = np.asarray(response.json()["outputs"])
     assert len(outputs) == 5 and np.isfinite(outputs).all()

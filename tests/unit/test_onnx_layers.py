@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from services.spec import JobSpec, ModelSpec, has_dynamic_time_axis, input_dtype
+from services.spec import JobSpec, ModelSpec, has_dynamic_time_axis, resolve
 from services.training.builder import build_network
 from services.training.export import example_input, export_onnx
 from tests.conftest import ROOT
@@ -77,35 +77,45 @@ CASES = [
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 
 
-def _inputs(spec: ModelSpec, batch: int, rng: np.random.Generator, length: int | None = None) -> np.ndarray:
-    shape = list(spec.input_shape)
-    if length is not None:
-        shape[0] = length
-    if input_dtype(spec) == "int64":
-        return rng.integers(0, 20, (batch, *shape)).astype(np.int64)
-    return rng.normal(size=(batch, *shape)).astype(np.float32)
+def _inputs(spec: ModelSpec, batch: int, rng: np.random.Generator, length: int | None = None) -> list[np.ndarray]:
+    """One array per model input: token ids for those Embedding reads, normal values otherwise."""
+    arrays = []
+    for item in resolve(spec).inputs:
+        shape = list(item.shape)
+        if length is not None:
+            shape[0] = length
+        if item.dtype == "int64":
+            arrays.append(rng.integers(0, 20, (batch, *shape)).astype(np.int64))
+        else:
+            arrays.append(rng.normal(size=(batch, *shape)).astype(np.float32))
+    return arrays
 
 
 def _check(spec: ModelSpec, tmp_path: Path, *, fuse: bool = False) -> None:
     torch.manual_seed(0)
     network = build_network(spec, fuse_output_activation=fuse)
     network.train()
-    x = torch.from_numpy(_inputs(spec, 16, np.random.default_rng(1)))
-    network(x)  # one training-mode pass, so batch norm's running statistics are not the identity
+    network(*map(torch.from_numpy, _inputs(spec, 16, np.random.default_rng(1))))  # batch norm's running statistics move
     network.eval()
     path = tmp_path / "m.onnx"
     dynamic = has_dynamic_time_axis(spec)
-    export_onnx(network, examples=[example_input(tuple(spec.input_shape or ()), input_dtype(spec))], path=path, dynamic_time=dynamic)
+    input_names, output_names = spec.export_names
+    examples = [example_input(i.shape, i.dtype) for i in resolve(spec).inputs]
+    export_onnx(network, examples=examples, path=path, input_names=input_names, output_names=output_names, dynamic_time=dynamic)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    lengths = [None, spec.input_shape[0] + 3] if dynamic else [None]
+    lengths = [None, spec.input_shapes[0][0] + 3] if dynamic else [None]
     for batch in (1, 7, 64):
         for length in lengths:
-            x = _inputs(spec, batch, rng, length)
-            (got,) = session.run(None, {"input": x})
+            xs = _inputs(spec, batch, rng, length)
+            got = session.run(None, dict(zip(input_names, xs, strict=True)))
             with torch.no_grad():
-                expected = network(torch.from_numpy(x)).numpy()
-            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}, length {length}")
+                expected = network(*map(torch.from_numpy, xs))
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            for name, onnx_out, torch_out in zip(output_names, got, expected, strict=True):
+                np.testing.assert_allclose(
+                    onnx_out, torch_out.numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{name}: batch {batch}, length {length}"
+                )
 
 
 @pytest.mark.parametrize(("name", "input_shape", "layers"), CASES, ids=[c[0] for c in CASES])
