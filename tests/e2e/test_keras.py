@@ -45,12 +45,30 @@ def _skip() -> keras.Model:  # functional, with a skip connection and a second (
     return keras.Model(x, [layers.Dense(10, activation="softmax", name="digit")(joined), hidden])
 
 
+def _two_inputs() -> keras.Model:  # each digit's first 40 pixels, and its last 24 as a (3, 8) image strip
+    top, bottom = keras.Input((40,), name="top"), keras.Input((3, 8), name="bottom")
+    joined = layers.Concatenate()([layers.Dense(16, activation="relu")(top), layers.Flatten()(bottom)])
+    return keras.Model([top, bottom], layers.Dense(10, activation="softmax")(joined))
+
+
 CASES: dict[str, tuple[Callable[[], keras.Model], str, str]] = {  # name: (model, dataset, loss)
     "keras-mlp": (_mlp, "digits28", "sparse_categorical_crossentropy"),
     "keras-cnn": (_cnn, "digits28", "sparse_categorical_crossentropy"),
     "keras-lstm": (_lstm, "tokens", "binary_crossentropy"),
     "keras-skip": (_skip, "digits", "sparse_categorical_crossentropy"),
+    "keras-two": (_two_inputs, "digits", "sparse_categorical_crossentropy"),
 }
+
+
+def _feeds(model: keras.Model, rows: np.ndarray) -> dict[str, list[Any]]:
+    """Each row's values split among the model's inputs in order, as Kiln splits a dataset's rows for training."""
+    flat, start, feeds = rows.reshape(len(rows), -1), 0, {}
+    for tensor in model.inputs:
+        shape = tuple(tensor.shape[1:])
+        size = int(np.prod(shape))
+        feeds[tensor.name] = flat[:, start : start + size].reshape(len(rows), *shape).tolist()
+        start += size
+    return feeds
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +104,8 @@ def test_keras_json_trains_serves_and_comes_back_as_keras(
         version = client.get(f"/v1/models/{name}/versions/{job['version']}").json()
         kept = [layer.name for layer in original.layers if type(layer).__name__ != "InputLayer"]
         assert [layer["name"] for layer in version["spec"]["layers"]] == kept  # the version's spec keeps Keras' names
-        rows = data.x_test[:6].reshape(6, *original.inputs[0].shape[1:]).tolist()
-        predicted = client.post(f"/v1/models/{name}/predict", json={"inputs": rows})
+        feeds = _feeds(original, data.x_test[:6])
+        predicted = client.post(f"/v1/models/{name}/predict", json={"inputs": next(iter(feeds.values())) if len(feeds) == 1 else feeds})
         assert predicted.status_code == 200, predicted.text
         outputs = np.asarray(predicted.json()["outputs"])
         assert outputs.shape[0] == 6 and np.isfinite(outputs).all()
@@ -115,6 +133,25 @@ def test_the_skip_models_second_output_is_served_by_name(kiln: dict, trained: di
         v2 = client.post("/v2/models/keras-skip/infer", json={"inputs": [
             {"name": "pixels", "shape": [4, 64], "datatype": "FP32", "data": np.asarray(rows).ravel().tolist()}]}).json()  # fmt: skip
         assert [o["name"] for o in v2["outputs"]] == ["digit", "hidden"] and v2["outputs"][1]["shape"] == [4, 32]
+
+
+def test_a_two_input_model_takes_its_inputs_by_name_in_v1_and_as_two_tensors_in_v2(kiln: dict, trained: dict[str, dict[str, Any]],
+                                                                                  originals: dict[str, keras.Model]) -> None:  # fmt: skip
+    digits = load_builtin("digits")
+    feeds = _feeds(originals["keras-two"], digits.x_test)
+    with httpx.Client(base_url=kiln["url"], timeout=30, headers=kiln["headers"]) as client:
+        v1 = client.post("/v1/models/keras-two/predict", json={"inputs": feeds})
+        assert v1.status_code == 200, v1.text
+        tensors = [{"name": name, "shape": list(np.shape(rows)), "datatype": "FP32", "data": np.ravel(rows).tolist()}
+                   for name, rows in feeds.items()]  # fmt: skip
+        v2 = client.post("/v2/models/keras-two/infer", json={"inputs": tensors})
+        assert v2.status_code == 200, v2.text
+        one = client.post("/v1/models/keras-two/predict", json={"inputs": feeds["top"]})
+    probabilities = np.asarray(v1.json()["outputs"])
+    (output,) = v2.json()["outputs"]
+    np.testing.assert_allclose(np.reshape(output["data"], output["shape"]), probabilities, rtol=1e-5, atol=1e-6)
+    assert (probabilities.argmax(axis=1) == digits.y_test).mean() > 0.8  # three epochs of a small network
+    assert one.status_code == 422 and "'top', 'bottom'" in one.json()["error"]["message"]
 
 
 def test_an_unsupported_keras_layer_is_a_422_naming_it_its_class_and_the_supported_ones(kiln: dict) -> None:
