@@ -52,7 +52,10 @@ def main() -> None:
         spec = JobSpec.model_validate(json.loads(path.read_text()))
         torch.manual_seed(0)
         network = build_network(spec.model, fuse_output_activation=not spec.training.is_regression).eval()
-        shape, dtype = tuple(spec.model.input_shape), input_dtype(spec.model)
+        if len(spec.model.input_shapes) != 1:
+            print(f"{path.stem:24s} skipped: {len(spec.model.input_shapes)} inputs (this comparison feeds one)")
+            continue
+        shape, dtype = spec.model.input_shapes[0], input_dtype(spec.model)
         x = example_input(shape, dtype, batch=7)
         if dtype == "float32":
             x = torch.randn_like(x)

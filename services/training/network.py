@@ -59,6 +59,12 @@ class GraphBody(nn.Module):
         self.input_names, self.steps, self.output_names = inputs, steps, outputs
         self.layers = nn.ModuleDict(layers)
         self.activity_loss: torch.Tensor | None = None  # set by each training forward when a layer has an activity regularizer
+        self.has_activity = any(step.activity is not None for step in steps)
+        # A plain chain (each layer reads the one before, one input, the last layer the one output) runs as nn.Sequential
+        # would: no name lookups on the hot path of small models.
+        chain = len(inputs) == 1 and outputs == [steps[-1].name] and not self.has_activity and all(
+            step.sources == ((steps[i - 1].name if i else inputs[0]),) for i, step in enumerate(steps))  # fmt: skip
+        self.chain: list[nn.Module] | None = [self.layers[step.name] for step in steps] if chain else None
 
     def __iter__(self) -> Iterator[nn.Module]:
         """The layers' modules, in the order they run."""
@@ -71,6 +77,11 @@ class GraphBody(nn.Module):
         return self.layers[self.steps[position].name]
 
     def forward(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        if self.chain is not None:
+            (x,) = xs
+            for module in self.chain:
+                x = module(x)
+            return [x]
         values = dict(zip(self.input_names, xs, strict=True))
         activity: torch.Tensor | None = None
         for step in self.steps:
@@ -82,7 +93,8 @@ class GraphBody(nn.Module):
                 activity = term if activity is None else activity + term
             for name in step.release:
                 del values[name]
-        self.activity_loss = activity
+        if self.has_activity:
+            self.activity_loss = activity
         return [values[name] for name in self.output_names]
 
 
@@ -174,13 +186,20 @@ class Trainable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         network = self.network
-        layout = network.layout
+        layout, chain = network.layout, network.body.chain
+        if chain is not None:  # one input: normalise it and run the layers in turn
+            normalize = network.normalize[0]
+            x = x if isinstance(normalize, nn.Identity) else normalize(x)
+            for module in chain:
+                x = module(x)
+            return x
         if len(layout) == 1:
             xs: list[torch.Tensor] = [x]
         else:
             parts = torch.split(x.reshape(len(x), -1), [i.size for i in layout], dim=1)
             xs = [part.reshape(len(x), *i.shape).to(i.dtype) for part, i in zip(parts, layout, strict=True)]
-        return network.body(*(normalize(t) for normalize, t in zip(network.normalize, xs, strict=True)))[0]
+        normalized = [t if isinstance(n, nn.Identity) else n(t) for n, t in zip(network.normalize, xs, strict=True)]
+        return network.body(*normalized)[0]
 
     def penalty(self) -> torch.Tensor | None:
         return self.network.penalty()
