@@ -39,8 +39,8 @@ async def _predict_counted(request: Request, ctx: ApiContext, version: ModelVers
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
     model = await ctx.predictor.model_async(version)
-    result = await ctx.predictor.infer(version, input_feeds(body["inputs"], version, model, numbers_only=only_numbers(raw)))
     index = output_index(model, body.get("output"))
+    result = await ctx.predictor.infer(version, input_feeds(body["inputs"], version, model, numbers_only=only_numbers(raw)))
     outputs = result.outputs[index]
     ctx.metrics.observe_inference(version, result)
     payload = {"model": version.model_name, "version": version.version, "outputs": outputs,

@@ -98,7 +98,10 @@ def _resolve(model: ModelSpec) -> Graph:
     if duplicated:
         index = max((i for i, layer in enumerate(model.layers) if layer.name == duplicated[0]), default=None)
         field = f"model.layers[{index}].name" if index is not None else "model.inputs"
-        raise InvalidSpec(f"the name '{duplicated[0]}' is used more than once: layer and input names must be unique", field=field)
+        why = "layer and input names must be unique"
+        if model.inputs is None and duplicated[0] == model.input_names[0]:
+            why = f"'{duplicated[0]}' names a Sequential model's input (the one its layers read first): name the layer otherwise"
+        raise InvalidSpec(f"the name '{duplicated[0]}' is used more than once: {why}", field=field)
     sources = _sources(model)
     order = _order(model, sources)
     shapes: dict[str, Shape] = dict(zip(model.input_names, model.input_shapes, strict=True))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from services.errors import InvalidSpec
 from services.spec.keras_layers import (
     COMMON,
     COMMON_IGNORED,
@@ -21,7 +22,7 @@ from services.spec.keras_layers import (
     refuse,
     shown,
 )
-from services.spec.model import SEQUENTIAL_INPUT
+from services.spec.model import SEQUENTIAL_INPUT, ModelSpec
 
 MODEL = "model"  # where the model sits in a job's body
 MODEL_KEYS = {"module", "class_name", "config", "registered_name", "build_config", "compile_config", "keras_version", "backend"}
@@ -38,6 +39,13 @@ SUPPORTED = ", ".join(sorted(KERAS_CLASSES))
 def from_keras(data: dict[str, Any]) -> dict[str, Any]:
     """Kiln's model dict for what Keras' `model.to_json()` writes, parsed; raises InvalidSpec for anything Kiln would not
     compute the same way, naming the layer, the key and what Kiln supports."""
+    try:
+        return _from_keras(data)
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as err:  # JSON of a shape no Keras writes
+        raise InvalidSpec(f"the model is not JSON that Keras' model.to_json() writes: {type(err).__name__}: {err}", field=MODEL) from None
+
+
+def _from_keras(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         refuse("expected Keras' model.to_json(): an object with class_name and config", MODEL)
     _known_keys(data, MODEL_KEYS, "the model", MODEL)
@@ -205,7 +213,7 @@ def _sources(entry: dict[str, Any], *, who: str, field: str) -> list[str]:
     node = nodes[0]
     if isinstance(node, dict):  # Keras 3: {"args": [tensor or [tensors]], "kwargs": {}}
         args = node.get("args")
-        if set(node) - {"args", "kwargs"} or node.get("kwargs") or not isinstance(args, list) or len(args) != 1:
+        if set(node) - {"args", "kwargs"} or not _plain_call(node.get("kwargs")) or not isinstance(args, list) or len(args) != 1:
             refuse(f"{who}: Kiln calls a layer on its inputs alone, got the call {shown(node)[:200]}", field)
         tensors = args[0] if isinstance(args[0], list) else [args[0]]
         history = [
@@ -213,7 +221,7 @@ def _sources(entry: dict[str, Any], *, who: str, field: str) -> list[str]:
             for t in tensors
         ]
     elif isinstance(node, list):  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
-        if any(isinstance(item, list) and len(item) == 4 and item[3] for item in node):
+        if any(isinstance(item, list) and len(item) == 4 and not _plain_call(item[3]) for item in node):
             refuse(f"{who}: Kiln calls a layer on its inputs alone, got the call {shown(node)[:200]}", field)
         history = [item[:3] if isinstance(item, list) else item for item in node]
     else:
@@ -222,6 +230,16 @@ def _sources(entry: dict[str, Any], *, who: str, field: str) -> list[str]:
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)) or item[1:] != [0, 0]:
             refuse(f"{who} reads {shown(item)[:200]}: Kiln reads the one output of a layer's one call, [name, 0, 0]", field)
     return [item[0] for item in history]
+
+
+def _plain_call(kwargs: Any) -> bool:
+    """Whether a call's keyword arguments are those Keras records on every call: no mask, and `training` left to the model
+    (Keras 3 writes `{"training": false}` for Dropout and RNNs and `{"mask": null}` for BatchNormalization, pooling, RNNs)."""
+    if kwargs is None:
+        return True
+    return isinstance(kwargs, dict) and all(
+        (key == "mask" and value is None) or (key == "training" and value in (None, False)) for key, value in kwargs.items()
+    )
 
 
 def _endpoints(value: Any, *, field: str) -> list[str]:
@@ -251,6 +269,17 @@ def _known_keys(data: dict[str, Any], known: set[str], who: str, field: str) -> 
     unknown = sorted(set(data) - known)
     if unknown:
         refuse(f"{who}: unknown key '{unknown[0]}': Kiln reads {', '.join(sorted(known))}", f"{field}.{unknown[0]}")
+
+
+def model_to_keras(model: ModelSpec) -> dict[str, Any]:
+    """`to_keras` of a validated model, its layers listed as Keras lists them: each after what it reads."""
+    from services.spec.graph import resolve  # the graph module imports the spec model, which imports this one lazily
+
+    dumped = model.model_dump(mode="json")
+    nodes = resolve(model).nodes
+    if [n.index for n in nodes] != sorted(n.index for n in nodes):
+        dumped["layers"] = [dumped["layers"][n.index] | {"inputs": list(n.sources)} for n in nodes]
+    return to_keras(dumped)
 
 
 def to_keras(model: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -20,6 +20,7 @@ IMAGE = ("an image input (H, W, C)", "add Reshape to (H, W, C) before it")
 class Conv1DLayer(KernelArguments):
     """`Conv1D(filters, kernel_size, strides=1, padding="valid", activation=None)` on `(T, F)`."""
 
+    KERNEL_RANK: ClassVar[int] = 3
     type: Literal["Conv1D"]
     filters: Size
     kernel_size: Size
@@ -37,6 +38,7 @@ class Conv1DLayer(KernelArguments):
 
 
 class _Conv2DArguments(KernelArguments):
+    KERNEL_RANK: ClassVar[int] = 4
     filters: Size
     kernel_size: Size2D
     strides: Size2D = 1

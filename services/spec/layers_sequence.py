@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.spec.base import ActivationName, LayerSpec, Shape, ShapeError, need_rank, show
 from services.spec.layers_conv import IMAGE, SEQUENCE, Size
@@ -77,6 +77,14 @@ class BidirectionalLayer(LayerSpec):
     type: Literal["Bidirectional"]
     layer: RecurrentLayer
     merge_mode: Literal["concat", "sum"] = "concat"
+
+    @model_validator(mode="after")
+    def _inner_reads_nothing_itself(self) -> BidirectionalLayer:
+        if self.layer.inputs is not None:
+            raise ValueError("layer.inputs: the wrapped layer reads what the Bidirectional reads; name inputs on the Bidirectional")
+        if self.layer.activity_regularizer is not None:
+            raise ValueError("layer.activity_regularizer: put it on the Bidirectional, whose output it would read")
+        return self
 
     def output_shape(self, shape: Shape) -> Shape:
         inner = self.layer.output_shape(shape)

@@ -109,7 +109,9 @@ class ModelSpec(Strict):
 
             data = from_keras(data)
         if isinstance(data, dict) and isinstance(data.get("layers"), list):
-            data = data | {"layers": _named(data["layers"])}
+            inputs = data.get("inputs")
+            taken = [i.get("name") for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else [SEQUENTIAL_INPUT]
+            data = data | {"layers": _named(data["layers"], taken)}
         return data
 
     @model_validator(mode="after")
@@ -134,9 +136,11 @@ class ModelSpec(Strict):
 
     @property
     def export_names(self) -> tuple[list[str], list[str]]:
-        """The ONNX graph's input and output names: the spec's names, or `input`/`output` for a plain Sequential model."""
-        outputs = list(self.outputs) if self.outputs is not None else [SEQUENTIAL_OUTPUT]
-        return self.input_names, outputs
+        """The ONNX graph's input and output names: the spec's names (outputs by their layers), or `input` and `output`
+        for a Sequential model that names no outputs."""
+        if self.inputs is None and self.outputs is None:
+            return self.input_names, [SEQUENTIAL_OUTPUT]
+        return self.input_names, self.output_names
 
 
 def keras_name(layer_type: str) -> str:
@@ -145,9 +149,11 @@ def keras_name(layer_type: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _named(layers: list[Any]) -> list[Any]:
-    """The layers with Keras' automatic names given to unnamed ones (`dense`, `dense_1`, ...), skipping names taken."""
-    taken = {layer.get("name") if isinstance(layer, dict) else getattr(layer, "name", None) for layer in layers}
+def _named(layers: list[Any], inputs: list[Any]) -> list[Any]:
+    """The layers with Keras' automatic names given to unnamed ones (`dense`, `dense_1`, ...), skipping names taken
+    (by other layers or by the model's inputs). Names of the wrong type are left for validation to refuse."""
+    given = [layer.get("name") if isinstance(layer, dict) else getattr(layer, "name", None) for layer in layers]
+    taken = {name for name in [*given, *inputs] if isinstance(name, str)}
     counts: dict[str, int] = {}
     named = []
     for layer in layers:

@@ -79,6 +79,7 @@ def final_activation(model: ModelSpec) -> str:
 def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape]:
     """Check the network fits the dataset, the loss and the callbacks; return the inferred shapes."""
     graph = resolve(spec.model)
+    _check_trainable(graph)
     _check_input(spec, dataset, graph)
     _check_loss(spec, dataset, graph)
     _check_monitors(spec)
@@ -89,12 +90,18 @@ def _input_field(spec: JobSpec, position: int = 0) -> str:
     return "model.input_shape" if spec.model.inputs is None else f"model.inputs[{position}].shape"
 
 
-def _token_reader(graph: Graph) -> tuple[str, EmbeddingLayer, str] | None:
-    """The first Embedding reading a model input: its description, spec and field."""
-    for node in graph.by_index():
-        if isinstance(node.layer, EmbeddingLayer):
-            return describe(node.index, node.layer), node.layer, node.field
-    return None
+def _check_trainable(graph: Graph) -> None:
+    """Something must learn: a model whose every weighted layer is frozen has nothing for the optimizer."""
+    weighted = [n for n in graph.by_index() if n.parameters]
+    if not any(n.layer.trainable and getattr(n.layer, "layer", n.layer).trainable for n in weighted):
+        frozen = ", ".join(f"'{n.name}'" for n in weighted) or "none"
+        raise InvalidSpec(f"the model has no weights to train: its layers with weights ({frozen}) are all trainable: false",
+                          field="model.layers")  # fmt: skip
+
+
+def _token_readers(graph: Graph) -> list[tuple[str, EmbeddingLayer, str]]:
+    """Every Embedding (each reads a model input): its description, spec and field."""
+    return [(describe(n.index, n.layer), n.layer, n.field) for n in graph.by_index() if isinstance(n.layer, EmbeddingLayer)]
 
 
 def _check_text(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
@@ -107,16 +114,16 @@ def _check_text(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
             f"a text model takes token ids: set its input shape to [{text.sequence_length}] (data.text.sequence_length)",
             field=_input_field(spec),
         )
-    reader = _token_reader(graph)
-    if reader is None or graph.inputs[0].dtype != "int64":
+    readers = _token_readers(graph)
+    if not readers or graph.inputs[0].dtype != "int64":
         raise InvalidSpec(f"dataset '{dataset.name}' holds text: start the model with Embedding", field="model.layers[0]")
-    name, embedding, field = reader
-    if embedding.input_dim < text.max_tokens:
-        raise InvalidSpec(
-            f"{name} has input_dim {embedding.input_dim} but the vocabulary holds up to {text.max_tokens} tokens: "
-            f"set input_dim={text.max_tokens} or lower data.text.max_tokens",
-            field=f"{field}.input_dim",
-        )
+    for name, embedding, field in readers:
+        if embedding.input_dim < text.max_tokens:
+            raise InvalidSpec(
+                f"{name} has input_dim {embedding.input_dim} but the vocabulary holds up to {text.max_tokens} tokens: "
+                f"set input_dim={text.max_tokens} or lower data.text.max_tokens",
+                field=f"{field}.input_dim",
+            )
 
 
 def _check_data_options(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
@@ -150,23 +157,21 @@ def _check_input(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
             f"dataset '{dataset.name}' has {dataset.n_features} features per sample {tuple(dataset.feature_shape)}, but {held}",
             field=_input_field(spec),
         )
-    reader = _token_reader(graph)
-    if dataset.vocabulary_size and reader is None:
+    readers = _token_readers(graph)
+    if dataset.vocabulary_size and not readers:
         raise InvalidSpec(f"dataset '{dataset.name}' holds token ids: start the model with Embedding", field="model.layers[0]")
-    if reader is None:
-        return
-    name, embedding, field = reader
-    if not dataset.dtype.startswith(("int", "uint")):
-        raise InvalidSpec(
-            f"dataset '{dataset.name}' holds {dataset.dtype} values: Embedding needs integer token ids, such as 'tokens'",
-            field=field,
-        )
-    if dataset.vocabulary_size and embedding.input_dim < dataset.vocabulary_size:
-        raise InvalidSpec(
-            f"{name} has input_dim {embedding.input_dim} but '{dataset.name}' uses token ids up to "
-            f"{dataset.vocabulary_size - 1}: set input_dim={dataset.vocabulary_size}",
-            field=f"{field}.input_dim",
-        )
+    for name, embedding, field in readers:
+        if not dataset.dtype.startswith(("int", "uint")):
+            raise InvalidSpec(
+                f"dataset '{dataset.name}' holds {dataset.dtype} values: Embedding needs integer token ids, such as 'tokens'",
+                field=field,
+            )
+        if dataset.vocabulary_size and embedding.input_dim < dataset.vocabulary_size:
+            raise InvalidSpec(
+                f"{name} has input_dim {embedding.input_dim} but '{dataset.name}' uses token ids up to "
+                f"{dataset.vocabulary_size - 1}: set input_dim={dataset.vocabulary_size}",
+                field=f"{field}.input_dim",
+            )
 
 
 def _check_loss(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:

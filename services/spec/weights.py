@@ -3,7 +3,7 @@ regularizers and constraints, each accepted in Keras' short forms and kept in on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -67,14 +67,30 @@ def _initializer(name: str, **arguments: float) -> Any:
     return Field(default_factory=lambda: Initializer(name=name, **arguments))  # type: ignore[arg-type]
 
 
+def _check_axes(constraint: Constraint | None, rank: int, argument: str) -> None:
+    if constraint is None:
+        return
+    axes = [axis % rank if -rank <= axis < rank else None for axis in constraint.axes()]
+    if None in axes or len(set(axes)) != len(axes):
+        raise ValueError(f"{argument}: axis {constraint.axis} does not fit a kernel of rank {rank} "
+                         f"(Keras' layout; give distinct axes from {-rank} to {rank - 1})")  # fmt: skip
+
+
 class KernelArguments(LayerSpec):
     """Keras' arguments of a layer with a kernel and a bias (Dense and the convolutions)."""
+
+    KERNEL_RANK: ClassVar[int] = 2  # Dense (in, out); Conv1D (k, in, out) is 3, the 2D convolutions 4
 
     kernel_initializer: Initializer = _initializer("glorot_uniform")
     bias_initializer: Initializer = _initializer("zeros")
     kernel_regularizer: Regularizer | None = None
     bias_regularizer: Regularizer | None = None
     kernel_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _constraint_fits(self) -> KernelArguments:
+        _check_axes(self.kernel_constraint, self.KERNEL_RANK, "kernel_constraint")
+        return self
 
 
 class RecurrentArguments(LayerSpec):
@@ -94,6 +110,11 @@ class EmbeddingArguments(LayerSpec):
     embeddings_initializer: Initializer = _initializer("random_uniform", minval=-0.05, maxval=0.05)
     embeddings_regularizer: Regularizer | None = None
     embeddings_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _constraint_fits(self) -> EmbeddingArguments:
+        _check_axes(self.embeddings_constraint, 2, "embeddings_constraint")
+        return self
 
 
 def regularized(layer: LayerSpec) -> bool:

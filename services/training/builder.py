@@ -114,8 +114,10 @@ def _recurrent(layer: Any, shape: Shape, *, bidirectional: bool = False, merge_m
             if kind == "LSTM":
                 with torch.no_grad():
                     param[layer.units : 2 * layer.units].fill_(1.0)  # Keras' unit_forget_bias
+        elif kind == "GRU":
+            initialize(param, layer.bias_initializer)  # reset_after: Keras keeps both biases and initializes both
         else:
-            nn.init.zeros_(param)  # torch's second bias; Keras has one (a GRU's recurrent bias starts at zero there too)
+            nn.init.zeros_(param)  # torch's second bias, which Keras does not have
     return m.Recurrent(rnn, dropout=layer.dropout, return_sequences=layer.return_sequences, merge_mode=merge_mode)
 
 
@@ -177,7 +179,8 @@ def m_pair(value: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
 def _lift_head(graph: Graph, node: Node, fuse_output_activation: bool) -> bool:
     """Whether the trained output's softmax/sigmoid moves into the head: nothing else may read it before it is applied."""
     others = graph.readers(node.name) or node.name in graph.outputs[1:]
-    return fuse_output_activation and not others and output_activation(node.layer) in ("softmax", "sigmoid")
+    penalized = node.layer.activity_regularizer is not None  # Keras' activity penalty reads the activated output
+    return fuse_output_activation and not others and not penalized and output_activation(node.layer) in ("softmax", "sigmoid")
 
 
 def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
@@ -192,10 +195,12 @@ def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
     for position, node in enumerate(graph.nodes):
         layer = node.layer
         core = _BUILDERS[layer.type](layer, shapes[node.sources[0]], node.shape)
-        penalties += weight_penalties(layer, core)
+        weights = getattr(layer, "layer", layer)  # a Bidirectional's weights are its wrapped RNN's, with its arguments
+        penalties += weight_penalties(weights, core)
         if (constraint := kernel_constraint(layer, core)) is not None:
             constraints.append(constraint)
         _freeze(layer, core)
+        _freeze(weights, core)
         activation = activation_module(output_activation(layer))
         if node.name == graph.outputs[0] and _lift_head(graph, node, fuse_output_activation):
             head, activation = activation, nn.Identity()

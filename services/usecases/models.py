@@ -8,7 +8,7 @@ from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import ModelSummary, ModelVersion
 from services.registry.protocols import UowFactory
 from services.spec import ModelSpec
-from services.spec.keras import to_keras
+from services.spec.keras import model_to_keras
 
 
 def list_models(*, uow_factory: UowFactory) -> list[ModelSummary]:
@@ -43,7 +43,7 @@ def keras_architecture(name: str, version: int, *, uow_factory: UowFactory) -> d
     if not found.spec:
         raise Conflict(f"version {version} of '{name}' was uploaded as ONNX: it has no Keras architecture", field="version")
     try:
-        return to_keras(ModelSpec.model_validate(found.spec).model_dump(mode="json"))
+        return model_to_keras(ModelSpec.model_validate(found.spec))
     except InvalidSpec as err:
         raise Conflict(f"version {version} of '{name}' cannot be written as Keras JSON: {err.message}", field="version") from None
 

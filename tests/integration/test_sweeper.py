@@ -18,6 +18,7 @@ import services.usecases.training as training_usecase
 from services.errors import KilnError
 from services.registry.entities import JobState, NewVersion
 from services.registry.tables import utcnow
+from services.training import checkpoint
 from services.usecases.checkpoint_files import attempt_file, files_by_job
 from services.usecases.jobs import cancel_job, get_job
 from services.usecases.sweeper import SweepPolicy, sweep
@@ -275,3 +276,20 @@ def test_checkpoints_of_ended_jobs_are_removed_once_old(ctx: WorkerContext) -> N
         os.utime(path, (old, old))
     assert _sweep(ctx, Recorder()).removed_checkpoints == [paths[0]]  # the queued job's file and foreign files stay
     assert [p.exists() for p in paths] == [False, True, True]
+
+
+def test_a_checkpoint_of_an_earlier_format_starts_the_job_over(ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job running when Kiln was upgraded: its checkpoint holds weights laid out the old way, so it trains from epoch 1."""
+    job_id = queue_job(ctx, tiny_job(training={"epochs": 3}))
+    _crash_after_epoch(monkeypatch, 2)
+    with pytest.raises(Crash):
+        run_job(job_id, ctx)
+    monkeypatch.undo()
+    path = attempt_file(ctx.checkpoints, job_id, 1)
+    old = checkpoint.load(path) | {"format": checkpoint.FORMAT - 1}
+    checkpoint.save(old, path)
+    _sweep(ctx, Recorder())
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, job.error) == (JobState.SUCCEEDED, 2, None)
+    assert [e.epoch for e in job.history] == [1, 2, 3]  # the old epochs were recorded again by the new start, not kept

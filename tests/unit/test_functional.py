@@ -184,3 +184,37 @@ def test_a_graph_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
     resumed = run(tmp_path / "c.pt", state, None)
     assert [r.epoch for r in resumed] == [3, 4]
     assert [r.metrics["val_loss"] for r in resumed] == [r.metrics["val_loss"] for r in whole[2:]]
+
+
+def test_a_functional_models_outputs_are_named_by_their_layers_even_when_not_listed(tmp_path: Path) -> None:
+    model = ModelSpec.model_validate(TWO_INPUTS | {"inputs": [{"name": "output", "shape": [40]}, {"name": "bottom", "shape": [3, 8]}],
+                                                   "layers": [dict(TWO_INPUTS["layers"][1], inputs=["output", "flat"]),
+                                                              *[TWO_INPUTS["layers"][i] for i in (0, 2, 3)]]})  # fmt: skip
+    assert model.export_names == (["output", "bottom"], ["out"])  # an input may be called "output": the output is "out"
+    assert ModelSpec.model_validate({"input_shape": [4], "layers": [{"type": "Dense", "units": 2}]}).export_names == (["input"], ["output"])
+
+
+def test_automatic_names_step_around_the_inputs_names() -> None:
+    model = ModelSpec.model_validate({"inputs": [{"name": "dense", "shape": [4]}], "layers": [{"type": "Dense", "units": 2}]})
+    assert model.layers[0].name == "dense_1"
+    refused = _refusal({"input_shape": [4], "layers": [{"type": "Dense", "units": 2, "name": "input"}]})
+    assert "names a Sequential model's input" in refused.message
+
+
+def test_a_model_with_nothing_to_train_is_refused_at_submission() -> None:
+    frozen = {"input_shape": [64], "layers": [{"type": "Dense", "units": 10, "trainable": False, "name": "only"}]}
+    with pytest.raises(InvalidSpec, match="no weights to train.*'only'") as refused:
+        check_job_against_dataset(_job(frozen), load_builtin("digits").info)
+    assert refused.value.field == "model.layers"
+
+
+def test_every_embedding_is_checked_against_the_vocabulary() -> None:
+    model = {"inputs": [{"name": "a", "shape": [10]}, {"name": "b", "shape": [10]}], "layers": [
+        {"type": "Embedding", "input_dim": 100, "output_dim": 4, "inputs": ["a"], "name": "ea"},
+        {"type": "Embedding", "input_dim": 2, "output_dim": 4, "inputs": ["b"], "name": "eb"},
+        {"type": "Concatenate", "inputs": ["ea", "eb"]}, {"type": "GlobalAveragePooling1D"},
+        {"type": "Dense", "units": 1, "activation": "sigmoid"}]}  # fmt: skip
+    body = job_body(data={"dataset": "tokens"}, training={"loss": "binary_crossentropy"}) | {"model": model}
+    with pytest.raises(InvalidSpec, match="'eb' \\(Embedding\\) has input_dim 2") as refused:
+        check_job_against_dataset(JobSpec.model_validate(body), load_builtin("tokens").info)
+    assert refused.value.field == "model.layers[1].input_dim"

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from keras import layers  # noqa: E402
 
 from services.errors import InvalidSpec  # noqa: E402
-from services.spec.keras import from_keras, to_keras  # noqa: E402
+from services.spec.keras import from_keras, model_to_keras, to_keras  # noqa: E402
 from services.spec.model import ModelSpec  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
@@ -418,3 +418,59 @@ def test_kiln_only_layer_has_no_keras_class() -> None:
     with pytest.raises(InvalidSpec, match="'encoder' \\(TransformerEncoder\\) has no Keras class") as caught:
         to_keras(model)
     assert caught.value.field == "model.layers[0]"
+
+
+def functional_sequence_model() -> keras.Model:
+    """Keras records `{"training": false}` and `{"mask": null}` on these calls in a functional model."""
+    ids = keras.Input((20,), dtype="int32", name="ids")
+    vectors = layers.Embedding(100, 8, name="vectors")(ids)
+    both = layers.Bidirectional(layers.LSTM(8, return_sequences=True, name="lstm"), name="both_ways")(vectors)
+    pooled = layers.GlobalAveragePooling1D(name="pooled")(layers.GRU(8, return_sequences=True, name="gru")(both))
+    normed = layers.BatchNormalization(name="normed")(layers.Dropout(0.2, name="dropped")(pooled))
+    return keras.Model(ids, layers.Dense(2, activation="softmax", name="label")(normed))
+
+
+def test_a_functional_model_with_the_call_arguments_keras_records_translates_and_loads_back() -> None:
+    original = functional_sequence_model()
+    data = keras_json(original)
+    assert any(node.get("kwargs") for layer in data["config"]["layers"] for node in layer.get("inbound_nodes", []))  # the case
+    model = ModelSpec.model_validate(from_keras(data))
+    assert [layer.name for layer in model.layers] == ["vectors", "both_ways", "gru", "pooled", "dropped", "normed", "label"]
+    loaded = keras.models.model_from_json(json.dumps(to_keras(model.model_dump(mode="json"))))
+    assert loaded.count_params() == original.count_params()
+
+
+def test_a_call_with_a_real_mask_or_training_argument_is_refused() -> None:
+    data = keras_json(functional_sequence_model())
+    dropped = next(layer for layer in data["config"]["layers"] if layer["name"] == "dropped")
+    dropped["inbound_nodes"][0]["kwargs"] = {"training": True}
+    with pytest.raises(InvalidSpec, match="'dropped'") as refused:
+        from_keras(data)
+    assert refused.value.field is not None and refused.value.field.startswith("model.config.layers[")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d["config"]["layers"][1].update(inbound_nodes=[{"args": [[]], "kwargs": {}}]),
+        lambda d: d["config"]["layers"][1].update(inbound_nodes=[[]]),
+        lambda d: d["config"]["layers"][1]["inbound_nodes"][0]["args"][0].update(config=None),
+        lambda d: d["config"]["layers"][1]["config"].update(name=["a"]),
+        lambda d: d["config"]["layers"].insert(2, {"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}}),
+        lambda d: d["config"].update(layers="not a list"),
+    ],
+)
+def test_json_no_keras_writes_is_a_clear_refusal_not_a_crash(damage: Callable[[dict[str, Any]], None]) -> None:
+    data = keras_json(functional_sequence_model())
+    damage(data)
+    with pytest.raises(InvalidSpec) as refused:
+        ModelSpec.model_validate({"class_name": "Functional", **data} if "class_name" not in data else data)
+    assert refused.value.field is not None and refused.value.field.startswith("model")
+
+
+def test_a_functional_spec_listed_out_of_order_is_written_in_the_order_keras_needs() -> None:
+    model = ModelSpec.model_validate({"inputs": [{"name": "x", "shape": [4]}], "layers": [
+        {"name": "out", "type": "Dense", "units": 2, "inputs": ["h"]},
+        {"name": "h", "type": "Dense", "units": 3, "inputs": ["x"]}], "outputs": ["out"]})  # fmt: skip
+    loaded = keras.models.model_from_json(json.dumps(model_to_keras(model)))
+    assert [layer.name for layer in loaded.layers] == ["x", "h", "out"] and loaded.count_params() == 4 * 3 + 3 + 3 * 2 + 2

@@ -146,3 +146,31 @@ def test_a_frozen_layer_keeps_its_weights_and_its_batch_norm_statistics(tmp_path
     for key in ("body.layers.frozen.0.weight", "body.layers.batch_normalization.running_mean"):
         assert torch.equal(trained[key], start[key]), key
     assert not torch.equal(trained["body.layers.dense.weight"], start["body.layers.dense.weight"])
+
+
+def test_a_bidirectional_layer_is_regularized_and_frozen_by_its_wrapped_layers_arguments() -> None:
+    inner = {"type": "LSTM", "units": 3, "kernel_regularizer": {"l2": 0.5}}
+    network = build_network(_model({"type": "Bidirectional", "layer": inner}, input_shape=[5, 2]), fuse_output_activation=False)
+    rnn = network.body.layers["bidirectional"].rnn
+    expected = 0.5 * (rnn.weight_ih_l0.square().sum() + rnn.weight_ih_l0_reverse.square().sum())
+    assert network.regularized and float(network.penalty()) == pytest.approx(float(expected), rel=1e-5)  # type: ignore[arg-type]
+    frozen = build_network(_model({"type": "Bidirectional", "layer": inner | {"trainable": False}}, input_shape=[5, 2]),
+                           fuse_output_activation=False)  # fmt: skip
+    assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.regularized  # Keras regularizes what trains
+    with pytest.raises(ValidationError, match="put it on the Bidirectional"):
+        _model({"type": "Bidirectional", "layer": {"type": "GRU", "units": 2, "activity_regularizer": "l1"}}, input_shape=[5, 2])
+
+
+def test_an_activity_penalty_on_a_softmax_output_reads_probabilities_as_in_keras() -> None:
+    spec = _model({"type": "Dense", "units": 3, "activation": "softmax", "bias_initializer": {"name": "constant", "value": 5.0},
+                   "activity_regularizer": {"l1": 1.0}}, input_shape=[4])  # fmt: skip
+    network = build_network(spec, fuse_output_activation=True).train()
+    network(torch.zeros(8, 4))
+    assert float(network.penalty()) == pytest.approx(1.0, rel=1e-5)  # type: ignore[arg-type]  # each row's probabilities sum to 1
+
+
+@pytest.mark.parametrize(("layer", "axis"), [("Dense", 2), ("Dense", [0, 0]), ("Conv2D", 4)])
+def test_a_constraint_axis_outside_the_kernel_is_refused(layer: str, axis: Any) -> None:
+    arguments = {"units": 2} if layer == "Dense" else {"filters": 2, "kernel_size": 3}
+    with pytest.raises(ValidationError, match="kernel_constraint: axis"):
+        _model({"type": layer, **arguments, "kernel_constraint": {"max_norm": {"max_value": 1, "axis": axis}}}, input_shape=[5, 5, 1])
