@@ -41,6 +41,7 @@ from services.spec.model import (
     JobSpec,
     Layer,
     ModelSpec,
+    NoiseSpec,
     OptimizerSpec,
     ScheduleSpec,
     TextSpec,
@@ -57,7 +58,7 @@ from services.spec.shapes import (
 )
 
 __all__ = [
-    "ConcatenateLayer", "Graph", "GraphInput", "InputSpec", "MergeLayer", "Node", "resolve",
+    "ConcatenateLayer", "NoiseSpec", "Graph", "GraphInput", "InputSpec", "MergeLayer", "Node", "resolve",
     "AugmentationSpec", "Budget", "Footprint", "TextSpec", "check_budget", "infer_layers",
     "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",

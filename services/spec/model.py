@@ -183,6 +183,19 @@ class AugmentationSpec(Strict):
     zoom: float = Field(default=0.0, ge=0.0, le=0.9)  # scale by up to 1 +/- zoom
 
 
+class NoiseSpec(Strict):
+    """How a denoising autoencoder's training inputs are corrupted (its targets stay clean): one of the two."""
+
+    gaussian: float | None = Field(default=None, gt=0.0, le=100.0)  # add N(0, gaussian^2) to every value
+    masking: float | None = Field(default=None, gt=0.0, lt=1.0)  # set each value to 0 with this probability
+
+    @model_validator(mode="after")
+    def _one(self) -> NoiseSpec:
+        if (self.gaussian is None) == (self.masking is None):
+            raise ValueError('give one of gaussian (a standard deviation) or masking (a probability), e.g. {"gaussian": 0.3}')
+        return self
+
+
 class TextSpec(Strict):
     """Tokenisation of a text dataset: a word vocabulary built from the training split."""
 
@@ -198,6 +211,7 @@ class DataSpec(Strict):
     test_split: float | None = Field(default=None, gt=0.0, lt=1.0)  # uploads: default 0.2; built-ins keep theirs
     normalization: Literal["none", "standard", "minmax"] = "none"  # statistics from the training split only
     augmentation: AugmentationSpec | None = None
+    noise: NoiseSpec | None = None  # autoencoders: corrupt the training inputs, reconstruct the clean ones
     text: TextSpec | None = None  # text datasets: default TextSpec()
     targets: Literal["labels", "inputs"] = "labels"  # "inputs": the model learns to reproduce its input
     samples: int | None = Field(default=None, ge=20, le=1_000_000)  # generated datasets only
@@ -280,3 +294,13 @@ class JobSpec(Strict):
     data: DataSpec
     training: TrainingSpec
     device: DeviceName = "auto"
+    kind: Literal["supervised", "autoencoder"] = "supervised"  # "autoencoder" learns to reproduce its inputs
+
+    @model_validator(mode="after")
+    def _kind_and_targets_agree(self) -> JobSpec:
+        """`data.targets: "inputs"` means an autoencoder, and an autoencoder's targets are its inputs."""
+        if self.kind == "autoencoder" and self.data.targets != "inputs":
+            object.__setattr__(self, "data", self.data.model_copy(update={"targets": "inputs"}))
+        elif self.data.targets == "inputs":
+            object.__setattr__(self, "kind", "autoencoder")
+        return self

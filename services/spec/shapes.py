@@ -136,6 +136,11 @@ def _check_data_options(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> No
     if data.augmentation is not None and (len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 3):
         shapes = ", ".join(str(list(i.shape)) for i in graph.inputs)
         raise InvalidSpec(f"augmentation needs one image input (H, W, C); the model takes {shapes}", field="data.augmentation")
+    if data.noise is not None:
+        if spec.kind != "autoencoder":
+            raise InvalidSpec('data.noise corrupts an autoencoder\'s inputs: set "kind": "autoencoder"', field="data.noise")
+        if data.augmentation is not None:
+            raise InvalidSpec("give data.noise or data.augmentation, not both", field="data.noise")
     if data.normalization != "none" and any(i.dtype == "int64" for i in graph.inputs):
         raise InvalidSpec("token ids cannot be normalised: set data.normalization to 'none'", field="data.normalization")
 

@@ -1,5 +1,6 @@
-"""Random image augmentation on the training device, one affine warp per batch (Keras' RandomFlip,
-RandomTranslation, RandomRotation and RandomZoom in one step)."""
+"""Random changes to training batches, each drawn from a generator of its own (so checkpoints can resume it):
+image augmentation, one affine warp per batch (Keras' RandomFlip, RandomTranslation, RandomRotation and
+RandomZoom in one step), and a denoising autoencoder's corruption of its inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,22 @@ import math
 import torch
 from torch.nn import functional as F
 
-from services.spec.model import AugmentationSpec
+from services.spec.model import AugmentationSpec, NoiseSpec
+
+
+class Corrupter:
+    """A denoising autoencoder's corruption of training batches: Gaussian noise, or masking each value to 0."""
+
+    def __init__(self, spec: NoiseSpec, *, seed: int) -> None:
+        self.spec = spec
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.gaussian is not None:
+            noise = torch.randn(x.shape, generator=self.generator).to(x.device, x.dtype)
+            return x + self.spec.gaussian * noise
+        keep = torch.rand(x.shape, generator=self.generator).to(x.device) >= (self.spec.masking or 0.0)
+        return x * keep.to(x.dtype)
 
 
 class Augmenter:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from services.training.augment import Augmenter
+from services.training.augment import Augmenter, Corrupter
 from services.training.callbacks import EarlyStopping
 from services.training.loop import EpochResult, FitOptions
 
@@ -41,7 +41,7 @@ def capture(epoch: int, history: list[EpochResult], network: nn.Module, optimize
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "shuffle": options.generator.get_state(),
             "augment": options.augment.generator.get_state()
-            if isinstance(options.augment, Augmenter)
+            if isinstance(options.augment, Augmenter | Corrupter)
             else torch.empty(0, dtype=torch.uint8),
         },
         "stopper": _stopper_state(stopper) if stopper is not None else {},
@@ -66,7 +66,7 @@ def restore(state: dict[str, Any], network: nn.Module, optimizer: torch.optim.Op
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     options.generator.set_state(rng["shuffle"])
-    if isinstance(options.augment, Augmenter) and len(rng["augment"]):
+    if isinstance(options.augment, Augmenter | Corrupter) and len(rng["augment"]):
         options.augment.generator.set_state(rng["augment"])
     if options.stopper is not None and state["stopper"]:
         saved = state["stopper"]

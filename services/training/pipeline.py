@@ -17,7 +17,7 @@ from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
 from services.spec import JobSpec, final_activation, has_dynamic_time_axis
 from services.training import checkpoint
-from services.training.augment import Augmenter
+from services.training.augment import Augmenter, Corrupter
 from services.training.builder import Network, Normalize, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
 from services.training.export import example_input, export_onnx, onnx_parity
@@ -92,7 +92,7 @@ def _split(x: np.ndarray | RowView, y: np.ndarray, shape: tuple[int, ...], objec
 
 def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimizer, train: Split, device: torch.device,
                  on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None) -> FitOptions:  # fmt: skip
-    training, augmentation = spec.training, spec.data.augmentation
+    training = spec.training
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return FitOptions(
         epochs=training.epochs, batch_size=training.batch_size, metrics=training.metric_names,
@@ -102,9 +102,18 @@ def _fit_options(spec: JobSpec, network: Network, optimizer: torch.optim.Optimiz
         clip=make_clipper(training.optimizer, list(network.parameters())),
         stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
         autocast=torch.bfloat16 if bf16 else None, on_epoch_end=on_epoch_end,
-        augment=Augmenter(augmentation, seed=training.seed) if augmentation else None, should_stop=should_stop,
+        augment=_augmenter(spec), should_stop=should_stop,
         penalty=network.penalty if network.regularized else None, constrain=network.constrain if network.constrained else None,
     )  # fmt: skip
+
+
+def _augmenter(spec: JobSpec) -> Augmenter | Corrupter | None:
+    """What changes each training batch (never validation or test): augmentation, or an autoencoder's noise."""
+    if spec.data.augmentation is not None:
+        return Augmenter(spec.data.augmentation, seed=spec.training.seed)
+    if spec.data.noise is not None:
+        return Corrupter(spec.data.noise, seed=spec.training.seed)
+    return None
 
 
 def train_and_export(

@@ -41,6 +41,12 @@ SPECS = {
             "early_stopping": {"patience": 10, "restore_best_weights": True},
         },
     ),  # fmt: skip
+    # A denoising autoencoder: the noise's own generator.
+    "denoising": job_body(data={"noise": {"masking": 0.3}, "validation_split": 0.2}, training={"epochs": 5, "loss": "mse"})
+    | {
+        "kind": "autoencoder",
+        "model": {"input_shape": [64], "layers": [{"type": "Dense", "units": 8, "activation": "relu"}, {"type": "Dense", "units": 64}]},
+    },  # fmt: skip
 }
 
 
