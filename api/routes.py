@@ -53,6 +53,10 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", f"{_M}/versions/{{version}}/predict", PREDICT, hot=True),
     RouteSpec("POST", f"{_M}/aliases/{{alias}}/predict", PREDICT, hot=True),
     RouteSpec("POST", f"{_M}/predict", PREDICT, hot=True),
+    # An autoencoder's anomaly detection.
+    RouteSpec("POST", f"{_M}/versions/{{version}}/detect", PREDICT),
+    RouteSpec("POST", f"{_M}/aliases/{{alias}}/detect", PREDICT),
+    RouteSpec("POST", f"{_M}/detect", PREDICT),
     # The Open Inference Protocol v2.
     RouteSpec("GET", "/v2", METADATA),
     RouteSpec("GET", "/v2/health/live", PUBLIC),

@@ -106,6 +106,9 @@ class VersionPublic(BaseModel):
     labels: list[str] | None
     preprocessing: dict[str, Any] | None  # the vocabulary itself is in the ONNX metadata and the artifact
     serving: dict[str, Any] | None
+    task: str | None = Field(default=None, description="classifier, regressor or autoencoder (which answers detect); "
+                             "null for an uploaded ONNX model")  # fmt: skip
+    anomaly: dict[str, Any] | None = Field(default=None, description="An autoencoder's reconstruction-error percentiles and threshold.")
     aliases: list[str]
     created_at: datetime
 
@@ -124,6 +127,8 @@ class VersionPublic(BaseModel):
             labels=v.labels,
             preprocessing=_summary(v.preprocessing),
             serving=v.serving,
+            task=v.task,
+            anomaly=v.anomaly,
             aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,
         )

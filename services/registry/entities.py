@@ -89,12 +89,14 @@ class NewVersion:
     labels: list[str] | None = None  # class names in output order
     preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs first (e.g. tokenise text)
     serving: dict[str, Any] | None = None  # batching overrides: max_batch_size, max_queue_delay_ms
+    task: str | None = None  # what serving does with it: classifier, regressor, autoencoder (None: an upload, or older)
+    anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error percentiles and threshold
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
 VERSION_FIELDS = (
     "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
-    "dataset_id", "labels", "preprocessing", "serving",
+    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly",
 )  # fmt: skip
 
 

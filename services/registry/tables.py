@@ -118,6 +118,8 @@ class ModelVersionRow(Base):
     labels: Mapped[list[str] | None] = mapped_column(JSON)  # class names, in output order
     preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # e.g. the vocabulary of a text model
     serving: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # per-version batching overrides
+    task: Mapped[str | None] = mapped_column(String(32))  # classifier, regressor, autoencoder; None for uploads
+    anomaly: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # an autoencoder's error percentiles and threshold
     created_at: Mapped[datetime]
 
 

@@ -259,6 +259,13 @@ class EarlyStoppingSpec(Strict):
     restore_best_weights: bool = False
 
 
+class AnomalySpec(Strict):
+    """`training.anomaly`: after training, an autoencoder's per-row reconstruction error on the validation split
+    sets the threshold past which a row is an anomaly: the error's `percentile`."""
+
+    percentile: float = Field(default=99.0, gt=0.0, lt=100.0)
+
+
 class TrainingSpec(Strict):
     """`compile` and `fit` arguments."""
 
@@ -271,6 +278,7 @@ class TrainingSpec(Strict):
     early_stopping: EarlyStoppingSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)  # the same seed gives the same split and weights
     max_duration_s: float | None = Field(default=None, gt=0)  # the job fails, registering nothing, past this much training
+    anomaly: AnomalySpec | None = None  # autoencoders: learn an anomaly threshold from the validation split
 
     @field_validator("optimizer", "lr_schedule", mode="before")
     @classmethod
@@ -295,6 +303,13 @@ class JobSpec(Strict):
     training: TrainingSpec
     device: DeviceName = "auto"
     kind: Literal["supervised", "autoencoder"] = "supervised"  # "autoencoder" learns to reproduce its inputs
+
+    @property
+    def task(self) -> str:
+        """What serving does with the version: `classifier`, `regressor` or `autoencoder` (which can `detect`)."""
+        if self.kind == "autoencoder":
+            return "autoencoder"
+        return "regressor" if self.training.is_regression else "classifier"
 
     @model_validator(mode="after")
     def _kind_and_targets_agree(self) -> JobSpec:

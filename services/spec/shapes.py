@@ -136,6 +136,13 @@ def _check_data_options(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> No
     if data.augmentation is not None and (len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 3):
         shapes = ", ".join(str(list(i.shape)) for i in graph.inputs)
         raise InvalidSpec(f"augmentation needs one image input (H, W, C); the model takes {shapes}", field="data.augmentation")
+    if spec.training.anomaly is not None:
+        if spec.kind != "autoencoder":
+            raise InvalidSpec('training.anomaly scores an autoencoder\'s reconstructions: set "kind": "autoencoder"',
+                              field="training.anomaly")  # fmt: skip
+        if data.validation_split == 0:
+            raise InvalidSpec("training.anomaly learns its threshold from the validation split: set data.validation_split",
+                              field="training.anomaly")  # fmt: skip
     if data.noise is not None:
         if spec.kind != "autoencoder":
             raise InvalidSpec('data.noise corrupts an autoencoder\'s inputs: set "kind": "autoencoder"', field="data.noise")

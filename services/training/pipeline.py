@@ -17,6 +17,7 @@ from services.data.builtins import LoadedDataset, validation_split
 from services.errors import TrainingFailed
 from services.spec import JobSpec, final_activation, has_dynamic_time_axis
 from services.training import checkpoint
+from services.training.anomaly import anomaly_record
 from services.training.augment import Augmenter, Corrupter
 from services.training.builder import Network, Normalize, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
@@ -33,6 +34,7 @@ class TrainingOutcome:
     metrics: dict[str, float]  # final epoch, the test split (test_*), timings and the parity figure
     labels: list[str] | None = None  # class names in output order
     preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs (text models)
+    anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error threshold (training.anomaly)
 
 
 @dataclass(frozen=True)
@@ -149,15 +151,16 @@ def train_and_export(
     train_seconds = time.perf_counter() - started
     tested = evaluate(network.trainable(), objective, test, options.metrics, options.autocast)
     started = time.perf_counter()
-    labels = list(data.info.class_names) or None
-    parity_diff = _export(spec, network, prepared, onnx_path, parity, labels)
+    labels = list(data.info.class_names) if spec.kind == "supervised" else None
+    anomaly = anomaly_record(network, val, spec.training.anomaly) if spec.training.anomaly is not None and val else None
+    parity_diff = _export(spec, network, prepared, onnx_path, parity, labels, anomaly)
     export_seconds = time.perf_counter() - started
     extra = {"best_epoch": float(options.stopper.best_epoch)} if options.stopper else {}
     metrics = history[-1].metrics | {f"test_{k}": v for k, v in tested.items()} | extra | {
         "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": export_seconds,
         "onnx_parity_max_abs_diff": parity_diff, "parameters": float(parameter_count(network)),
     }  # fmt: skip
-    return TrainingOutcome(history, metrics, labels, prepared.preprocessing)
+    return TrainingOutcome(history, metrics, labels, prepared.preprocessing, anomaly)
 
 
 def _checkpoint_every_epoch(checkpointing: Checkpointing, network: Network, optimizer: torch.optim.Optimizer,
@@ -212,13 +215,15 @@ def _feeds(network: Network, rows: np.ndarray) -> list[np.ndarray]:
     return feeds
 
 
-def _export(spec: JobSpec, network: Network, prepared: _Prepared, path: Path, parity: ParityCheck, labels: list[str] | None) -> float:
+def _export(spec: JobSpec, network: Network, prepared: _Prepared, path: Path, parity: ParityCheck, labels: list[str] | None,
+            anomaly: dict[str, Any] | None = None) -> float:  # fmt: skip
     """Export, annotate and check the model; return the parity figure or raise TrainingFailed."""
     input_names, output_names = spec.model.export_names
     examples = [example_input(i.shape, "int64" if i.dtype == torch.int64 else "float32") for i in network.layout]
     export_onnx(network, examples=examples, path=path, input_names=input_names, output_names=output_names,
                 dynamic_time=has_dynamic_time_axis(spec.model))  # fmt: skip
-    metadata = {"labels": labels, "preprocessing": prepared.preprocessing, "normalization": prepared.normalization}
+    metadata = {"labels": labels, "preprocessing": prepared.preprocessing, "normalization": prepared.normalization,
+                "task": spec.task, "anomaly": anomaly}  # fmt: skip
     annotate_onnx(path, {key: value for key, value in metadata.items() if value})
     rows = min(parity.rows, len(prepared.y_test))
     test = prepared.test

@@ -1,0 +1,28 @@
+"""A version's serving task, and an autoencoder's anomaly threshold
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-02 05:45:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("model_versions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("task", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("anomaly", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("model_versions", schema=None) as batch_op:
+        batch_op.drop_column("anomaly")
+        batch_op.drop_column("task")
