@@ -315,7 +315,11 @@ class JobSpec(Strict):
     def _kind_and_targets_agree(self) -> JobSpec:
         """`data.targets: "inputs"` means an autoencoder, and an autoencoder's targets are its inputs."""
         if self.kind == "autoencoder" and self.data.targets != "inputs":
+            if "targets" in self.data.model_fields_set:
+                raise ValueError('kind "autoencoder" reproduces its inputs: drop data.targets "labels"')
             object.__setattr__(self, "data", self.data.model_copy(update={"targets": "inputs"}))
-        elif self.data.targets == "inputs":
+        elif self.data.targets == "inputs" and self.kind != "autoencoder":
+            if "kind" in self.model_fields_set:
+                raise ValueError('data.targets "inputs" makes an autoencoder: set "kind": "autoencoder", not "supervised"')
             object.__setattr__(self, "kind", "autoencoder")
         return self

@@ -148,6 +148,8 @@ def _check_data_options(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> No
             raise InvalidSpec('data.noise corrupts an autoencoder\'s inputs: set "kind": "autoencoder"', field="data.noise")
         if data.augmentation is not None:
             raise InvalidSpec("give data.noise or data.augmentation, not both", field="data.noise")
+        if any(i.dtype == "int64" for i in graph.inputs) or dataset.dtype == "text":
+            raise InvalidSpec("token ids cannot take noise: data.noise applies to inputs of numbers", field="data.noise")
     if data.normalization != "none" and any(i.dtype == "int64" for i in graph.inputs):
         raise InvalidSpec("token ids cannot be normalised: set data.normalization to 'none'", field="data.normalization")
 

@@ -151,7 +151,7 @@ def train_and_export(
     train_seconds = time.perf_counter() - started
     tested = evaluate(network.trainable(), objective, test, options.metrics, options.autocast)
     started = time.perf_counter()
-    labels = list(data.info.class_names) if spec.kind == "supervised" else None
+    labels = (list(data.info.class_names) or None) if spec.kind == "supervised" else None
     anomaly = anomaly_record(network, val, spec.training.anomaly) if spec.training.anomaly is not None and val else None
     parity_diff = _export(spec, network, prepared, onnx_path, parity, labels, anomaly)
     export_seconds = time.perf_counter() - started

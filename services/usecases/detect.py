@@ -41,7 +41,14 @@ def anomaly_scores(rows: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
     return np.square(difference).mean(axis=1)
 
 
+LARGEST = float(np.finfo(np.float64).max)
+
+
 def detection(version: ModelVersion, rows: np.ndarray, reconstruction: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Scores and verdicts. A row the model cannot reconstruct at all (values so large its float32 graph overflows)
+    scores the largest float and is an anomaly: a non-finite error is never taken for a small one."""
     scores = anomaly_scores(rows, reconstruction)
+    anomalies = ~(scores <= threshold)  # NaN compares false either way: it lands on the anomaly side
+    scores = np.nan_to_num(scores, nan=LARGEST, posinf=LARGEST)
     return {"model": version.model_name, "version": version.version, "scores": scores.tolist(), "threshold": threshold,
-            "anomalies": (scores > threshold).tolist()}  # fmt: skip
+            "anomalies": anomalies.tolist()}  # fmt: skip

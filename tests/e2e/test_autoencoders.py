@@ -38,6 +38,7 @@ def test_an_anomaly_autoencoder_flags_few_digits_and_nearly_all_noise(kiln: dict
         random = client.post("/v1/models/anomaly-digits/detect", json={"inputs": noise.tolist()}).json()
         strict = client.post(f"{url}/detect", json={"inputs": digits.x_test[:20].tolist(), "threshold": 0}).json()
         code = client.post(f"{url}/predict", json={"inputs": digits.x_test[:3].tolist(), "output": "code"}).json()
+        huge = client.post(f"{url}/detect", json={"inputs": [[3.4e38] * 32 + [-3.4e38] * 32]})  # overflows the float32 graph
     assert version["task"] == "autoencoder" and version["labels"] is None
     anomaly = version["anomaly"]
     assert anomaly["percentile"] == 99 and anomaly["threshold"] == held_out["threshold"] > 0
@@ -48,6 +49,7 @@ def test_an_anomaly_autoencoder_flags_few_digits_and_nearly_all_noise(kiln: dict
     assert len(held_out["scores"]) == len(digits.x_test) and min(held_out["scores"]) >= 0
     assert strict["threshold"] == 0 and all(strict["anomalies"])  # the request's threshold overrides the stored one
     assert np.asarray(code["outputs"]).shape == (3, 12)  # the bottleneck, served by name
+    assert huge.status_code == 200 and huge.json()["anomalies"] == [True] and huge.json()["scores"][0] > 1e300
 
 
 def test_detect_on_a_model_that_is_not_an_autoencoder_is_a_409_saying_what_it_is(kiln: dict, trained: dict[str, Any]) -> None:

@@ -62,3 +62,23 @@ def test_sizes_are_64_bit_and_the_upgrade_keeps_rows_other_tables_point_to(datab
         assert uow.datasets.get(dataset.id).size == big + 1  # type: ignore[union-attr]
         assert uow.datasets.versions_using(dataset.id) == 1
     engine.dispose()
+
+
+def test_0008_gives_trained_versions_the_task_their_job_implied(database_url: str) -> None:
+    migrate(database_url, "0007", down=True)
+    engine, uow_factory = connect_registry(database_url)
+    rows = [  # (job_id, hyperparameters, dataset): an autoencoder, a regressor, a classifier, an upload
+        (uuid.uuid4(), {"loss": "mse"}, {"spec": {"targets": "inputs"}}),
+        (uuid.uuid4(), {"loss": "huber"}, {"spec": {"targets": "labels"}}),
+        (uuid.uuid4(), {"loss": "sparse_categorical_crossentropy"}, {"spec": {}}), (None, {}, {"source": "upload"}),
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(ModelRow).values(id=1, name="m", created_at=utcnow()))
+        for number, (job_id, hyperparameters, dataset) in enumerate(rows, start=1):
+            conn.execute(insert(ModelVersionRow.__table__).values(
+                model_id=1, version=number, job_id=job_id, artifact_sha256="a" * 64, artifact_size=1, signature={}, metrics={},
+                spec={}, hyperparameters=hyperparameters, dataset=dataset, created_at=utcnow()))  # fmt: skip
+    migrate(database_url)
+    with uow_factory() as uow:
+        assert [v.task for v in uow.models.versions("m")] == ["autoencoder", "regressor", "classifier", None]
+    engine.dispose()

@@ -49,6 +49,28 @@ def test_noise_outside_an_autoencoder_is_refused(body: dict[str, Any], field: st
     assert refused.value.field == field and all(word in refused.value.message for word in words)
 
 
+def test_noise_on_token_ids_is_refused() -> None:
+    model = {"input_shape": [20], "layers": [{"type": "Embedding", "input_dim": 100, "output_dim": 4}, {"type": "Flatten"},
+                                             {"type": "Dense", "units": 20}]}  # fmt: skip
+    body = job_body(data={"dataset": "tokens", "noise": {"gaussian": 0.3}}, training={"loss": "mse"}) | {
+        "kind": "autoencoder",
+        "model": model,
+    }
+    with pytest.raises(InvalidSpec, match="token ids cannot take noise") as refused:
+        check_job_against_dataset(JobSpec.model_validate(body), load_builtin("tokens").info)
+    assert refused.value.field == "data.noise"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [job_body(data={"targets": "inputs"}, training={"loss": "mse"}) | {"kind": "supervised", "model": AUTOENCODER},
+     job_body(data={"targets": "labels"}, training={"loss": "mse"}) | {"kind": "autoencoder", "model": AUTOENCODER}],
+)  # fmt: skip
+def test_a_kind_that_contradicts_the_targets_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        JobSpec.model_validate(body)
+
+
 def test_noise_takes_one_kind() -> None:
     with pytest.raises(ValueError, match="give one of gaussian"):
         NoiseSpec.model_validate({"gaussian": 0.1, "masking": 0.2})
