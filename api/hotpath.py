@@ -10,14 +10,30 @@ same functions as everywhere else. Every other request goes to the FastAPI app u
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import DATABASE_UNAVAILABLE, error_response, internal_error_response
-from services.errors import KilnError
+from services.errors import InvalidInput, KilnError
+
+
+async def read_inputs_body(request: Request) -> tuple[dict[str, Any], bytes]:
+    """A predict or detect body, `{"inputs": ...}`, parsed once with orjson, and its raw bytes; InvalidInput otherwise."""
+    raw = await read_body(request)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        if b"NaN" in raw or b"Infinity" in raw:
+            raise InvalidInput("inputs must be finite numbers (no NaN or Infinity)", field="inputs") from None
+        raise InvalidInput(f"the body is not valid JSON: {err}", field="body") from None
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
+    return body, raw
 
 
 async def read_body(request: Request) -> bytes:

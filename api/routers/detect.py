@@ -9,8 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ApiContext, context
-from api.hotpath import read_body
-from services.errors import InvalidInput
+from api.hotpath import read_inputs_body
 from services.registry.entities import MAX_VERSION, ModelVersion
 from services.usecases.detect import check_detects, detection, threshold_for
 from services.usecases.predict import input_feeds
@@ -41,13 +40,7 @@ async def _detect(request: Request, ctx: ApiContext, version: ModelVersion) -> R
 
 
 async def _detect_counted(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
-    raw = await read_body(request)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise InvalidInput(f"the body is not valid JSON: {err}", field="body") from None
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
+    body, _ = await read_inputs_body(request)
     threshold = threshold_for(version, body.get("threshold"))
     model = await ctx.predictor.model_async(version)
     feeds = input_feeds(body["inputs"], version, model)

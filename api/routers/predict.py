@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.routing import Route
 
 from api.deps import ApiContext, context
-from api.hotpath import read_body
+from api.hotpath import read_inputs_body
 from api.schemas import PredictRequest, PredictResponse
 from services.errors import InvalidInput
 from services.registry.entities import MAX_VERSION, ModelVersion
@@ -29,15 +29,7 @@ async def _predict(request: Request, ctx: ApiContext, version: ModelVersion) -> 
 
 
 async def _predict_counted(request: Request, ctx: ApiContext, version: ModelVersion) -> Response:
-    raw = await read_body(request)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        if b"NaN" in raw or b"Infinity" in raw:
-            raise InvalidInput("inputs must be finite numbers (no NaN or Infinity)", field="inputs") from None
-        raise InvalidInput(f"the body is not valid JSON: {err}", field="body") from None
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise InvalidInput('expected a JSON object {"inputs": [...]}', field="inputs")
+    body, raw = await read_inputs_body(request)
     model = await ctx.predictor.model_async(version)
     index = output_index(model, body.get("output"))
     result = await ctx.predictor.infer(version, input_feeds(body["inputs"], version, model, numbers_only=only_numbers(raw)))

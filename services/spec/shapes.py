@@ -86,8 +86,9 @@ def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape
     return infer_shapes(spec.model)
 
 
-def _input_field(spec: JobSpec, position: int = 0) -> str:
-    return "model.input_shape" if spec.model.inputs is None else f"model.inputs[{position}].shape"
+def _input_field(spec: JobSpec) -> str:
+    """Where the (first) input's shape is given: `model.input_shape`, or a functional model's first input."""
+    return "model.input_shape" if spec.model.inputs is None else "model.inputs[0].shape"
 
 
 def _check_trainable(graph: Graph) -> None:

@@ -196,11 +196,12 @@ def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
         layer = node.layer
         core = _BUILDERS[layer.type](layer, shapes[node.sources[0]], node.shape)
         weights = getattr(layer, "layer", layer)  # a Bidirectional's weights are its wrapped RNN's, with its arguments
-        penalties += weight_penalties(weights, core)
-        if (constraint := kernel_constraint(layer, core)) is not None:
-            constraints.append(constraint)
-        _freeze(layer, core)
-        _freeze(weights, core)
+        if layer.trainable and weights.trainable:  # Keras regularizes and constrains only what trains
+            penalties += weight_penalties(weights, core)
+            if (constraint := kernel_constraint(layer, core)) is not None:
+                constraints.append(constraint)
+        else:
+            _freeze(core)
         activation = activation_module(output_activation(layer))
         if node.name == graph.outputs[0] and _lift_head(graph, node, fuse_output_activation):
             head, activation = activation, nn.Identity()
@@ -212,10 +213,8 @@ def build_network(model: ModelSpec, *, fuse_output_activation: bool) -> Network:
     return Network(body, head, layout, penalties=penalties, constraints=constraints)
 
 
-def _freeze(layer: Any, module: nn.Module) -> None:
+def _freeze(module: nn.Module) -> None:
     """A layer with `trainable: false` gets no gradient; its BatchNormalization runs on its moving statistics, as in Keras."""
-    if layer.trainable:
-        return
     for param in module.parameters():
         param.requires_grad_(False)
     for norm in module.modules():

@@ -97,12 +97,8 @@ Penalty = Callable[[], torch.Tensor]
 
 
 def weight_penalties(layer: LayerSpec, module: nn.Module) -> list[Penalty]:
-    """The layer's kernel, recurrent and bias regularizers, each a function of the current weights.
-
-    A frozen layer has none: Keras regularizes trainable weights only.
-    """
-    if not layer.trainable:
-        return []
+    """The layer's kernel, recurrent and bias regularizers, each a function of the current weights (of a trainable layer:
+    Keras regularizes trainable weights only, and the builder asks only for those)."""
     wanted: list[tuple[Regularizer | None, Callable[[], list[torch.Tensor]]]] = []
     rnn = next((m for m in module.modules() if isinstance(m, nn.RNNBase)), None)
     kernel = kernel_module(module)
@@ -143,7 +139,7 @@ def kernel_constraint(layer: LayerSpec, module: nn.Module) -> Callable[[], None]
     """The layer's kernel constraint, applied in place after each optimizer step."""
     constraint: Constraint | None = getattr(layer, "kernel_constraint", None) or getattr(layer, "embeddings_constraint", None)
     kernel = kernel_module(module)
-    if constraint is None or kernel is None or not layer.trainable:
+    if constraint is None or kernel is None:
         return None
     axes_map = _KERAS_AXES[type(kernel)]
     weight: torch.Tensor = kernel.weight  # type: ignore[assignment]
