@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 from services.errors import Conflict, InvalidDataset, InvalidInput, InvalidSpec, KilnError, NotFound, PayloadTooLarge, Unavailable
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
+from services.spec.job import MODEL_TAGS
 
 log = logging.getLogger(__name__)
 _STATUS: dict[type[KilnError], int] = {
@@ -63,6 +64,8 @@ def format_loc(loc: tuple[Any, ...]) -> str:
             parts.append(f"[{part}]")
         elif isinstance(previous, int) and part[:1].isupper():
             pass  # the layer type pydantic adds after a list index of a tagged union
+        elif previous == "model" and part in MODEL_TAGS:
+            pass  # which form of `model` it is (one network, or a GAN's two)
         else:
             parts.append(("." if parts else "") + str(part))
         previous = part

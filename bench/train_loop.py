@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from services.data.builtins import load_builtin  # noqa: E402
 from services.spec import JobSpec, ScheduleSpec  # noqa: E402
 from services.training.builder import build_network  # noqa: E402
+from services.training.kinds.supervised import SupervisedTrainer  # noqa: E402
 from services.training.loop import FitOptions, Split, fit  # noqa: E402
 from services.training.objectives import Objective  # noqa: E402
 from services.training.optim import LrSchedule  # noqa: E402
@@ -51,10 +52,11 @@ def hand_written(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch
 def kiln(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-7)
     schedule = LrSchedule(ScheduleSpec(), optimizer, epochs=EPOCHS, batches_per_epoch=1)
-    options = FitOptions(epochs=EPOCHS, batch_size=batch_size, metrics=["accuracy"],
-                         generator=torch.Generator().manual_seed(0), schedule=schedule)  # fmt: skip
+    trainer = SupervisedTrainer(model, Objective("sparse_categorical_crossentropy", True, 10), optimizer, metrics=["accuracy"],
+                                schedule=schedule)  # fmt: skip
+    options = FitOptions(epochs=EPOCHS, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    fit(model, Objective("sparse_categorical_crossentropy", True, 10), optimizer, train=Split(x, y), val=None, options=options)
+    fit(trainer, train=Split(x, y), val=None, options=options)
     return time.perf_counter() - started
 
 

@@ -3,6 +3,18 @@
 from services.spec.base import Shape, ShapeError
 from services.spec.budget import Budget, Footprint, check_budget
 from services.spec.graph import Graph, GraphInput, Node, resolve
+from services.spec.job import (
+    AugmentationSpec,
+    DataSpec,
+    EarlyStoppingSpec,
+    GanSpec,
+    JobSpec,
+    NoiseSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    TextSpec,
+    TrainingSpec,
+)
 from services.spec.layers_conv import (
     Conv1DLayer,
     Conv2DLayer,
@@ -33,20 +45,7 @@ from services.spec.layers_sequence import (
     SimpleRNNLayer,
     TransformerEncoderLayer,
 )
-from services.spec.model import (
-    AugmentationSpec,
-    DataSpec,
-    EarlyStoppingSpec,
-    InputSpec,
-    JobSpec,
-    Layer,
-    ModelSpec,
-    NoiseSpec,
-    OptimizerSpec,
-    ScheduleSpec,
-    TextSpec,
-    TrainingSpec,
-)
+from services.spec.model import InputSpec, Layer, ModelSpec
 from services.spec.shapes import (
     check_job_against_dataset,
     final_activation,
@@ -62,7 +61,7 @@ __all__ = [
     "AugmentationSpec", "Budget", "Footprint", "TextSpec", "check_budget", "infer_layers",
     "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",
-    "FlattenLayer", "GRULayer", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",
+    "FlattenLayer", "GRULayer", "GanSpec", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",
     "LayerNormalizationLayer", "ModelSpec", "OptimizerSpec", "PatchEmbeddingLayer", "Pooling1DLayer", "Pooling2DLayer",
     "PositionalEmbeddingLayer", "ReshapeLayer", "ScheduleSpec", "Shape", "ShapeError", "SimpleRNNLayer",
     "TrainingSpec", "TransformerEncoderLayer", "UpSampling2DLayer", "check_job_against_dataset", "final_activation",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -118,3 +120,16 @@ def conv_length(size: int, kernel: int, stride: int, padding: Padding) -> int:
     if size < kernel:
         raise ShapeError(f"window {kernel} is larger than the input length {size}: use padding 'same' or a smaller window")
     return (size - kernel) // stride + 1
+
+
+@contextmanager
+def fields_under(prefix: str) -> Iterator[None]:
+    """Errors about a model met under `prefix` name their field there: `model.layers[2]` -> `model.generator.layers[2]`."""
+    from services.errors import InvalidSpec
+
+    try:
+        yield
+    except InvalidSpec as err:
+        if err.field is not None and err.field.startswith("model") and prefix != "model":
+            err.field = prefix + err.field[len("model") :]
+        raise

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from services.errors import InvalidSpec
+from services.spec.base import fields_under
 from services.spec.graph import describe, resolve
-from services.spec.model import JobSpec, OptimizerSpec
+from services.spec.job import JobSpec, OptimizerSpec
+from services.spec.model import ModelSpec
 from services.spec.shapes import infer_layers
 
 BYTES_PER_VALUE = 4  # float32 weights, gradients, optimizer state and activations
@@ -49,27 +51,44 @@ def optimizer_state_copies(optimizer: OptimizerSpec) -> int:
     return 1 if optimizer.momentum > 0 else 0  # plain SGD keeps nothing
 
 
+def networks(spec: JobSpec) -> list[tuple[ModelSpec, str, OptimizerSpec]]:
+    """The networks a job trains, each with the field it is given at and the optimizer that trains it."""
+    if spec.kind != "gan":
+        return [(spec.network, "model", spec.training.optimizer)]
+    gan, training = spec.gan, spec.training
+    return [(gan.generator, "model.generator", training.optimizer),
+            (gan.discriminator, "model.discriminator", training.discriminator_optimizer or training.optimizer)]  # fmt: skip
+
+
 def footprints(spec: JobSpec) -> list[Footprint]:
-    """The running footprint layer by layer: entry i covers layers 0..i (the last entry is the whole network)."""
-    layers = infer_layers(spec.model)
-    values_per_parameter = 2 + optimizer_state_copies(spec.training.optimizer)  # the weight, its gradient, the state
+    """The running footprint layer by layer: entry i covers layers 0..i (the last entry is the whole job: a GAN's
+    discriminator's layers follow its generator's, both being in memory at once)."""
+    running: list[Footprint] = []
     batch = spec.training.batch_size
-    parameters = list(accumulate(layer.parameters for layer in layers))
-    activations = list(accumulate((layer.activations for layer in layers), initial=resolve(spec.model).input_values))[1:]
-    return [Footprint(p, BYTES_PER_VALUE * (p * values_per_parameter + a * batch)) for p, a in zip(parameters, activations, strict=True)]
+    for model, field, optimizer in networks(spec):
+        base = running[-1] if running else Footprint(0, 0)
+        values_per_parameter = 2 + optimizer_state_copies(optimizer)  # the weight, its gradient, the state
+        with fields_under(field):
+            layers = infer_layers(model)
+        parameters = list(accumulate(layer.parameters for layer in layers))
+        activations = list(accumulate((layer.activations for layer in layers), initial=resolve(model).input_values))[1:]
+        running += [Footprint(base.parameters + p, base.memory_bytes + BYTES_PER_VALUE * (p * values_per_parameter + a * batch))
+                    for p, a in zip(parameters, activations, strict=True)]  # fmt: skip
+    return running
 
 
 def check_budget(spec: JobSpec, budget: Budget) -> Footprint:
-    """The whole network's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit."""
+    """The whole job's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit."""
     running = footprints(spec)
-    for index, (layer, reached) in enumerate(zip(spec.model.layers, running, strict=True)):
+    layers = [(layer, f"{field}.layers[{index}]", index) for model, field, _ in networks(spec) for index, layer in enumerate(model.layers)]
+    for position, ((layer, field, index), reached) in enumerate(zip(layers, running, strict=True)):
         name = describe(index, layer)
         if reached.parameters > budget.max_parameters:
-            own = reached.parameters - (running[index - 1].parameters if index else 0)
+            own = reached.parameters - (running[position - 1].parameters if position else 0)
             message = f"{name}: {_parameters(own, reached.parameters, budget)}, over KILN_MAX_PARAMETERS={budget.max_parameters:,}"
-            raise InvalidSpec(message, field=f"model.layers[{index}]")
+            raise InvalidSpec(message, field=field)
         if reached.memory_mb > budget.max_training_memory_mb:
-            raise InvalidSpec(f"{name}: {_memory(spec, reached, budget)}", field=f"model.layers[{index}]")
+            raise InvalidSpec(f"{name}: {_memory(spec, reached, budget)}", field=field)
     return running[-1]
 
 

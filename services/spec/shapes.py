@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
 from services.spec.base import Shape, show
+from services.spec.gan import check_not_gan_options
 from services.spec.graph import Graph, describe, resolve
+from services.spec.job import JobSpec, TextSpec
 from services.spec.layers_core import ActivationLayer, DropoutLayer
 from services.spec.layers_sequence import EmbeddingLayer
-from services.spec.model import JobSpec, Layer, ModelSpec, TextSpec
+from services.spec.model import Layer, ModelSpec
 
 # Layers whose exported graph is tied to the input's length: a model with one has a fixed time axis.
 # (The TorchScript exporter records the sequence length in attention's reshapes.)
@@ -77,18 +79,24 @@ def final_activation(model: ModelSpec) -> str:
 
 
 def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape]:
-    """Check the network fits the dataset, the loss and the callbacks; return the inferred shapes."""
-    graph = resolve(spec.model)
+    """Check the network fits the dataset, the loss and the callbacks; return the inferred shapes (a GAN's generator's)."""
+    if spec.kind == "gan":
+        from services.spec.gan import check_gan_against_dataset
+
+        check_gan_against_dataset(spec, dataset)
+        return infer_shapes(spec.network)
+    check_not_gan_options(spec)
+    graph = resolve(spec.network)
     _check_trainable(graph)
     _check_input(spec, dataset, graph)
     _check_loss(spec, dataset, graph)
     _check_monitors(spec)
-    return infer_shapes(spec.model)
+    return infer_shapes(spec.network)
 
 
 def _input_field(spec: JobSpec) -> str:
     """Where the (first) input's shape is given: `model.input_shape`, or a functional model's first input."""
-    return "model.input_shape" if spec.model.inputs is None else "model.inputs[0].shape"
+    return "model.input_shape" if spec.network.inputs is None else "model.inputs[0].shape"
 
 
 def _check_trainable(graph: Graph) -> None:
@@ -161,7 +169,7 @@ def _check_input(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
         return _check_text(spec, dataset, graph)
     wanted = graph.input_values
     if wanted != dataset.n_features:
-        if spec.model.inputs is None:
+        if spec.network.inputs is None:
             held = f"input_shape {list(graph.inputs[0].shape)} holds {wanted}"
         elif len(graph.inputs) == 1:
             held = f"input '{graph.inputs[0].name}' of shape {list(graph.inputs[0].shape)} holds {wanted}"
@@ -192,7 +200,7 @@ def _check_input(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
 def _check_loss(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
     loss, training = spec.training.loss, spec.training
     output, field = graph.output.shape, graph.output.field
-    activation = final_activation(spec.model)
+    activation = final_activation(spec.network)
     if spec.data.targets == "inputs":
         if not training.is_regression:
             raise InvalidSpec(f"reproducing the inputs needs a regression loss (mse, mae, huber), not '{loss}'", field="training.loss")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.spec.model import AnomalySpec
+from services.spec.job import AnomalySpec
 from services.training.loop import Split
 from services.training.network import Network
 

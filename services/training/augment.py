@@ -9,7 +9,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from services.spec.model import AugmentationSpec, NoiseSpec
+from services.spec.job import AugmentationSpec, NoiseSpec
 
 
 class Corrupter:

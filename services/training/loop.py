@@ -1,6 +1,7 @@
 """A small, fast training loop: the data lives on the device as one tensor and batches are slices of it.
 
-It knows the model only as an nn.Module and the task only as an Objective; it knows no spec.
+It knows a job only as a Trainer (services/training/kinds): what a batch's step does, what an epoch's end reports.
+It knows no spec.
 """
 
 from __future__ import annotations
@@ -8,16 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from services.data.arrays import RowView
-from services.training.callbacks import EarlyStopping
-from services.training.objectives import Objective, compute_metrics
-from services.training.optim import LrSchedule
 
 
 @dataclass(frozen=True)
@@ -26,6 +24,9 @@ class EpochResult:
     metrics: dict[str, float]  # Keras names: loss, accuracy, val_loss, val_accuracy ... and learning_rate
     duration_s: float
     samples: int  # training rows seen
+    warnings: tuple[str, ...] = ()  # what the job is told about this epoch (a GAN's stability)
+    image: bytes | None = None  # a PNG of the fixed latent batch's samples (GANs)
+    stopped: bool = False  # early stopping ended training here
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,47 @@ class Split:
             yield x, self.y[torch.from_numpy(wanted).to(self.y.device)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitOptions:
+    """How the loop runs, whatever kind of job it trains."""
+
     epochs: int
     batch_size: int
-    metrics: list[str]
-    generator: torch.Generator
-    schedule: LrSchedule
-    clip: Callable[[], None] | None = None
-    stopper: EarlyStopping | None = None
-    autocast: torch.dtype | None = None  # bf16 on CUDA where supported
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
+    generator: torch.Generator  # the shuffling order
     should_stop: Callable[[], bool] | None = None  # asked at every batch boundary (cancellation)
     deadline: float | None = None  # time.monotonic() past which training gives up
     max_duration_s: float | None = None  # the budget `deadline` came from, for the message
-    on_epoch_end: Callable[[EpochResult], None] = field(default=lambda result: None)
-    penalty: Callable[[], torch.Tensor | None] | None = None  # the regularizers' loss after each forward
-    constrain: Callable[[], None] | None = None  # kernel constraints, applied after each step
+    on_epoch_end: tuple[Callable[[EpochResult], None], ...] = ()  # called in turn after each epoch (checkpoint, then report)
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a trainer makes of an epoch: its metrics, whether to stop, and what to tell the job."""
+
+    metrics: dict[str, float]
+    stop: bool = False
+    warnings: tuple[str, ...] = ()
+    image: bytes | None = None  # a PNG of what the network makes of a fixed input (GANs)
+
+
+class Trainer(Protocol):
+    """One kind of job's training, as the loop drives it: the batches' steps and the epochs' ends."""
+
+    figures: tuple[str, ...]  # what each step returns, by name; the first is the loss checked for divergence
+
+    def begin_epoch(self, epoch: int) -> None: ...
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train on one batch; return its figures, detached, in the order `figures` names them."""
+        ...
+
+    def end_epoch(self, epoch: int, means: dict[str, float], val: Split | None) -> EpochEnd:
+        """The epoch's metrics from the figures' means over its rows (and the validation split)."""
+        ...
+
+    def finish(self) -> None:
+        """After the last epoch (early stopping puts its best weights back here)."""
+        ...
 
 
 class Diverged(RuntimeError):
@@ -88,90 +113,53 @@ class OutOfTime(RuntimeError):
     """Training ran past its time budget."""
 
 
-def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+def autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
     return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def fit(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, *,
-        train: Split, val: Split | None, options: FitOptions, done: list[EpochResult] | None = None) -> list[EpochResult]:  # fmt: skip
+def fit(trainer: Trainer, *, train: Split, val: Split | None, options: FitOptions,
+        done: list[EpochResult] | None = None) -> list[EpochResult]:  # fmt: skip
     """Train for up to `options.epochs`, reporting each epoch; raise Diverged on a non-finite loss.
 
     `done`: the epochs a checkpoint restored (the state is already back); training goes on after them.
     """
     results = list(done or [])
-    finished = options.stopper is not None and options.stopper.stopped
+    finished = bool(results) and results[-1].stopped
     for epoch in range(len(results) + 1, options.epochs + 1 if not finished else 0):
         started = time.perf_counter()
-        learning_rate = options.schedule.learning_rate
-        metrics = _train_epoch(network, objective, optimizer, train, options, epoch)
-        if val is not None and len(val):
-            metrics |= {f"val_{k}": v for k, v in evaluate(network, objective, val, options.metrics, options.autocast).items()}
-        metrics["learning_rate"] = learning_rate
-        options.schedule.after_epoch(metrics)
-        stop = options.stopper.update(epoch, metrics, network) if options.stopper else False
-        result = EpochResult(epoch, metrics, time.perf_counter() - started, len(train))
-        options.on_epoch_end(result)
+        trainer.begin_epoch(epoch)
+        means = _train_epoch(trainer, train, options, epoch)
+        end = trainer.end_epoch(epoch, means, val)
+        result = EpochResult(epoch, end.metrics, time.perf_counter() - started, len(train), end.warnings, end.image, end.stop)
+        for hook in options.on_epoch_end:
+            hook(result)
         results.append(result)
-        if stop:
+        if end.stop:
             break
-    if options.stopper:
-        options.stopper.restore(network)
+    trainer.finish()
     return results
 
 
-def _train_epoch(network: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                 data: Split, options: FitOptions, epoch: int) -> dict[str, float]:  # fmt: skip
-    network.train()
+def _train_epoch(trainer: Trainer, data: Split, options: FitOptions, epoch: int) -> dict[str, float]:
     n, size = len(data), options.batch_size
     order = torch.randperm(n, generator=options.generator).to(data.y.device)
-    losses = torch.empty((n + size - 1) // size, device=data.y.device)
-    penalties = torch.zeros_like(losses) if options.penalty is not None else None
-    outputs, targets = [], []
+    figures = torch.empty((n + size - 1) // size, len(trainer.figures), device=data.y.device)
     for batch, (x, y) in enumerate(data.batches(order, size)):
         if options.should_stop is not None and options.should_stop():
             raise Stopped(f"cancelled at epoch {epoch}, batch {batch + 1}")
         if options.deadline is not None and time.monotonic() > options.deadline:
             raise OutOfTime(f"stopped at epoch {epoch}, batch {batch + 1}: training.max_duration_s of {options.max_duration_s:g} s reached")
-        if options.augment is not None:
-            x = options.augment(x)
-        with _autocast(x, options.autocast):
-            output = network(x)
-            loss = objective.loss(output.float(), y)
-        if penalties is not None and options.penalty is not None and (penalty := options.penalty()) is not None:
-            penalties[batch] = penalty.detach()
-            loss = loss + penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if options.clip is not None:
-            options.clip()
-        optimizer.step()
-        if options.constrain is not None:
-            options.constrain()
-        options.schedule.after_batch()
-        losses[batch] = loss.detach()
-        outputs.append(output.detach())
-        targets.append(y)
+        figures[batch] = trainer.step(x, y)
     # Checked once per epoch, not per batch: a per-batch check would stall a GPU on every step.
-    bad = torch.nonzero(~torch.isfinite(losses))
+    bad = torch.nonzero(~torch.isfinite(figures))
     if len(bad):
-        raise Diverged(f"diverged at epoch {epoch}, batch {int(bad[0]) + 1}: the loss is not finite")
-    counts = torch.full_like(losses, size)
-    counts[-1] = n - size * (len(losses) - 1)
-    metrics = {"loss": float((losses * counts).sum() / n)}
-    if penalties is not None:  # Keras' loss includes the regularizers; their share and the data's are reported apart
-        metrics["regularization_loss"] = float((penalties * counts).sum() / n)
-        metrics["data_loss"] = metrics["loss"] - metrics["regularization_loss"]
-    return metrics | compute_metrics(objective, options.metrics, torch.cat(outputs).float(), torch.cat(targets))
+        row, column = (int(i) for i in bad[0])
+        raise Diverged(f"diverged at epoch {epoch}, batch {row + 1}: {_the(trainer.figures[column])} is not finite")
+    counts = torch.full((len(figures), 1), float(size), device=figures.device)
+    counts[-1] = n - size * (len(figures) - 1)
+    means = (figures * counts).sum(dim=0) / n
+    return dict(zip(trainer.figures, means.tolist(), strict=True))
 
 
-@torch.no_grad()
-def evaluate(network: nn.Module, objective: Objective, data: Split, metrics: list[str],
-             autocast: torch.dtype | None = None, batch_size: int = 1024) -> dict[str, float]:  # fmt: skip
-    """Loss and metrics over `data`, in eval mode (dropout off, batch norm on running statistics)."""
-    network.eval()
-    outputs = []
-    for x, _ in data.batches(None, batch_size):
-        with _autocast(x, autocast):
-            outputs.append(network(x).float())
-    output = torch.cat(outputs)
-    return {"loss": float(objective.loss(output, data.y))} | compute_metrics(objective, metrics, output, data.y)
+def _the(figure: str) -> str:
+    return "the loss" if figure == "loss" else figure

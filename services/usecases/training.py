@@ -312,7 +312,7 @@ def _register(
         dataset_id=dataset_id,
         labels=outcome.labels,
         preprocessing=outcome.preprocessing,
-        task=spec.task,
+        task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
     )
     return register_version(new, uow_factory=ctx.uow_factory, job_attempt=attempt)

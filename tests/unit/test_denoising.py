@@ -13,7 +13,7 @@ import torch
 from services.data.builtins import load_builtin
 from services.errors import InvalidSpec
 from services.spec import JobSpec, check_job_against_dataset
-from services.spec.model import NoiseSpec
+from services.spec.job import NoiseSpec
 from services.training.augment import Corrupter
 from services.training.pipeline import ParityCheck, train_and_export
 from tests.factories import job_body

@@ -180,7 +180,7 @@ def test_a_graph_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
     whole = run(tmp_path / "a.pt", None, None)
     run(tmp_path / "b.pt", None, 2)
     state = checkpoint.load(tmp_path / "b.pt")
-    assert any(key.startswith("body.layers.skip") or key.startswith("body.layers.h2") for key in state["model"])
+    assert any(key.startswith("body.layers.skip") or key.startswith("body.layers.h2") for key in state["kind"]["model"])
     resumed = run(tmp_path / "c.pt", state, None)
     assert [r.epoch for r in resumed] == [3, 4]
     assert [r.metrics["val_loss"] for r in resumed] == [r.metrics["val_loss"] for r in whole[2:]]

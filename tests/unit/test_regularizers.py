@@ -27,20 +27,20 @@ def _train(layers: list[dict[str, Any]], tmp_path: Path, epochs: int = 5) -> tup
     states: list[dict[str, torch.Tensor]] = []
     spec = JobSpec.model_validate(job_body(training={"epochs": epochs, "optimizer": {"name": "adam", "learning_rate": 0.01}})
                                   | {"model": {"input_shape": [64], "layers": layers}})  # fmt: skip
-    import services.training.pipeline as pipeline
+    from services.training.kinds.supervised import Supervised
 
-    original = pipeline._export
+    original = Supervised.export
 
-    def keep(spec: Any, network: Any, *args: Any) -> float:
-        states.append({k: v.clone() for k, v in network.state_dict().items()})
-        return original(spec, network, *args)
+    def keep(self: Supervised, *args: Any) -> Any:
+        states.append({k: v.clone() for k, v in self.network.state_dict().items()})
+        return original(self, *args)
 
-    pipeline._export = keep  # type: ignore[assignment]
+    Supervised.export = keep  # type: ignore[method-assign]
     try:
         outcome = train_and_export(spec, load_builtin("digits"), device=torch.device("cpu"), onnx_path=tmp_path / "m.onnx",
                                    parity=ParityCheck(rows=64, atol=1e-4, rtol=1e-3), on_epoch_end=lambda r: None)  # fmt: skip
     finally:
-        pipeline._export = original  # type: ignore[assignment]
+        Supervised.export = original  # type: ignore[method-assign]
     return outcome.history, states[0]
 
 

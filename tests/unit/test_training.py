@@ -13,7 +13,8 @@ import torch
 from services.data.builtins import load_builtin
 from services.errors import TrainingFailed
 from services.spec import JobSpec, ScheduleSpec
-from services.training import pipeline
+from services.training.kinds import supervised
+from services.training.kinds.supervised import SupervisedTrainer
 from services.training.loop import Diverged, FitOptions, Split, fit
 from services.training.objectives import Objective
 from services.training.optim import LrSchedule
@@ -21,10 +22,13 @@ from services.training.pipeline import ParityCheck, train_and_export
 from tests.factories import job_body, tiny_job
 
 
-def _options(epochs: int, batch_size: int, optimizer: torch.optim.Optimizer, metrics: list[str], **extra: object) -> FitOptions:
-    schedule = LrSchedule(ScheduleSpec(), optimizer, epochs=epochs, batches_per_epoch=1)
-    return FitOptions(epochs=epochs, batch_size=batch_size, metrics=metrics, generator=torch.Generator().manual_seed(0),
-                      schedule=schedule, **extra)  # type: ignore[arg-type]  # fmt: skip
+def _options(epochs: int, batch_size: int, **extra: object) -> FitOptions:
+    return FitOptions(epochs=epochs, batch_size=batch_size, generator=torch.Generator().manual_seed(0), **extra)  # type: ignore[arg-type]
+
+
+def _trainer(net: torch.nn.Module, optimizer: torch.optim.Optimizer, metrics: list[str]) -> SupervisedTrainer:
+    schedule = LrSchedule(ScheduleSpec(), optimizer, epochs=1, batches_per_epoch=1)
+    return SupervisedTrainer(net, Objective("mse", from_logits=False), optimizer, metrics=metrics, schedule=schedule)
 
 
 def test_fit_reports_every_epoch_and_lowers_the_loss() -> None:
@@ -34,8 +38,8 @@ def test_fit_reports_every_epoch_and_lowers_the_loss() -> None:
     net = torch.nn.Linear(3, 1)
     seen: list = []
     optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-    options = _options(30, 32, optimizer, ["mae", "rmse"], on_epoch_end=seen.append)
-    history = fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, y), val=Split(x[:32], y[:32]), options=options)
+    options = _options(30, 32, on_epoch_end=(seen.append,))
+    history = fit(_trainer(net, optimizer, ["mae", "rmse"]), train=Split(x, y), val=Split(x[:32], y[:32]), options=options)
     assert [r.epoch for r in seen] == list(range(1, 31)) and seen == history
     assert history[-1].metrics["loss"] < history[0].metrics["loss"] / 10
     assert set(history[-1].metrics) == {"loss", "mae", "rmse", "val_loss", "val_mae", "val_rmse", "learning_rate"}
@@ -46,8 +50,7 @@ def test_reported_loss_is_the_mean_over_samples_with_a_ragged_last_batch() -> No
     torch.nn.init.zeros_(net.weight)
     x, y = torch.ones(5, 1), torch.tensor([[1.0], [1.0], [1.0], [3.0], [3.0]])
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # weights stay 0: the loss is exactly mean(y^2)
-    (result,) = fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, y), val=None,
-                    options=_options(1, 2, optimizer, ["mae"]))  # fmt: skip
+    (result,) = fit(_trainer(net, optimizer, ["mae"]), train=Split(x, y), val=None, options=_options(1, 2))
     assert result.metrics["loss"] == pytest.approx((1 + 1 + 1 + 9 + 9) / 5)
     assert result.metrics["mae"] == pytest.approx((1 + 1 + 1 + 3 + 3) / 5)
 
@@ -57,8 +60,7 @@ def test_non_finite_loss_stops_training_naming_epoch_and_batch() -> None:
     x = torch.tensor([[1.0, float("nan")]] * 4)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(Diverged, match="diverged at epoch 1, batch 1"):
-        fit(net, Objective("mse", from_logits=False), optimizer, train=Split(x, torch.zeros(4, 1)), val=None,
-            options=_options(3, 2, optimizer, ["mae"]))  # fmt: skip
+        fit(_trainer(net, optimizer, ["mae"]), train=Split(x, torch.zeros(4, 1)), val=None, options=_options(3, 2))
 
 
 def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
@@ -82,13 +84,13 @@ def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
 def _network_exported(monkeypatch: pytest.MonkeyPatch) -> list[torch.nn.Module]:
     """The network the pipeline hands to the exporter, kept so a test can run it itself (the export is not changed)."""
     seen: list[torch.nn.Module] = []
-    export = pipeline.export_onnx
+    export = supervised.export_onnx
 
     def keeping(network: torch.nn.Module, **kwargs: Any) -> None:
         seen.append(network)
         export(network, **kwargs)
 
-    monkeypatch.setattr(pipeline, "export_onnx", keeping)
+    monkeypatch.setattr(supervised, "export_onnx", keeping)
     return seen
 
 
@@ -168,8 +170,10 @@ def test_bf16_autocast_path_trains(tmp_path: Path) -> None:
 
     network = build_network(spec.model, fuse_output_activation=True)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
-    history = fit(network.trainable(), Objective("sparse_categorical_crossentropy", True, 3), optimizer, train=Split(x, labels),
-                  val=None, options=_options(15, 32, optimizer, ["accuracy"], autocast=torch.bfloat16))  # fmt: skip
+    schedule = LrSchedule(ScheduleSpec(), optimizer, epochs=15, batches_per_epoch=4)
+    trainer = SupervisedTrainer(network.trainable(), Objective("sparse_categorical_crossentropy", True, 3), optimizer,
+                                metrics=["accuracy"], schedule=schedule, autocast=torch.bfloat16)  # fmt: skip
+    history = fit(trainer, train=Split(x, labels), val=None, options=_options(15, 32))
     assert history[-1].metrics["loss"] < history[0].metrics["loss"]
     assert history[-1].metrics["accuracy"] > 0.6
 

@@ -1,0 +1,26 @@
+"""Job kinds: each `"kind"` of job is one module here, behind the JobKind protocol (kinds/base.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from services.data.builtins import LoadedDataset
+from services.spec import JobSpec
+from services.training.kinds.base import Exported, JobKind, ParityCheck
+
+__all__ = ["Exported", "JobKind", "ParityCheck", "build_kind"]
+
+
+def build_kind(spec: JobSpec, data: LoadedDataset, device: torch.device) -> JobKind:
+    """The networks, optimizers and splits of `spec`'s kind, on `device`, freshly initialised from its seed."""
+    if spec.kind == "gan":
+        from services.training.kinds.gan import Gan
+
+        return Gan(spec, data, device)
+    if spec.kind == "autoencoder":
+        from services.training.kinds.autoencoder import Autoencoder
+
+        return Autoencoder(spec, data, device)
+    from services.training.kinds.supervised import Supervised
+
+    return Supervised(spec, data, device)
