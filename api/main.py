@@ -18,7 +18,7 @@ from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
 from api.middleware import RequestMiddleware
-from api.routers import datasets, detect, health, jobs, models, predict, v2
+from api.routers import datasets, detect, generate, health, jobs, models, predict, v2
 from api.routes import hot_routes
 from services.config import Settings
 from services.data.store import DatasetStore
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     # The hot routes first: routing tries routes in order.
     app.include_router(predict.router)
     app.include_router(detect.router)
+    app.include_router(generate.router)
     app.include_router(v2.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)

@@ -19,6 +19,12 @@ class EpochPublic(BaseModel):
     val_loss: float | None
     metrics: dict[str, float]
     duration_s: float
+    image: str | None = Field(default=None, description="A GAN's epoch: where its PNG of the fixed latent batch's samples is.")
+
+
+class WarningPublic(BaseModel):
+    epoch: int = Field(description="The epoch that gave it.")
+    message: str
 
 
 class JobSummary(BaseModel):
@@ -46,17 +52,21 @@ class JobPublic(JobSummary):
     epoch: int = Field(description="The last finished epoch; 0 until the first ends.")
     epochs: int = Field(description="Epochs asked for.")
     history: list[EpochPublic]
+    warnings: list[WarningPublic] = Field(default_factory=list, description="What training noticed: a GAN's instability, "
+                                          "a non-finite loss.")  # fmt: skip
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
         summary = JobSummary.of(job).model_dump()
+        drawn = job.spec.get("kind") == "gan"  # every epoch of a GAN renders its fixed latent batch
         history = [
-            EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s)
+            EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s,
+                        image=f"/v1/jobs/{job.id}/epochs/{e.epoch}/image" if drawn else None)
             for e in job.history
-        ]
+        ]  # fmt: skip
         return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history,
                    cancel_requested=job.cancel_requested, lease_owner=job.lease_owner, heartbeat_at=job.heartbeat_at,
-                   checkpoint_epoch=job.checkpoint_epoch)  # fmt: skip
+                   checkpoint_epoch=job.checkpoint_epoch, warnings=[WarningPublic(**w) for w in job.warnings])  # fmt: skip
 
 
 class JobsPublic(BaseModel):
@@ -106,9 +116,11 @@ class VersionPublic(BaseModel):
     labels: list[str] | None
     preprocessing: dict[str, Any] | None  # the vocabulary itself is in the ONNX metadata and the artifact
     serving: dict[str, Any] | None
-    task: str | None = Field(default=None, description="classifier, regressor or autoencoder (which answers detect); "
-                             "null for an uploaded ONNX model")  # fmt: skip
+    task: str | None = Field(default=None, description="classifier, regressor, autoencoder (which answers detect) or generator "
+                             "(a GAN's, which answers generate); null for an uploaded ONNX model")  # fmt: skip
     anomaly: dict[str, Any] | None = Field(default=None, description="An autoencoder's reconstruction-error percentiles and threshold.")
+    generation: dict[str, Any] | None = Field(default=None, description="A generator's latent_dim, classes, labels, sample_shape "
+                                              "and value_range.")  # fmt: skip
     aliases: list[str]
     created_at: datetime
 
@@ -129,6 +141,7 @@ class VersionPublic(BaseModel):
             serving=v.serving,
             task=v.task,
             anomaly=v.anomaly,
+            generation=v.generation,
             aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,
         )

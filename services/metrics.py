@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 # Seconds; fine at the low end, where a predict on a small model lands.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+GAN_FIGURES = ("d_loss", "g_loss", "d_x", "d_g_z")  # what a GAN job reports per epoch, as kiln_gan_last_figure
 
 
 class JobsByStateCollector(Collector):
@@ -197,6 +198,14 @@ class WorkerMetrics:
             "kiln_training_last_loss", "The last epoch's loss, by split.", ["model", "split"], registry=self.registry,
             multiprocess_mode="mostrecent",
         )  # fmt: skip
+        self.gan_figure = Gauge(
+            "kiln_gan_last_figure", "A GAN's last epoch: d_loss, g_loss, and the discriminator's mean verdicts d_x = D(x) and "
+            "d_g_z = D(G(z)).", ["model", "figure"], registry=self.registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.warnings = Counter(
+            "kiln_training_warnings_total", "Warnings training gave its jobs (a GAN's stability, a non-finite loss).", ["model"],
+            registry=self.registry,
+        )  # fmt: skip
         self.gpu_memory = Gauge(
             "kiln_worker_gpu_memory_bytes", "CUDA memory allocated by a training process.", ["worker"], registry=self.registry,
             multiprocess_mode="mostrecent",
@@ -212,6 +221,9 @@ class WorkerMetrics:
         self.last_loss.labels(model, "train").set(metrics["loss"])
         if "val_loss" in metrics:
             self.last_loss.labels(model, "validation").set(metrics["val_loss"])
+        for figure in GAN_FIGURES:
+            if figure in metrics:
+                self.gan_figure.labels(model, figure).set(metrics[figure])
 
     def render(self) -> bytes:
         return exposition(self.registry, [])

@@ -49,6 +49,7 @@ class JobRow:
     dispatched_at: datetime | None = None
     checkpoint_epoch: int | None = None
     checkpoint_attempt: int | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     def may_move(self, target: JobState, *, only: JobState | None = None) -> bool:
         """The WHERE clause of a move, from the same table the SQL one is built from."""
@@ -72,6 +73,7 @@ class Tables:
 
     jobs: dict[uuid.UUID, JobRow] = field(default_factory=dict)
     epochs: dict[uuid.UUID, dict[int, EpochRecord]] = field(default_factory=dict)
+    images: dict[tuple[uuid.UUID, int], bytes | None] = field(default_factory=dict)  # job_epochs.image, read apart
     models: dict[str, datetime] = field(default_factory=dict)  # name -> created_at
     versions: dict[str, dict[int, ModelVersion]] = field(default_factory=dict)
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)

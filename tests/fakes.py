@@ -158,7 +158,8 @@ class FakeJobs:
     def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
         if job_id not in self.t.jobs or record.epoch in self.t.epochs.get(job_id, {}):
             raise _integrity(f"job_epochs ({job_id}, {record.epoch})")
-        self.t.epochs.setdefault(job_id, {})[record.epoch] = record
+        self.t.epochs.setdefault(job_id, {})[record.epoch] = replace(record, image=None)  # histories leave images out
+        self.t.images[(job_id, record.epoch)] = record.image
 
     def finish(self, job_id: uuid.UUID, *, state: JobState, error: str | None = None, version: int | None = None,
                from_state: JobState = JobState.RUNNING, attempt: int | None = None) -> bool:  # fmt: skip
@@ -174,6 +175,15 @@ class FakeJobs:
     def delete_epochs_after(self, job_id: uuid.UUID, epoch: int) -> None:
         kept = {e: r for e, r in self.t.epochs.get(job_id, {}).items() if e <= epoch}
         self.t.epochs[job_id] = kept
+        if (row := self.t.jobs.get(job_id)) is not None:
+            row.warnings = [w for w in row.warnings if w["epoch"] <= epoch]
+
+    def add_warnings(self, job_id: uuid.UUID, warnings: list[dict[str, Any]]) -> None:
+        row = self.t.jobs[job_id]
+        row.warnings = [*row.warnings, *copy.deepcopy(warnings)]
+
+    def epoch_image(self, job_id: uuid.UUID, epoch: int) -> bytes | None:
+        return self.t.images.get((job_id, epoch)) if epoch in self.t.epochs.get(job_id, {}) else None
 
 
 class FakeModels:

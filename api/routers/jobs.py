@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from api.deps import ContextDep
 from api.schemas import JobPublic, JobsPublic, JobSummary
 from services.registry.entities import JobState
 from services.spec import Budget, JobSpec
-from services.usecases.jobs import cancel_job, get_job, list_jobs, submit_job
+from services.usecases.jobs import cancel_job, epoch_image, get_job, list_jobs, submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -69,19 +69,23 @@ def _event(name: str, data: object) -> bytes:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
 async def stream_job_events(job_id: uuid.UUID, request: Request, ctx: ContextDep) -> StreamingResponse:
-    """Server-Sent Events: `epoch` per finished epoch, `state` on each change, then `end` with the job; the stream then closes.
+    """Server-Sent Events: `epoch` per finished epoch, `warning` per warning, `state` on each change, then `end` with the job;
+    the stream then closes.
 
     Progress is read from SQL, so it works with any broker and any number of API replicas.
     """
     await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
-        sent, state = 0, None
+        sent, warned, state = 0, 0, None
         while True:
             job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
-            for epoch in JobPublic.of(job).history[sent:]:
+            public = JobPublic.of(job)
+            for epoch in public.history[sent:]:
                 yield _event("epoch", epoch.model_dump())
-            sent = len(job.history)
+            for warning in public.warnings[warned:]:
+                yield _event("warning", warning.model_dump())
+            sent, warned = len(job.history), len(job.warnings)
             if job.state != state:
                 state = job.state
                 yield _event("state", {"state": state, "error": job.error, "version": job.version})
@@ -93,3 +97,10 @@ async def stream_job_events(job_id: uuid.UUID, request: Request, ctx: ContextDep
             await asyncio.sleep(ctx.settings.events_poll_s)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/epochs/{epoch}/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def read_epoch_image(job_id: uuid.UUID, epoch: Annotated[int, Path(ge=1, le=10_000)], ctx: ContextDep) -> Response:
+    """A GAN's epoch: its generator's samples of the fixed latent batch, rendered as a PNG grid (the same z every epoch)."""
+    image = epoch_image(job_id, epoch, uow_factory=ctx.uow_factory)
+    return Response(image, media_type="image/png", headers={"Cache-Control": "max-age=86400, immutable"})

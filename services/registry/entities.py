@@ -26,6 +26,7 @@ class EpochRecord:
     val_loss: float | None
     metrics: dict[str, float]
     duration_s: float
+    image: bytes | None = None  # a GAN's fixed latent batch as a PNG grid (written; histories read leave it out)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Job:
     heartbeat_at: datetime | None = None
     checkpoint_epoch: int | None = None
     checkpoint_attempt: int | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # [{"epoch": n, "message": ...}], in order
 
     @property
     def epoch(self) -> int:
@@ -91,12 +93,13 @@ class NewVersion:
     serving: dict[str, Any] | None = None  # batching overrides: max_batch_size, max_queue_delay_ms
     task: str | None = None  # what serving does with it: classifier, regressor, autoencoder (None: an upload, or older)
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error percentiles and threshold
+    generation: dict[str, Any] | None = None  # a GAN generator's latent_dim, classes, labels, sample_shape, value_range
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
 VERSION_FIELDS = (
     "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
-    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly",
+    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly", "generation",
 )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         heartbeat_at=row.heartbeat_at,
         checkpoint_epoch=row.checkpoint_epoch,
         checkpoint_attempt=row.checkpoint_attempt,
+        warnings=list(row.warnings or []),
     )
 
 
@@ -208,6 +209,7 @@ class JobRepository:
                 metrics=record.metrics,
                 duration_s=record.duration_s,
                 created_at=utcnow(),
+                image=record.image,
             )
         )
 
@@ -233,4 +235,20 @@ class JobRepository:
         return result.rowcount == 1  # type: ignore[attr-defined]
 
     def delete_epochs_after(self, job_id: uuid.UUID, epoch: int) -> None:
+        """Forget the epochs after `epoch`, and the warnings they gave (a resumed attempt runs them again)."""
         self.session.execute(delete(JobEpochRow).where(JobEpochRow.job_id == job_id, JobEpochRow.epoch > epoch))
+        warnings = self.session.scalar(select(JobRow.warnings).where(JobRow.id == job_id))
+        if warnings:
+            kept = [w for w in warnings if w["epoch"] <= epoch]
+            self.session.execute(update(JobRow).where(JobRow.id == job_id).values(warnings=kept or None))
+
+    def add_warnings(self, job_id: uuid.UUID, warnings: list[dict[str, Any]]) -> None:
+        """Append `[{"epoch", "message"}]` to the job's warnings."""
+        if not warnings:
+            return
+        current = self.session.scalar(select(JobRow.warnings).where(JobRow.id == job_id)) or []
+        self.session.execute(update(JobRow).where(JobRow.id == job_id).values(warnings=[*current, *warnings]))
+
+    def epoch_image(self, job_id: uuid.UUID, epoch: int) -> bytes | None:
+        """The PNG a GAN's epoch rendered of its fixed latent batch, or None."""
+        return self.session.scalar(select(JobEpochRow.image).where(JobEpochRow.job_id == job_id, JobEpochRow.epoch == epoch))

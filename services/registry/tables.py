@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -76,6 +77,7 @@ class JobRow(Base):
     dispatched_at: Mapped[datetime | None]  # when its message was last sent to the broker
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)  # the epoch its last checkpoint holds
     checkpoint_attempt: Mapped[int | None] = mapped_column(Integer)  # the attempt that wrote it (one file per attempt)
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # [{"epoch", "message"}]: a GAN's stability, divergence
 
 
 class JobEpochRow(Base):
@@ -88,6 +90,7 @@ class JobEpochRow(Base):
     metrics: Mapped[dict[str, Any]]
     duration_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # a GAN's fixed latent batch as a PNG grid
 
 
 class ModelRow(Base):
@@ -120,6 +123,7 @@ class ModelVersionRow(Base):
     serving: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # per-version batching overrides
     task: Mapped[str | None] = mapped_column(String(32))  # classifier, regressor, autoencoder; None for uploads
     anomaly: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # an autoencoder's error percentiles and threshold
+    generation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a GAN generator's latent_dim, classes, sample shape
     created_at: Mapped[datetime]
 
 

@@ -40,7 +40,7 @@ def check_gan_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
     wanted = (gan.latent_dim + classes,)
     if generator.inputs[0].shape != wanted:
         why = f"latent_dim {gan.latent_dim} + {classes} classes, one-hot" if classes else f"latent_dim {gan.latent_dim}"
-        raise InvalidSpec(f"the generator takes z: its input shape must be {show(wanted)} ({why}), not {show(generator.inputs[0].shape)}",
+        raise InvalidSpec(f"the generator takes z: its input_shape must be {list(wanted)} ({why}), not {list(generator.inputs[0].shape)}",
                           field=_input_field(gan.generator.inputs is None, "model.generator"))  # fmt: skip
     sample = generator.output.shape
     if math.prod(sample) != dataset.n_features:
@@ -51,8 +51,8 @@ def check_gan_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
         )
     expected = discriminator_input(sample, classes)
     if discriminator.inputs[0].shape != expected:
-        why = f" (the generator's {show(sample)} with {classes} class channels)" if classes else " (the generator's samples)"
-        raise InvalidSpec(f"the discriminator reads {show(expected)}{why}, but its input shape is {show(discriminator.inputs[0].shape)}",
+        why = f" (the generator's {list(sample)} with {classes} one-hot class values appended)" if classes else " (the generator's samples)"
+        raise InvalidSpec(f"the discriminator reads {list(expected)}{why}, but its input_shape is {list(discriminator.inputs[0].shape)}",
                           field=_input_field(gan.discriminator.inputs is None, "model.discriminator"))  # fmt: skip
     _check_logit(discriminator)
 
@@ -85,12 +85,12 @@ def _check_options(spec: JobSpec, dataset: DatasetInfo) -> None:
         raise InvalidSpec(f"a conditional GAN draws samples of a class; '{dataset.name}' has no classes", field="model.conditional")
     refused = {
         "data.validation_split": (data.validation_split > 0, "a GAN has no validation loss: drop data.validation_split"),
-        "data.normalization": (data.normalization != "none", "a generator draws in the dataset's own range: drop data.normalization"),
+        "data.normalization": (data.normalization != "none", "a generator draws in the data's own range: drop data.normalization"),
         "data.augmentation": (data.augmentation is not None, "data.augmentation applies to supervised jobs"),
         "data.noise": (data.noise is not None, "data.noise applies to autoencoders"),
-        "training.loss": (training.loss != "binary_crossentropy", "a GAN trains on the non-saturating binary cross-entropy: drop training.loss"),
+        "training.loss": (training.loss != "binary_crossentropy", "a GAN trains on the non-saturating cross-entropy: drop training.loss"),
         "training.early_stopping": (training.early_stopping is not None, "a GAN has no loss to stop on: drop training.early_stopping"),
-        "training.lr_schedule": (training.lr_schedule.name != "constant", "a GAN trains at a constant learning rate: drop training.lr_schedule"),
+        "training.lr_schedule": (training.lr_schedule.name != "constant", "a GAN trains at constant rates: drop training.lr_schedule"),
         "training.metrics": (training.metrics is not None, "a GAN reports d_loss, g_loss, d_x and d_g_z: drop training.metrics"),
         "training.anomaly": (training.anomaly is not None, 'training.anomaly applies to "kind": "autoencoder"'),
     }  # fmt: skip

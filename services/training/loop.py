@@ -102,7 +102,11 @@ class Trainer(Protocol):
 
 
 class Diverged(RuntimeError):
-    pass
+    """A loss went non-finite: training cannot go on from there."""
+
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class Stopped(RuntimeError):
@@ -154,7 +158,7 @@ def _train_epoch(trainer: Trainer, data: Split, options: FitOptions, epoch: int)
     bad = torch.nonzero(~torch.isfinite(figures))
     if len(bad):
         row, column = (int(i) for i in bad[0])
-        raise Diverged(f"diverged at epoch {epoch}, batch {row + 1}: {_the(trainer.figures[column])} is not finite")
+        raise Diverged(f"diverged at epoch {epoch}, batch {row + 1}: {_the(trainer.figures[column])} is not finite", epoch)
     counts = torch.full((len(figures), 1), float(size), device=figures.device)
     counts[-1] = n - size * (len(figures) - 1)
     means = (figures * counts).sum(dim=0) / n

@@ -31,6 +31,7 @@ class TrainingOutcome:
     preprocessing: dict[str, Any] | None = None  # what predict does to raw inputs (text models)
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error threshold (training.anomaly)
     task: str | None = None  # what serving does with the version (the kind's task)
+    generation: dict[str, Any] | None = None  # a GAN generator's: latent_dim, classes, sample shape and range
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def train_and_export(
         "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": export_seconds,
         "onnx_parity_max_abs_diff": exported.parity_max_abs_diff,
     }  # fmt: skip
-    return TrainingOutcome(history, metrics, exported.labels, exported.preprocessing, exported.anomaly, kind.task)
+    return TrainingOutcome(history, metrics, exported.labels, exported.preprocessing, exported.anomaly, kind.task,
+                           exported.generation)  # fmt: skip
 
 
 def _checkpointer(path: Path, kind: JobKind, shuffle: torch.Generator, done: list[EpochResult]) -> Callable[[EpochResult], None]:

@@ -135,6 +135,19 @@ def get_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
     return job
 
 
+def epoch_image(job_id: uuid.UUID, epoch: int, *, uow_factory: UowFactory) -> bytes:
+    """The PNG a GAN job's epoch rendered; NotFound naming what is missing."""
+    with uow_factory() as uow:
+        job = uow.jobs.get(job_id, with_history=False)
+        image = uow.jobs.epoch_image(job_id, epoch) if job is not None else None
+    if job is None:
+        raise NotFound(f"no job with id {job_id}", field="job_id")
+    if image is None:
+        what = "is not a GAN" if job.spec.get("kind") != "gan" else f"has not rendered epoch {epoch}"
+        raise NotFound(f"job {job_id} {what}: no image", field="epoch")
+    return image
+
+
 def list_jobs(*, uow_factory: UowFactory, limit: int, offset: int, state: JobState | None) -> tuple[list[Job], int]:
     with uow_factory() as uow:
         return uow.jobs.page(limit=limit, offset=offset, state=state)

@@ -37,13 +37,15 @@ def keras_architecture(name: str, version: int, *, uow_factory: UowFactory) -> d
     """The version's architecture as Keras 3 `model.to_json()` writes it, for `keras.models.model_from_json`.
 
     The stored spec is read as the job read it (a version trained before layers had names gets the same
-    automatic names its training did). An uploaded ONNX file, or a layer Keras has no class for, is a Conflict.
+    automatic names its training did); a GAN's version gives its generator's. An uploaded ONNX file, or a layer Keras
+    has no class for, is a Conflict.
     """
     found = get_version(name, version, uow_factory=uow_factory)
     if not found.spec:
         raise Conflict(f"version {version} of '{name}' was uploaded as ONNX: it has no Keras architecture", field="version")
+    spec = found.spec["generator"] if found.task == "generator" else found.spec  # a GAN's version is its generator
     try:
-        return model_to_keras(ModelSpec.model_validate(found.spec))
+        return model_to_keras(ModelSpec.model_validate(spec))
     except InvalidSpec as err:
         raise Conflict(f"version {version} of '{name}' cannot be written as Keras JSON: {err.message}", field="version") from None
 

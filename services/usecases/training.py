@@ -129,17 +129,21 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if readable else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, KilnError | Diverged | OutOfTime):
             log.error("job %s attempt %d raised", job_id, attempt, exc_info=True, extra=event)
-        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason, event=event)
+        warnings = _warnings(exc.epoch, [reason]) if isinstance(exc, Diverged) else []  # the job is told, as of other warnings
+        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason, event=event, warnings=warnings)
         return
     remove_job_files(ctx.checkpoints, job_id)
     log.info("job %s succeeded: %s version %d", job_id, job.model_name, version, extra=event | {"state": "succeeded", "version": version})
     _count(ctx, "succeeded")
 
 
-def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str, event: dict[str, Any]) -> None:
+def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str, event: dict[str, Any],
+         warnings: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
     """End the job as `state` if this attempt still holds it; an attempt taken back meanwhile ends nothing."""
     with ctx.uow_factory() as uow:
         ended = uow.jobs.finish(job_id, state=state, error=error, attempt=attempt)
+        if ended and warnings:
+            uow.jobs.add_warnings(job_id, warnings)
         uow.commit()
     if not ended:
         log.warning("job %s attempt %d: %s, but the job was no longer this attempt's", job_id, attempt, error, extra=event)
@@ -209,6 +213,7 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
         for result in checkpoint.history(state) if state else []:
             if result.epoch not in recorded:
                 uow.jobs.add_epoch(job_id, _epoch_record(result))
+                uow.jobs.add_warnings(job_id, _warnings(result.epoch, result.warnings))
         uow.commit()
     if state:
         log.info("job %s attempt %d resumes after epoch %d", job_id, attempt, epoch, extra={"job_id": str(job_id), "epoch": epoch})
@@ -253,7 +258,12 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
 
 
 def _epoch_record(result: EpochResult) -> EpochRecord:
-    return EpochRecord(result.epoch, result.metrics["loss"], result.metrics.get("val_loss"), result.metrics, result.duration_s)
+    metrics = result.metrics
+    return EpochRecord(result.epoch, metrics["loss"], metrics.get("val_loss"), metrics, result.duration_s, result.image)
+
+
+def _warnings(epoch: int, messages: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    return [{"epoch": epoch, "message": message} for message in messages]
 
 
 def _record_epoch(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext) -> None:
@@ -263,11 +273,16 @@ def _record_epoch(job_id: uuid.UUID, attempt: int, model_name: str, result: Epoc
         if not uow.jobs.set_checkpoint(job_id, attempt, result.epoch):
             raise LeaseLost(f"attempt {attempt} no longer holds the job")
         uow.jobs.add_epoch(job_id, _epoch_record(result))
+        uow.jobs.add_warnings(job_id, _warnings(result.epoch, result.warnings))
         uow.commit()
+    for warning in result.warnings:
+        log.warning("job %s epoch %d: %s", job_id, result.epoch, warning, extra={"job_id": str(job_id), "epoch": result.epoch})
     event = {"job_id": str(job_id), "epoch": result.epoch, "loss": metrics["loss"], "val_loss": metrics.get("val_loss")}
     log.info("job %s epoch %d loss %.4f val_loss %s", job_id, result.epoch, metrics["loss"], metrics.get("val_loss"), extra=event)
     if ctx.metrics is not None:
         ctx.metrics.epoch(model_name, seconds=result.duration_s, samples=result.samples, metrics=metrics)
+        if result.warnings:
+            ctx.metrics.warnings.labels(model_name).inc(len(result.warnings))
         if ctx.device.type == "cuda":
             _gpu_figures(ctx)
 
@@ -314,5 +329,6 @@ def _register(
         preprocessing=outcome.preprocessing,
         task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
+        generation=outcome.generation,
     )
     return register_version(new, uow_factory=ctx.uow_factory, job_attempt=attempt)

@@ -32,6 +32,7 @@ class Exported:
     labels: list[str] | None = None  # class names in output order
     preprocessing: dict[str, Any] | None = None  # what serving does to raw inputs first (text models)
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error threshold
+    generation: dict[str, Any] | None = None  # a generator's latent size, classes, sample shape and range
     figures: dict[str, float] = field(default_factory=dict)  # measured while exporting (an anomaly's share, ...)
 
 
