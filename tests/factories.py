@@ -36,11 +36,18 @@ def gan_body(*, conditional: bool = False, epochs: int = 3, **sections: Any) -> 
         "model": {
             "latent_dim": 8,
             "conditional": conditional,
-            "generator": {"input_shape": [8 + classes], "layers": [
-                {"type": "Dense", "units": 32, "activation": "leaky_relu"}, {"type": "Dense", "units": 64}]},
-            "discriminator": {"input_shape": [64 + classes], "layers": [
-                {"type": "Dense", "units": 32, "activation": "leaky_relu"}, {"type": "Dropout", "rate": 0.2},
-                {"type": "Dense", "units": 1}]},
+            "generator": {
+                "input_shape": [8 + classes],
+                "layers": [{"type": "Dense", "units": 32, "activation": "leaky_relu"}, {"type": "Dense", "units": 64}],
+            },
+            "discriminator": {
+                "input_shape": [64 + classes],
+                "layers": [
+                    {"type": "Dense", "units": 32, "activation": "leaky_relu"},
+                    {"type": "Dropout", "rate": 0.2},
+                    {"type": "Dense", "units": 1},
+                ],
+            },
         },  # fmt: skip
         "data": {"dataset": "digits"},
         "training": {"optimizer": {"name": "adam", "learning_rate": 0.002, "beta_1": 0.5}, "epochs": epochs, "batch_size": 64},

@@ -65,6 +65,8 @@ def test_training_failure_leaves_a_readable_error_and_nothing_else(ctx: WorkerCo
     run_job(job_id, ctx)
     job = get_job(job_id, uow_factory=ctx.uow_factory)
     assert job.state == JobState.FAILED and job.error is not None and job.error.startswith("diverged at epoch")
+    (warning,) = job.warnings  # a non-finite loss is one of the warnings a job gives
+    assert warning["message"] == job.error and warning["epoch"] == int(job.error.split()[3].rstrip(","))
     with ctx.uow_factory() as uow:
         assert uow.models.summaries() == []
     assert _artifact_files(ctx) == []

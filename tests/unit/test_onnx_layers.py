@@ -126,7 +126,11 @@ def test_layer_exports_with_parity(name: str, input_shape: list[int], layers: li
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_model_exports_with_parity(example: Path, tmp_path: Path) -> None:
     spec = JobSpec.model_validate(json.loads(example.read_text()))
-    _check(spec.model, tmp_path, fuse=not spec.training.is_regression)
+    if spec.kind == "gan":  # both of a GAN's networks; the discriminator's sigmoid, if any, is lifted as a classifier's
+        _check(spec.gan.generator, tmp_path)
+        _check(spec.gan.discriminator, tmp_path, fuse=True)
+        return
+    _check(spec.network, tmp_path, fuse=not spec.training.is_regression)
 
 
 def test_every_layer_type_has_a_parity_case() -> None:
