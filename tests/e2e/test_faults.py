@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import migrate, postgres_database
 from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
 from tests.e2e.private_postgres import private_postgres
-from tests.factories import job_body, tiny_job
+from tests.factories import gan_body, job_body, tiny_job
 
 FAST_RECOVERY = {"job_heartbeat_s": "0.5", "job_stale_after_s": "3", "sweep_interval_s": "0.5", "redispatch_after_s": "2",
                  "max_attempts": "3"}  # fmt: skip
@@ -129,6 +129,29 @@ def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_check
         assert job["history"][:kept] == killed_at["history"][:kept]
         assert f"resumes after epoch {kept}" in stack.logs(tail=10**8)
         _one_version_each(client, [job])
+
+
+def test_a_killed_gan_job_resumes_bit_for_bit(stack_on: Any, redis_url: str) -> None:
+    """Both networks, both optimizers and the latent generator come back: the generator it registers is, byte for byte,
+    the one an uninterrupted run of the same job registers."""
+    stack = stack_on(redis_url)
+    body = gan_body(epochs=60, training={"batch_size": 16, "label_noise": 0.1, "label_smoothing": 0.1})
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
+        job_id = client.post("/v1/jobs", json=body | {"model_name": "killed-gan"}).json()["id"]
+        _wait(client, job_id, lambda j: j["epoch"] >= 3)
+        stack.kill_worker()
+        killed_at = _job(client, job_id)
+        assert killed_at["state"] == "running" and killed_at["epoch"] < 60
+        stack.start_worker()
+        job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=240)
+        assert job["state"] == "succeeded" and job["attempt"] == 2, (job["error"], stack.logs())
+        whole = wait_for_job(client, client.post("/v1/jobs", json=body | {"model_name": "whole-gan"}).headers["location"], timeout=240)
+        assert whole["state"] == "succeeded", whole["error"]
+        resumed = client.get(f"/v1/models/killed-gan/versions/{job['version']}").json()
+        uninterrupted = client.get(f"/v1/models/whole-gan/versions/{whole['version']}").json()
+    assert f"resumes after epoch {killed_at['checkpoint_epoch']}" in stack.logs(tail=10**8)
+    assert [e["metrics"] for e in job["history"]] == [e["metrics"] for e in whole["history"]]
+    assert resumed["artifact"]["sha256"] == uninterrupted["artifact"]["sha256"]
 
 
 def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: Any, tmp_path: Path) -> None:
