@@ -12,7 +12,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
-from services.errors import Conflict, InvalidDataset, InvalidInput, InvalidSpec, KilnError, NotFound, PayloadTooLarge, Unavailable
+from services.errors import (
+    Conflict,
+    InvalidDataset,
+    InvalidInput,
+    InvalidSpec,
+    KilnError,
+    NotAcceptable,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
 from services.spec.job import MODEL_TAGS
 
@@ -24,6 +34,7 @@ _STATUS: dict[type[KilnError], int] = {
     InvalidInput: 422,
     InvalidDataset: 422,
     PayloadTooLarge: 413,
+    NotAcceptable: 406,
     Unavailable: 503,
 }
 

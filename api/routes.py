@@ -57,6 +57,10 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", f"{_M}/versions/{{version}}/detect", PREDICT),
     RouteSpec("POST", f"{_M}/aliases/{{alias}}/detect", PREDICT),
     RouteSpec("POST", f"{_M}/detect", PREDICT),
+    # A GAN generator's samples.
+    RouteSpec("POST", f"{_M}/versions/{{version}}/generate", PREDICT),
+    RouteSpec("POST", f"{_M}/aliases/{{alias}}/generate", PREDICT),
+    RouteSpec("POST", f"{_M}/generate", PREDICT),
     # The Open Inference Protocol v2.
     RouteSpec("GET", "/v2", METADATA),
     RouteSpec("GET", "/v2/health/live", PUBLIC),
@@ -72,6 +76,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/jobs", READ),
     RouteSpec("GET", "/v1/jobs/{job_id}", READ),
     RouteSpec("GET", "/v1/jobs/{job_id}/events", READ),
+    RouteSpec("GET", "/v1/jobs/{job_id}/epochs/{epoch}/image", READ),
     RouteSpec("POST", "/v1/jobs/{job_id}/cancel", TRAIN),
     # Datasets.
     RouteSpec("POST", "/v1/datasets", TRAIN, capped=False),

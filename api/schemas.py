@@ -58,10 +58,9 @@ class JobPublic(JobSummary):
     @classmethod
     def of(cls, job: Job) -> JobPublic:
         summary = JobSummary.of(job).model_dump()
-        drawn = job.spec.get("kind") == "gan"  # every epoch of a GAN renders its fixed latent batch
         history = [
             EpochPublic(epoch=e.epoch, loss=e.train_loss, val_loss=e.val_loss, metrics=e.metrics, duration_s=e.duration_s,
-                        image=f"/v1/jobs/{job.id}/epochs/{e.epoch}/image" if drawn else None)
+                        image=f"/v1/jobs/{job.id}/epochs/{e.epoch}/image" if e.drawn else None)
             for e in job.history
         ]  # fmt: skip
         return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history,

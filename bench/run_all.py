@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["train_loop.py", "keras_parity.py", "export_time.py", "job_latency.py", "big_dataset.py", "serve.py", "load.py"]
+BENCHMARKS = [
+    "train_loop.py",
+    "keras_parity.py",
+    "generative.py",
+    "export_time.py",
+    "job_latency.py",
+    "big_dataset.py",
+    "serve.py",
+    "load.py",
+]
 
 if __name__ == "__main__":
     failed = 0

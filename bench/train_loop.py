@@ -63,10 +63,10 @@ def kiln(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 def compare(example: str) -> float:
     spec = JobSpec.model_validate(json.loads((ROOT / "examples" / f"{example}.json").read_text()))
     data = load_builtin(spec.data.dataset)
-    x = torch.from_numpy(data.x_train).reshape(len(data.x_train), *spec.model.input_shapes[0])
+    x = torch.from_numpy(data.x_train).reshape(len(data.x_train), *spec.network.input_shapes[0])
     y = torch.from_numpy(data.y_train)
     torch.manual_seed(0)
-    network = build_network(spec.model, fuse_output_activation=True)
+    network = build_network(spec.network, fuse_output_activation=True)
     # The hand-written loop trains the layers as a plain nn.Sequential; Kiln's trains what a job runs: the named graph.
     models = {"hand-written": torch.nn.Sequential(*network.body), "kiln": network.trainable()}
     times: dict[str, list[float]] = {"hand-written": [], "kiln": []}

@@ -34,6 +34,12 @@ class InvalidInput(KilnError):
     code = "invalid_input"
 
 
+class NotAcceptable(KilnError):
+    """The response cannot be given in the media type the request accepts."""
+
+    code = "not_acceptable"
+
+
 class InvalidDataset(KilnError):
     """An upload Kiln cannot read; `field` names the row, column or file."""
 

@@ -158,7 +158,7 @@ class FakeJobs:
     def add_epoch(self, job_id: uuid.UUID, record: EpochRecord) -> None:
         if job_id not in self.t.jobs or record.epoch in self.t.epochs.get(job_id, {}):
             raise _integrity(f"job_epochs ({job_id}, {record.epoch})")
-        self.t.epochs.setdefault(job_id, {})[record.epoch] = replace(record, image=None)  # histories leave images out
+        self.t.epochs.setdefault(job_id, {})[record.epoch] = replace(record, image=None, drawn=record.image is not None)
         self.t.images[(job_id, record.epoch)] = record.image
 
     def finish(self, job_id: uuid.UUID, *, state: JobState, error: str | None = None, version: int | None = None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiContext, context
 from services.registry.entities import MAX_VERSION, ModelVersion
-from services.usecases.generate import MAX_SAMPLES, generation_of, latent_feeds, samples_png
+from services.usecases.generate import MAX_SAMPLES, check_size, generation_of, latent_feeds, samples_png, wants_png
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
@@ -45,15 +47,21 @@ async def _generate(request: Request, body: GenerateRequest, ctx: ApiContext, ve
 
 async def _generate_counted(request: Request, body: GenerateRequest, ctx: ApiContext, version: ModelVersion,
                             generation: dict[str, Any]) -> Response:  # fmt: skip
+    check_size(generation, body.n)
+    png = wants_png(request.headers.get("accept", ""), generation)  # before inference: a 406 costs nothing
     feeds, seed, labels = latent_feeds(generation, body.n, body.seed, body.labels)
     await ctx.predictor.model_async(version)
     result = await ctx.predictor.infer(version, feeds)
     ctx.metrics.observe_inference(version, result)
     samples = result.outputs[0]
-    if "image/png" in request.headers.get("accept", ""):
-        return Response(samples_png(generation, samples), media_type="image/png", headers={"X-Kiln-Seed": str(seed)})
-    payload = {"model": version.model_name, "version": version.version, "seed": seed, "labels": labels, "outputs": samples.tolist()}
-    return Response(orjson.dumps(payload), media_type="application/json")
+    if png:
+        image = await run_in_threadpool(samples_png, generation, samples)
+        return Response(image, media_type="image/png", headers={"X-Kiln-Seed": str(seed)})
+    payload = {"model": version.model_name, "version": version.version, "seed": seed, "labels": labels}
+    body_bytes = await run_in_threadpool(
+        lambda: orjson.dumps(payload | {"outputs": np.ascontiguousarray(samples)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+    return Response(body_bytes, media_type="application/json")
 
 
 @router.post("/{name}/generate", response_model=GenerateResponse, responses=PNG)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ class EpochRecord:
     metrics: dict[str, float]
     duration_s: float
     image: bytes | None = None  # a GAN's fixed latent batch as a PNG grid (written; histories read leave it out)
+    drawn: bool = False  # read: whether the epoch has an image (GET /v1/jobs/{id}/epochs/{n}/image)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
     )
 
 
-def _epoch(row: JobEpochRow) -> EpochRecord:
-    return EpochRecord(row.epoch, row.train_loss, row.val_loss, row.metrics, row.duration_s)
+def _epoch(row: JobEpochRow, drawn: bool) -> EpochRecord:
+    return EpochRecord(row.epoch, row.train_loss, row.val_loss, row.metrics, row.duration_s, drawn=drawn)
 
 
 def _may_move(target: JobState, *, only: JobState | None = None) -> ColumnElement[bool]:
@@ -87,8 +87,9 @@ class JobRepository:
         return _job(row, self.history(job_id) if with_history else [])
 
     def history(self, job_id: uuid.UUID) -> list[EpochRecord]:
-        rows = self.session.scalars(select(JobEpochRow).where(JobEpochRow.job_id == job_id).order_by(JobEpochRow.epoch))
-        return [_epoch(r) for r in rows]
+        drawn = JobEpochRow.image.is_not(None)  # the image itself stays in the database (a deferred column)
+        rows = self.session.execute(select(JobEpochRow, drawn).where(JobEpochRow.job_id == job_id).order_by(JobEpochRow.epoch))
+        return [_epoch(row, bool(has_image)) for row, has_image in rows]
 
     def page(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
         query = select(JobRow)

@@ -65,14 +65,15 @@ def footprints(spec: JobSpec) -> list[Footprint]:
     discriminator's layers follow its generator's, both being in memory at once)."""
     running: list[Footprint] = []
     batch = spec.training.batch_size
-    for model, field, optimizer in networks(spec):
+    for position, (model, field, optimizer) in enumerate(networks(spec)):
+        batch_values = batch * (2 if position == 1 else 1)  # a discriminator step holds a real and a generated batch
         base = running[-1] if running else Footprint(0, 0)
         values_per_parameter = 2 + optimizer_state_copies(optimizer)  # the weight, its gradient, the state
         with fields_under(field):
             layers = infer_layers(model)
         parameters = list(accumulate(layer.parameters for layer in layers))
         activations = list(accumulate((layer.activations for layer in layers), initial=resolve(model).input_values))[1:]
-        running += [Footprint(base.parameters + p, base.memory_bytes + BYTES_PER_VALUE * (p * values_per_parameter + a * batch))
+        running += [Footprint(base.parameters + p, base.memory_bytes + BYTES_PER_VALUE * (p * values_per_parameter + a * batch_values))
                     for p, a in zip(parameters, activations, strict=True)]  # fmt: skip
     return running
 

@@ -7,12 +7,10 @@ of the discriminator's input. Every mismatch is a 422 naming the network and the
 
 from __future__ import annotations
 
-import math
-
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
 from services.spec.base import Shape, fields_under, show
-from services.spec.graph import Graph, resolve
+from services.spec.graph import Graph, Node, resolve
 from services.spec.job import JobSpec
 
 
@@ -27,6 +25,8 @@ def discriminator_input(sample: Shape, classes: int) -> Shape:
 
 
 def check_gan_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
+    from services.spec.shapes import check_trainable  # shapes imports this module
+
     _check_options(spec, dataset)
     gan = spec.gan
     classes = sample_classes(spec, dataset)
@@ -37,16 +37,21 @@ def check_gan_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
     for graph, field, name in ((generator, "model.generator", "generator"), (discriminator, "model.discriminator", "discriminator")):
         if len(graph.inputs) != 1 or graph.inputs[0].dtype != "float32" or len(graph.outputs) != 1:
             raise InvalidSpec(f"the {name} takes one input of numbers and has one output", field=f"{field}.inputs")
+        with fields_under(field):
+            check_trainable(graph)
+        _check_unpenalized(graph, field, name)
     wanted = (gan.latent_dim + classes,)
     if generator.inputs[0].shape != wanted:
         why = f"latent_dim {gan.latent_dim} + {classes} classes, one-hot" if classes else f"latent_dim {gan.latent_dim}"
         raise InvalidSpec(f"the generator takes z: its input_shape must be {list(wanted)} ({why}), not {list(generator.inputs[0].shape)}",
                           field=_input_field(gan.generator.inputs is None, "model.generator"))  # fmt: skip
     sample = generator.output.shape
-    if math.prod(sample) != dataset.n_features:
+    features = tuple(dataset.feature_shape)
+    if sample not in (features, (*features, 1), (dataset.n_features,)):
+        layouts = " or ".join(str(list(s)) for s in dict.fromkeys([features, (*features, 1), (dataset.n_features,)]))
         raise InvalidSpec(
-            f"the generator outputs {show(sample)} ({math.prod(sample)} values) but '{dataset.name}' samples hold "
-            f"{dataset.n_features} {tuple(dataset.feature_shape)}: end it with that many values, e.g. Reshape",
+            f"the generator outputs {list(sample)} but '{dataset.name}' samples are {list(features)}: end it with {layouts} "
+            "(channels last, e.g. Reshape)",
             field=f"model.generator.{generator.output.field.removeprefix('model.')}",
         )
     expected = discriminator_input(sample, classes)
@@ -61,6 +66,17 @@ def _input_field(sequential: bool, prefix: str) -> str:
     return f"{prefix}.input_shape" if sequential else f"{prefix}.inputs[0].shape"
 
 
+def _check_unpenalized(graph: Graph, field: str, name: str) -> None:
+    """A GAN's steps add no regularizer penalty and apply no constraint: refused rather than silently dropped."""
+    for node in graph.by_index():
+        layer = getattr(node.layer, "layer", node.layer)
+        for argument in ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "embeddings_regularizer",
+                         "activity_regularizer", "kernel_constraint"):  # fmt: skip
+            if getattr(layer, argument, None) is not None or getattr(node.layer, argument, None) is not None:
+                raise InvalidSpec(f"the {name}'s layer '{node.name}' has {argument}: GANs train without regularizers or "
+                                  "constraints", field=f"{field}.{node.field.removeprefix('model.')}.{argument}")  # fmt: skip
+
+
 def _check_logit(discriminator: Graph) -> None:
     from services.spec.shapes import output_activation
 
@@ -69,6 +85,8 @@ def _check_logit(discriminator: Graph) -> None:
     if output.shape != (1,):
         raise InvalidSpec(f"the discriminator maps a sample to one logit: it outputs {show(output.shape)}; end it with Dense(1)",
                           field=field)  # fmt: skip
+    if output_activation(output.layer) == "linear" and any(output_activation(n.layer) == "sigmoid" for n in _before(discriminator)):
+        raise InvalidSpec("the discriminator's sigmoid must be its last layer's activation (or left out, for a logit)", field=field)
     if output_activation(output.layer) not in ("linear", "sigmoid"):
         raise InvalidSpec(f"the discriminator's last activation is '{output_activation(output.layer)}': use none (a logit) or sigmoid",
                           field=field)  # fmt: skip
@@ -106,3 +124,16 @@ def check_not_gan_options(spec: JobSpec) -> None:
                        ("label_smoothing", training.label_smoothing > 0), ("label_noise", training.label_noise > 0)):  # fmt: skip
         if bad:
             raise InvalidSpec(f'training.{field} trains a GAN\'s discriminator: set "kind": "gan"', field=f"training.{field}")
+
+
+def _before(graph: Graph) -> list[Node]:
+    """The layers that pass straight through to the output (Dropout, linear Activation), and the one before them."""
+    from services.spec.layers_core import ActivationLayer, DropoutLayer
+
+    node, chain = graph.output, []
+    while isinstance(node.layer, DropoutLayer) or (isinstance(node.layer, ActivationLayer) and node.layer.activation == "linear"):
+        if node.sources[0] in [i.name for i in graph.inputs]:
+            break
+        node = graph.node(node.sources[0])
+        chain.append(node)
+    return chain

@@ -87,7 +87,7 @@ def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape
         return infer_shapes(spec.network)
     check_not_gan_options(spec)
     graph = resolve(spec.network)
-    _check_trainable(graph)
+    check_trainable(graph)
     _check_input(spec, dataset, graph)
     _check_loss(spec, dataset, graph)
     _check_monitors(spec)
@@ -99,7 +99,7 @@ def _input_field(spec: JobSpec) -> str:
     return "model.input_shape" if spec.network.inputs is None else "model.inputs[0].shape"
 
 
-def _check_trainable(graph: Graph) -> None:
+def check_trainable(graph: Graph) -> None:
     """Something must learn: a model whose every weighted layer is frozen has nothing for the optimizer."""
     weighted = [n for n in graph.by_index() if n.parameters]
     if not any(n.layer.trainable and getattr(n.layer, "layer", n.layer).trainable for n in weighted):

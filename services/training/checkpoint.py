@@ -28,7 +28,7 @@ def capture(epoch: int, history: list[EpochResult], kind: JobKind, shuffle: torc
     return {
         "format": FORMAT,
         "epoch": epoch,
-        "history": [_epoch(r) for r in history],
+        "history": [_epoch(r, image=position == len(history) - 1) for position, r in enumerate(history)],
         "kind": kind.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -38,10 +38,12 @@ def capture(epoch: int, history: list[EpochResult], kind: JobKind, shuffle: torc
     }
 
 
-def _epoch(result: EpochResult) -> dict[str, Any]:
-    image = torch.frombuffer(bytearray(result.image), dtype=torch.uint8) if result.image else torch.empty(0, dtype=torch.uint8)
+def _epoch(result: EpochResult, *, image: bool) -> dict[str, Any]:
+    """One epoch's record; only the last keeps its image (SQL holds the others: a resume re-adds at most the last)."""
+    kept = result.image if image else None
+    image_bytes = torch.frombuffer(bytearray(kept), dtype=torch.uint8) if kept else torch.empty(0, dtype=torch.uint8)
     return {"epoch": result.epoch, "metrics": result.metrics, "duration_s": result.duration_s, "samples": result.samples,
-            "warnings": list(result.warnings), "image": image, "stopped": result.stopped}  # fmt: skip
+            "warnings": list(result.warnings), "image": image_bytes, "stopped": result.stopped}  # fmt: skip
 
 
 def restore(state: dict[str, Any], kind: JobKind, shuffle: torch.Generator) -> list[EpochResult]:

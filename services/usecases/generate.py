@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
 import numpy as np
 
 from services.data.png import grid_png, image_layout
-from services.errors import Conflict, InvalidInput
+from services.errors import Conflict, InvalidInput, NotAcceptable
 from services.registry.entities import ModelVersion
 
 MAX_SAMPLES = 1024
+MAX_VALUES = 2**22  # values one generate answer may hold (about 80 MB of JSON): n x the sample's size
 
 
 def generation_of(version: ModelVersion) -> dict[str, Any]:
@@ -23,6 +25,36 @@ def generation_of(version: ModelVersion) -> dict[str, Any]:
     )
     raise Conflict(f"version {version.version} of '{version.model_name}' is {what}: generate needs a GAN's generator "
                    '(train one with "kind": "gan")', field="version")  # fmt: skip
+
+
+def check_size(generation: dict[str, Any], n: int) -> None:
+    """A 422 naming the most samples this generator may give at once, when `n` of them would be too large an answer."""
+    size = math.prod(generation.get("sample_shape") or [1])
+    if n * size > MAX_VALUES:
+        raise InvalidInput(f"n: {n} samples of {size:,} values are over {MAX_VALUES:,} values; ask for at most {MAX_VALUES // size}",
+                           field="n")  # fmt: skip
+
+
+def wants_png(accept: str, generation: dict[str, Any]) -> bool:
+    """Whether the Accept header prefers image/png to JSON (q-values honoured); a 406 when it accepts only PNG of samples
+    that are not images."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *parameters = (p.strip() for p in part.split(";"))
+        q = next((p[2:] for p in parameters if p.startswith("q=")), "1")
+        try:
+            weights[media.lower()] = float(q)
+        except ValueError:
+            weights[media.lower()] = 0.0
+    png = weights.get("image/png", weights.get("image/*", 0.0))
+    json = max(weights.get("application/json", 0.0), weights.get("application/*", 0.0), weights.get("*/*", 0.0 if weights else 1.0))
+    if png <= json or png <= 0:
+        return False
+    if image_layout(tuple(generation.get("sample_shape") or ())) is None:
+        if json > 0:
+            return False
+        raise NotAcceptable(f"samples of shape {generation.get('sample_shape')} are not images: accept application/json", field="accept")
+    return True
 
 
 def latent_feeds(
@@ -60,7 +92,5 @@ def _class_indices(labels: list[Any], n: int, classes: int, names: list[str] | N
 
 def samples_png(generation: dict[str, Any], samples: np.ndarray) -> bytes:
     """The samples as one PNG grid, the training data's range mapped to black..white."""
-    if image_layout(tuple(samples.shape[1:])) is None:
-        raise InvalidInput(f"samples of shape {list(samples.shape[1:])} are not images: ask for application/json", field="accept")
     low, high = generation.get("value_range") or (0.0, 1.0)
     return grid_png(samples, low=low, high=high)

@@ -109,7 +109,7 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     if attempt is None or job is None:
         log.info("job %s not claimed (state %s): nothing to do", job_id, job.state if job else "missing")
         return
-    event = {"job_id": str(job_id), "attempt": attempt}
+    event = {"job_id": str(job_id), "attempt": attempt, "model": job.model_name}
     log.info("job %s running on %s, attempt %d", job_id, ctx.device, attempt, extra=event | {"state": "running"})
     try:
         with JobLease(job_id, attempt, ctx) as lease:
@@ -149,6 +149,8 @@ def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState
         log.warning("job %s attempt %d: %s, but the job was no longer this attempt's", job_id, attempt, error, extra=event)
         return
     remove_job_files(ctx.checkpoints, job_id)
+    if warnings and ctx.metrics is not None:
+        ctx.metrics.warnings.labels(event.get("model", "")).inc(len(warnings))
     log.log(logging.ERROR if state == JobState.FAILED else logging.INFO, "job %s %s: %s", job_id, state, error,
             extra=event | {"state": state.value})  # fmt: skip
     _count(ctx, state.value)

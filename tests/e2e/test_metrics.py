@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import migrate
 from tests.e2e.helpers import answers, kiln_env, mint_key, spawn, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
-from tests.factories import tiny_job
+from tests.factories import gan_body, tiny_job
 
 N_REQUESTS, N_JOBS, EPOCHS = 200, 4, 3
 
@@ -70,10 +70,15 @@ def test_worker_totals_are_exact_across_prefork_children(stack: dict) -> None:
     with httpx.Client(base_url=stack["api"], timeout=30, headers=stack["headers"]) as client:
         locations = [client.post("/v1/jobs", json=tiny_job(model_name="metered", training={"epochs": EPOCHS})).headers["location"]
                      for _ in range(N_JOBS)]  # fmt: skip
+        gan = _collapsing_gan()
+        locations.append(client.post("/v1/jobs", json=gan).headers["location"])
         assert all(wait_for_job(client, loc)["state"] == "succeeded" for loc in locations)
         api_text = client.get("/metrics").text
     text = httpx.get(stack["worker"]).text
-    assert samples(text, "kiln_training_jobs_finished_total", outcome="succeeded") == N_JOBS
+    assert samples(text, "kiln_training_jobs_finished_total", outcome="succeeded") == N_JOBS + 1
+    for figure in ("d_loss", "g_loss", "d_x", "d_g_z"):
+        assert samples(text, "kiln_gan_last_figure", model="metered-gan", figure=figure) > 0
+    assert samples(text, "kiln_training_warnings_total", model="metered-gan") == 1  # its samples collapsed at epoch 1
     assert samples(text, "kiln_training_epoch_duration_seconds_count", model="metered") == N_JOBS * EPOCHS
     assert samples(text, "kiln_training_last_loss", model="metered", split="train") > 0
     assert samples(api_text, "kiln_training_jobs", state="succeeded") >= N_JOBS
@@ -104,8 +109,9 @@ scrape_configs:
     try:
         found: dict[str, list] = {}
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(found) < 3:
-            for query in ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total"):
+        queries = ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total", "kiln_gan_last_figure")
+        while time.monotonic() < deadline and len(found) < len(queries):
+            for query in queries:
                 try:
                     result = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5).json()
                 except (httpx.TransportError, ValueError):  # not up yet
@@ -113,7 +119,7 @@ scrape_configs:
                 if result.get("status") == "success" and result["data"]["result"]:
                     found[query] = result["data"]["result"]
             time.sleep(0.5)
-        assert len(found) == 3, ((tmp_path / "prometheus.log").read_text()[-2000:], found)
+        assert len(found) == len(queries), ((tmp_path / "prometheus.log").read_text()[-2000:], found)
         jobs = {r["metric"]["job"] for series in found.values() for r in series}
         assert jobs == {"kiln-api", "kiln-worker"}
     finally:
@@ -153,3 +159,10 @@ def _assert_job_gauge_matches_the_registry(text: str, url: str, headers: dict[st
     gauge = {s.labels["state"]: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "kiln_training_jobs"}
     assert set(gauge) == {"queued", "running", "succeeded", "failed", "cancelled"}, gauge
     assert gauge == {state: float(by_state[state]) for state in gauge}, (gauge, by_state)
+
+
+def _collapsing_gan() -> dict:
+    """A GAN of 2 epochs whose generator gives one sample for every z: one warning."""
+    body = gan_body(epochs=2, training={"optimizer": {"name": "adam", "learning_rate": 1e-7}})
+    body["model"]["generator"]["layers"][-1]["kernel_initializer"] = "zeros"
+    return body | {"model_name": "metered-gan"}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,6 @@ def test_a_conditional_gan_checks_both_networks_shapes() -> None:
 
 
 def test_image_gans_append_the_class_as_channels() -> None:
-    import json
-
     body = json.loads((Path(__file__).parents[2] / "examples" / "cgan_digits28.json").read_text())
     check_job_against_dataset(JobSpec.model_validate(body), BUILTIN_DATASETS["digits28"])
     body["model"]["discriminator"]["input_shape"] = [28, 28, 1]
@@ -156,3 +155,30 @@ def test_the_budget_covers_both_networks_and_names_the_one_over() -> None:
     with pytest.raises(InvalidSpec) as caught:
         check_budget(spec, Budget(max_parameters=2_500, max_training_memory_mb=10**6))
     assert caught.value.field == "model.discriminator.layers[0]"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [(lambda b: b["model"]["generator"]["layers"][0].update(kernel_regularizer="l2"), "model.generator.layers[0].kernel_regularizer",
+      "without regularizers"),
+     (lambda b: b["model"]["discriminator"]["layers"][0].update(kernel_constraint="non_neg"),
+      "model.discriminator.layers[0].kernel_constraint", "constraints"),
+     (lambda b: [layer.update(trainable=False) for layer in b["model"]["generator"]["layers"]], "model.generator.layers",
+      "no weights to train"),
+     (lambda b: b["model"]["discriminator"].update(layers=[{"type": "Dense", "units": 1, "activation": "sigmoid"},
+                                                           {"type": "Dropout", "rate": 0.1}]),
+      "model.discriminator.layers[1]", "sigmoid must be its last")],
+)  # fmt: skip
+def test_gan_networks_that_would_train_wrong_are_refused(change: Any, field: str, words: str) -> None:
+    body = gan_body()
+    change(body)
+    err = _refused(body)
+    assert err.field == field and words in err.message, (err.field, err.message)
+
+
+def test_a_generator_must_draw_samples_in_the_datasets_layout() -> None:
+    body = json.loads((Path(__file__).parents[2] / "examples" / "gan_digits28.json").read_text())
+    body["model"]["generator"]["layers"].append({"type": "Reshape", "target_shape": [1, 28, 28]})  # channels first
+    body["model"]["discriminator"]["input_shape"] = [1, 28, 28]
+    err = _refused(body)
+    assert err.field == "model.generator.layers[5]" and "[28, 28, 1]" in err.message

@@ -28,6 +28,8 @@ def _exposed() -> set[str]:
     api.observe_inference(version, BatchResult([np.zeros(1)], 0.001, 0.002, 4))
     worker = WorkerMetrics()
     worker.epoch("m", seconds=0.5, samples=100, metrics={"loss": 0.3, "val_loss": 0.4})
+    worker.epoch("gan", seconds=0.5, samples=100, metrics={"loss": 0.9, "d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4})
+    worker.warnings.labels("gan").inc()
     worker.jobs_finished.labels("succeeded").inc()
     worker.gpu_memory.labels("host:1").set(1)
     worker.gpu_utilization.labels("host:1").set(0.5)
@@ -52,6 +54,8 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "kiln_training_jobs",
         "kiln_training_last_loss",
         "kiln_broker_queue_length",
+        "kiln_gan_last_figure",
+        "kiln_training_warnings_total",
     ):
         assert metric in text, metric  # fmt: skip
     assert "histogram_quantile(0.99" in text and 'status=~\\"5..\\"' in text

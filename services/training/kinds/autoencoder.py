@@ -16,8 +16,8 @@ from services.training.kinds.supervised import Supervised, Transform
 
 class Autoencoder(Supervised):
     def _transforms(self) -> tuple[Transform, ...]:
-        noise = self.spec.data.noise
-        return (Corrupter(noise, seed=self.spec.training.seed),) if noise is not None else ()
+        noise = self.spec.data.noise  # noise or augmentation, never both (refused at submission)
+        return (Corrupter(noise, seed=self.spec.training.seed),) if noise is not None else super()._transforms()
 
     def anomaly(self) -> dict[str, Any] | None:
         wanted = self.spec.training.anomaly

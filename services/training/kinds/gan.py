@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from services.data.builtins import LoadedDataset
 from services.data.png import grid_png, image_layout
 from services.errors import TrainingFailed
-from services.spec import JobSpec, resolve
+from services.spec import JobSpec, final_activation, resolve
 from services.training.builder import Network, build_network, parameter_count
 from services.training.export import export_onnx, onnx_parity
 from services.training.kinds.base import Exported, ParityCheck, autocast_dtype
@@ -143,6 +143,8 @@ class Gan:
         self.generator = build_network(gan.generator, fuse_output_activation=False).to(device)
         self.discriminator = build_network(gan.discriminator, fuse_output_activation=True).to(device)  # logits out
         self.g_model, self.d_model = self.generator.trainable(), self.discriminator.trainable()
+        if not self.discriminator.outputs_logits and final_activation(gan.discriminator) != "linear":  # checked at submission
+            raise TrainingFailed("the discriminator must end in a logit, or in a sigmoid as its last activation")
         if not isinstance(data.x_train, np.ndarray):
             raise TrainingFailed("a GAN needs a dataset that fits in memory")
         self.sample_shape = sample_shape = tuple(resolve(gan.generator).output.shape)
