@@ -91,6 +91,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", f"{_M}/versions/{{version}}", READ),
     RouteSpec("PATCH", f"{_M}/versions/{{version}}", ADMIN),
     RouteSpec("GET", f"{_M}/versions/{{version}}/artifact", READ),
+    RouteSpec("GET", f"{_M}/versions/{{version}}/weights", READ),
     RouteSpec("GET", f"{_M}/versions/{{version}}/keras", READ),
     RouteSpec("PUT", f"{_M}/aliases/{{alias}}", ADMIN),
     RouteSpec("DELETE", f"{_M}/aliases/{{alias}}", ADMIN),

@@ -118,6 +118,8 @@ class VersionPublic(BaseModel):
     task: str | None = Field(default=None, description="classifier, regressor, autoencoder (which answers detect) or generator "
                              "(a GAN's, which answers generate); null for an uploaded ONNX model")  # fmt: skip
     anomaly: dict[str, Any] | None = Field(default=None, description="An autoencoder's reconstruction-error percentiles and threshold.")
+    weights: ArtifactPublic | None = Field(default=None, description="The PyTorch state dict (safetensors) at .../weights; "
+                                           "null for uploads and versions registered before weights were kept.")  # fmt: skip
     generation: dict[str, Any] | None = Field(default=None, description="A generator's latent_dim, classes, labels, sample_shape "
                                               "and value_range.")  # fmt: skip
     aliases: list[str]
@@ -141,6 +143,7 @@ class VersionPublic(BaseModel):
             task=v.task,
             anomaly=v.anomaly,
             generation=v.generation,
+            weights=ArtifactPublic(sha256=v.weights_sha256, size=v.weights_size or 0) if v.weights_sha256 else None,
             aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,
         )

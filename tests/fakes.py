@@ -243,7 +243,7 @@ class FakeModels:
             self.t.versions[name][version] = replace(found, serving=dict(serving))
 
     def artifact_in_use(self, sha256: str) -> bool:
-        return any(v.artifact_sha256 == sha256 for vs in self.t.versions.values() for v in vs.values())
+        return any(sha256 in (v.artifact_sha256, v.weights_sha256) for vs in self.t.versions.values() for v in vs.values())
 
 
 class FakeWorkers:

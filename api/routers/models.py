@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ContextDep
 from api.schemas import ModelPublic, ModelsPublic, VersionPublic, VersionsPublic
 from api.uploads import receive_upload
-from services.errors import InvalidInput
+from services.errors import Conflict, InvalidInput
 from services.registry.entities import MAX_VERSION
 from services.usecases.byo import register_onnx
 from services.usecases.models import get_version, keras_architecture, list_models, list_versions, model_aliases
@@ -114,6 +114,21 @@ def read_artifact(name: str, version: VersionNumber, ctx: ContextDep, request: R
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     return FileResponse(ctx.store.path_for(found.artifact_sha256), media_type="application/octet-stream",
                         filename=f"{name}-{version}.onnx", headers={"ETag": etag})  # fmt: skip
+
+
+@router.get("/{name}/versions/{version}/weights", response_class=FileResponse)
+def read_weights(name: str, version: VersionNumber, ctx: ContextDep, request: Request) -> Response:
+    """The version's PyTorch state dict as safetensors (`safetensors.torch.load_file`), keyed by layer name; its sha256 is
+    the ETag. A 409 for a version registered before weights were kept, or uploaded as ONNX."""
+    found = get_version(name, version, uow_factory=ctx.uow_factory)
+    if found.weights_sha256 is None:
+        what = "was uploaded as ONNX" if found.job_id is None else "was registered before Kiln kept weights"
+        raise Conflict(f"version {version} of '{name}' {what}: it has no PyTorch weights", field="version")
+    etag = f'"{found.weights_sha256}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return FileResponse(ctx.store.path_for(found.weights_sha256), media_type="application/octet-stream",
+                        filename=f"{name}-{version}.safetensors", headers={"ETag": etag})  # fmt: skip
 
 
 @router.get("/{name}/versions/{version}/keras")

@@ -95,12 +95,14 @@ class NewVersion:
     task: str | None = None  # what serving does with it: classifier, regressor, autoencoder (None: an upload, or older)
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error percentiles and threshold
     generation: dict[str, Any] | None = None  # a GAN generator's latent_dim, classes, labels, sample_shape, value_range
+    weights_sha256: str | None = None  # the PyTorch state dict (safetensors) beside the ONNX artifact; None: registered earlier
+    weights_size: int | None = None
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
 VERSION_FIELDS = (
     "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
-    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly", "generation",
+    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly", "generation", "weights_sha256", "weights_size",
 )  # fmt: skip
 
 

@@ -106,7 +106,8 @@ class ModelRepository:
         )
 
     def artifact_in_use(self, sha256: str) -> bool:
-        return self.session.scalar(select(func.count()).where(ModelVersionRow.artifact_sha256 == sha256)) != 0
+        uses = (ModelVersionRow.artifact_sha256 == sha256) | (ModelVersionRow.weights_sha256 == sha256)
+        return self.session.scalar(select(func.count()).where(uses)) != 0
 
 
 class WorkerRepository:

@@ -124,6 +124,8 @@ class ModelVersionRow(Base):
     task: Mapped[str | None] = mapped_column(String(32))  # classifier, regressor, autoencoder; None for uploads
     anomaly: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # an autoencoder's error percentiles and threshold
     generation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a GAN generator's latent_dim, classes, sample shape
+    weights_sha256: Mapped[str | None] = mapped_column(String(64), index=True)  # the state dict, safetensors, in the store
+    weights_size: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
 
 

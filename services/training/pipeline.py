@@ -45,9 +45,10 @@ class Checkpointing:
 def train_and_export(
     spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
     on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
-    checkpointing: Checkpointing | None = None,
+    checkpointing: Checkpointing | None = None, weights_path: Path | None = None,
 ) -> TrainingOutcome:  # fmt: skip
-    """Train `spec` on `data`, write its ONNX export to `onnx_path`, and return the version's metrics."""
+    """Train `spec` on `data`, write its ONNX export to `onnx_path` (and its state dict, as safetensors, to
+    `weights_path`), and return the version's metrics."""
     torch.manual_seed(spec.training.seed)
     kind = build_kind(spec, data, device)
     shuffle = torch.Generator().manual_seed(spec.training.seed)
@@ -65,6 +66,8 @@ def train_and_export(
     tested = kind.test()
     started = time.perf_counter()
     exported = kind.export(onnx_path, parity)
+    if weights_path is not None:
+        save_weights(kind.weights(), weights_path)
     export_seconds = time.perf_counter() - started
     metrics = history[-1].metrics | tested | exported.figures | {
         "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": export_seconds,
@@ -72,6 +75,20 @@ def train_and_export(
     }  # fmt: skip
     return TrainingOutcome(history, metrics, exported.labels, exported.preprocessing, exported.anomaly, kind.task,
                            exported.generation)  # fmt: skip
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A state dict as safetensors: tensors only, no pickled code; every tensor its own contiguous copy on the CPU."""
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}, str(path),
+              metadata={"format": "kiln-state-dict-1"})  # fmt: skip
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def _checkpointer(path: Path, kind: JobKind, shuffle: torch.Generator, done: list[EpochResult]) -> Callable[[EpochResult], None]:

@@ -234,7 +234,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
         return watch()
 
     resume = _resume_point(job_id, attempt, written_by, ctx)
-    onnx_path = ctx.store.temp_path()
+    onnx_path, weights_path = ctx.store.temp_path(), ctx.store.temp_path(".safetensors")
     try:
         outcome = train_and_export(
             spec,
@@ -245,18 +245,31 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             on_epoch_end=lambda r: _record_epoch(job_id, attempt, spec.model_name, r, ctx),
             should_stop=should_stop,
             checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
+            weights_path=weights_path,
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
-        artifact = ctx.store.put(onnx_path)
+        stored = [ctx.store.put(onnx_path)]
+        try:
+            stored.append(ctx.store.put(weights_path))
+        except BaseException:
+            _discard(stored, ctx)
+            raise
     finally:
         onnx_path.unlink(missing_ok=True)
+        weights_path.unlink(missing_ok=True)
     try:
         if watch(force=True):  # cancelled between the last batch and now: register nothing
             raise Stopped("cancelled before its version was registered")
-        return _register(job_id, attempt, spec, data, dataset_id, outcome, artifact, signature, ctx)
+        return _register(job_id, attempt, spec, data, dataset_id, outcome, stored[0], stored[1], signature, ctx)
     except BaseException:
-        discard_if_unreferenced(artifact.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
+        _discard(stored, ctx)
         raise
+
+
+def _discard(stored: list[StoredArtifact], ctx: WorkerContext) -> None:
+    """Remove what this attempt stored and no version points to: a failed registration leaves no orphan file."""
+    for item in stored:
+        discard_if_unreferenced(item.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
 
 
 def _epoch_record(result: EpochResult) -> EpochRecord:
@@ -306,6 +319,7 @@ def _register(
     dataset_id: uuid.UUID | None,
     outcome: TrainingOutcome,
     artifact: StoredArtifact,
+    weights: StoredArtifact,
     signature: dict,
     ctx: WorkerContext,
 ) -> int:
@@ -332,5 +346,7 @@ def _register(
         task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
         generation=outcome.generation,
+        weights_sha256=weights.sha256,
+        weights_size=weights.size,
     )
     return register_version(new, uow_factory=ctx.uow_factory, job_attempt=attempt)

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -29,6 +30,26 @@ def _artifact_files(ctx: WorkerContext) -> list[Path]:
     return [p for p in ctx.store.root.rglob("*") if p.is_file()]
 
 
+def _rebuilt_from_weights_matches_onnx(ctx: WorkerContext, version: Any) -> None:
+    """The stored spec and the safetensors state dict rebuild the network exactly: it answers as the ONNX file does."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from services.spec import ModelSpec
+    from services.training.builder import build_network
+    from services.training.pipeline import load_weights
+
+    assert version.weights_sha256 is not None
+    network = build_network(ModelSpec.model_validate(version.spec), fuse_output_activation=True)
+    network.load_state_dict(load_weights(ctx.store.path_for(version.weights_sha256)))
+    rows = np.random.default_rng(0).uniform(0, 16, (8, 64)).astype(np.float32)
+    with torch.no_grad():
+        rebuilt = network.eval()(torch.from_numpy(rows)).numpy()
+    (served,) = ort.InferenceSession(str(ctx.store.path_for(version.artifact_sha256))).run(None, {"input": rows})
+    np.testing.assert_allclose(rebuilt, served, atol=1e-5)
+
+
 def test_successful_job_registers_a_version_with_its_artifact(ctx: WorkerContext) -> None:
     job_id = queue_job(ctx, tiny_job(data={"validation_split": 0.2}))
     run_job(job_id, ctx)
@@ -43,7 +64,11 @@ def test_successful_job_registers_a_version_with_its_artifact(ctx: WorkerContext
     assert version.signature["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 64]}]
     assert 0 < version.metrics["test_accuracy"] <= 1 and version.metrics["onnx_parity_max_abs_diff"] <= 1e-4
     assert version.dataset["name"] == "digits" and len(version.dataset["sha256"]) == 64
-    assert _artifact_files(ctx) == [ctx.store.path_for(version.artifact_sha256)]  # no temp file left
+    assert version.weights_sha256 is not None
+    assert ctx.store.path_for(version.weights_sha256).stat().st_size == version.weights_size
+    stored = [ctx.store.path_for(version.artifact_sha256), ctx.store.path_for(version.weights_sha256)]
+    assert sorted(_artifact_files(ctx)) == sorted(stored)  # the ONNX file and the weights; no temp file left
+    _rebuilt_from_weights_matches_onnx(ctx, version)
 
 
 def test_duplicate_delivery_does_nothing(ctx: WorkerContext) -> None:

@@ -65,6 +65,10 @@ class JobKind(Protocol):
         """Figures after training: the test split's (`test_*`), the parameter count, and the kind's own."""
         ...
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The state dict of the network the version serves, by layer name (what a child job copies from)."""
+        ...
+
     def export(self, path: Path, parity: ParityCheck) -> Exported:
         """Write the ONNX file that serving runs, annotate it, and check it against PyTorch (TrainingFailed if it disagrees)."""
         ...

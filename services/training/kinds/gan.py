@@ -216,6 +216,9 @@ class Gan:
         return {"parameters": float(parameter_count(self.generator)),
                 "discriminator_parameters": float(parameter_count(self.discriminator))}  # fmt: skip
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.generator.state_dict())
+
     def generation(self) -> dict[str, Any]:
         """What serving needs to draw samples: z's size, the classes, the samples' shape and range."""
         return {"latent_dim": self.latent_dim, "classes": self.classes, "labels": self.class_names,

@@ -176,6 +176,9 @@ class Supervised:
         extra = {"best_epoch": float(stopper.best_epoch)} if stopper else {}
         return {f"test_{k}": v for k, v in tested.items()} | extra | {"parameters": float(parameter_count(self.network))}
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.network.state_dict())
+
     def anomaly(self) -> dict[str, Any] | None:
         """What the version keeps to tell anomalies (autoencoders)."""
         return None
