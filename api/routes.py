@@ -92,6 +92,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("PATCH", f"{_M}/versions/{{version}}", ADMIN),
     RouteSpec("GET", f"{_M}/versions/{{version}}/artifact", READ),
     RouteSpec("GET", f"{_M}/versions/{{version}}/weights", READ),
+    RouteSpec("GET", f"{_M}/versions/{{version}}/lineage", READ),
     RouteSpec("GET", f"{_M}/versions/{{version}}/keras", READ),
     RouteSpec("PUT", f"{_M}/aliases/{{alias}}", ADMIN),
     RouteSpec("DELETE", f"{_M}/aliases/{{alias}}", ADMIN),

@@ -120,6 +120,8 @@ class VersionPublic(BaseModel):
     anomaly: dict[str, Any] | None = Field(default=None, description="An autoencoder's reconstruction-error percentiles and threshold.")
     weights: ArtifactPublic | None = Field(default=None, description="The PyTorch state dict (safetensors) at .../weights; "
                                            "null for uploads and versions registered before weights were kept.")  # fmt: skip
+    parent: dict[str, Any] | None = Field(default=None, description="Transfer learning: the base version it copied layers "
+                                          "from, and which of them were frozen.")  # fmt: skip
     generation: dict[str, Any] | None = Field(default=None, description="A generator's latent_dim, classes, labels, sample_shape "
                                               "and value_range.")  # fmt: skip
     aliases: list[str]
@@ -143,6 +145,7 @@ class VersionPublic(BaseModel):
             task=v.task,
             anomaly=v.anomaly,
             generation=v.generation,
+            parent=v.parent,
             weights=ArtifactPublic(sha256=v.weights_sha256, size=v.weights_size or 0) if v.weights_sha256 else None,
             aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,

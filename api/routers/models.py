@@ -17,7 +17,7 @@ from services.errors import Conflict, InvalidInput
 from services.registry.entities import MAX_VERSION
 from services.usecases.byo import register_onnx
 from services.usecases.models import get_version, keras_architecture, list_models, list_versions, model_aliases
-from services.usecases.versions import delete_alias, set_alias, set_serving
+from services.usecases.versions import delete_alias, lineage, set_alias, set_serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
@@ -129,6 +129,13 @@ def read_weights(name: str, version: VersionNumber, ctx: ContextDep, request: Re
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     return FileResponse(ctx.store.path_for(found.weights_sha256), media_type="application/octet-stream",
                         filename=f"{name}-{version}.safetensors", headers={"ETag": etag})  # fmt: skip
+
+
+@router.get("/{name}/versions/{version}/lineage")
+def read_lineage(name: str, version: VersionNumber, ctx: ContextDep) -> dict[str, Any]:
+    """The version's ancestry back to its first ancestor: each version's job, dataset (by hash), and the layers it copied
+    from its parent (which frozen, which trained)."""
+    return {"model": name, "version": version, "lineage": lineage(name, version, uow_factory=ctx.uow_factory)}
 
 
 @router.get("/{name}/versions/{version}/keras")

@@ -97,12 +97,13 @@ class NewVersion:
     generation: dict[str, Any] | None = None  # a GAN generator's latent_dim, classes, labels, sample_shape, value_range
     weights_sha256: str | None = None  # the PyTorch state dict (safetensors) beside the ONNX artifact; None: registered earlier
     weights_size: int | None = None
+    parent: dict[str, Any] | None = None  # transfer learning: the base {model, version, layers, frozen, unfrozen}
 
 
 # Columns of model_versions that a NewVersion supplies as they are.
 VERSION_FIELDS = (
     "job_id", "artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset",
-    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly", "generation", "weights_sha256", "weights_size",
+    "dataset_id", "labels", "preprocessing", "serving", "task", "anomaly", "generation", "weights_sha256", "weights_size", "parent",
 )  # fmt: skip
 
 

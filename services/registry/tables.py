@@ -126,6 +126,7 @@ class ModelVersionRow(Base):
     generation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a GAN generator's latent_dim, classes, sample shape
     weights_sha256: Mapped[str | None] = mapped_column(String(64), index=True)  # the state dict, safetensors, in the store
     weights_size: Mapped[int | None] = mapped_column(BigInteger)
+    parent: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the base version a child copied layers from
     created_at: Mapped[datetime]
 
 

@@ -81,6 +81,31 @@ class InputSpec(Strict):
     shape: list[Dimension] = Field(min_length=1, max_length=4)
 
 
+class BaseSpec(Strict):
+    """`model.base`: a registered version whose layers start this model (transfer learning), Keras' `include_top=False`.
+
+    `until` names the last base layer kept (default: all but the base's last layer); `trainable: false` freezes them.
+    At submission the base is resolved: `version` is pinned, and `layers` lists the base layers the model copied.
+    """
+
+    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)  # None: `alias`, else `production`, else the latest
+    alias: str | None = Field(default=None, min_length=1, max_length=64)
+    until: LayerName | None = None
+    trainable: bool = False
+    layers: list[LayerName] | None = None  # set at submission: the base layers copied, in order
+
+    @model_validator(mode="after")
+    def _version_or_alias(self) -> BaseSpec:
+        if self.version is not None and self.alias is not None and self.layers is None:
+            raise ValueError("give model.base.version or model.base.alias, not both")
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        return self.layers is not None
+
+
 class ModelSpec(Strict):
     """A Keras model: Sequential (`input_shape` and a list of layers) or functional (named `inputs`, layers that
     name what they read, and `outputs`). Keras' own `model.to_json()` is accepted too, and translated.
@@ -92,6 +117,7 @@ class ModelSpec(Strict):
     inputs: list[InputSpec] | None = Field(default=None, min_length=1, max_length=16)
     layers: list[Layer] = Field(min_length=1, max_length=256)
     outputs: list[LayerName] | None = Field(default=None, min_length=1, max_length=16)  # None: the last layer
+    base: BaseSpec | None = None  # transfer learning: a registered version's layers first, then these (the new head)
     _graph: Any = PrivateAttr(default=None)  # services.spec.graph caches the resolved graph here
 
     @model_validator(mode="before")
@@ -109,6 +135,10 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _one_input_form(self) -> ModelSpec:
+        if self.base is not None and not self.base.resolved:
+            if self.input_shape is not None or self.inputs is not None:
+                raise ValueError("model.base gives the input shape: drop input_shape and inputs")
+            return self
         if (self.input_shape is None) == (self.inputs is None):
             which = "both" if self.input_shape is not None else "neither"
             raise ValueError(f"give either input_shape (a Sequential model) or inputs (a functional one), not {which}")

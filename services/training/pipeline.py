@@ -46,11 +46,15 @@ def train_and_export(
     spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
     on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
     checkpointing: Checkpointing | None = None, weights_path: Path | None = None,
+    base_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path` (and its state dict, as safetensors, to
-    `weights_path`), and return the version's metrics."""
+    `weights_path`), and return the version's metrics. `base_weights`: the state dict of `spec`'s base version, whose
+    layers the network starts from (transfer learning)."""
     torch.manual_seed(spec.training.seed)
     kind = build_kind(spec, data, device)
+    if base_weights is not None:
+        kind.load_base(base_weights)
     shuffle = torch.Generator().manual_seed(spec.training.seed)
     resume = checkpointing.resume if checkpointing else None
     done = checkpoint.restore(resume, kind, shuffle) if resume else []

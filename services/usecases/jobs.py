@@ -17,6 +17,7 @@ from services.registry.entities import Job, JobState
 from services.registry.protocols import UnitOfWork, UowFactory
 from services.registry.tables import utcnow
 from services.spec import Budget, DataSpec, JobSpec, check_budget, check_job_against_dataset
+from services.usecases.transfer import with_base
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,16 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
     With an `idempotency_key`, a repeat of the same body returns the job the first one made (created
     False, nothing sent again); the same key with another body is a Conflict.
     """
-    check_budget(spec, budget)  # pure arithmetic on the spec: before any query
-    body_hash = request_hash(spec)
+    body_hash = request_hash(spec)  # of the body as sent, before its base is filled in
     if idempotency_key is not None and (existing := _replay(idempotency_key, body_hash, uow_factory)) is not None:
         return existing, False
+    spec = with_base(spec, uow_factory=uow_factory)  # a base's layers, pinned to its version
+    check_budget(spec, budget)  # pure arithmetic on the spec
     job_id = uuid.uuid4()
     try:
         with uow_factory() as uow:
             dataset = dataset_info(spec.data, uow)
-            check_job_against_dataset(spec, dataset)
+            _check_against_dataset(spec, dataset)
             queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
             uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=_stored_spec(spec, dataset), queue=queue,
                          idempotency_key=idempotency_key, request_hash=body_hash if idempotency_key else None)  # fmt: skip
@@ -92,6 +94,19 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
             uow.commit()
         raise Unavailable("the job queue cannot be reached; the job was not started, try again") from exc
     return get_job(job_id, uow_factory=uow_factory), True
+
+
+def _check_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
+    """The shape checks; a base's input that the dataset does not fit names the base too."""
+    try:
+        check_job_against_dataset(spec, dataset)
+    except InvalidSpec as err:
+        base = spec.network.base if spec.kind != "gan" else None
+        if base is None or err.field not in ("model.input_shape", "model.inputs[0].shape"):
+            raise
+        raise InvalidSpec(
+            f"the base, version {base.version} of '{base.model}', fixes the input: {err.message}", field="model.base"
+        ) from None
 
 
 def _stored_spec(spec: JobSpec, dataset: DatasetInfo) -> dict[str, Any]:

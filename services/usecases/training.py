@@ -23,7 +23,7 @@ from services.serving.signature import read_signature
 from services.spec import Budget, DataSpec, JobSpec, check_budget
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
-from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, train_and_export
+from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
 from services.usecases.checkpoint_files import attempt_file, remove_job_files
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
@@ -246,6 +246,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             should_stop=should_stop,
             checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
             weights_path=weights_path,
+            base_weights=_base_weights(spec, ctx),
         )
         signature = read_signature(load_session(onnx_path)).to_dict()
         stored = [ctx.store.put(onnx_path)]
@@ -264,6 +265,29 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
     except BaseException:
         _discard(stored, ctx)
         raise
+
+
+def _base_weights(spec: JobSpec, ctx: WorkerContext) -> dict[str, torch.Tensor] | None:
+    """The state dict of the version the job's model starts from, pinned at submission; None without a base."""
+    base = spec.network.base if spec.kind != "gan" else None
+    if base is None or base.version is None:
+        return None
+    with ctx.uow_factory() as uow:
+        parent = uow.models.get_version(base.model, base.version)
+    if parent is None or parent.weights_sha256 is None or not ctx.store.exists(parent.weights_sha256):
+        raise KilnError(f"the base, version {base.version} of '{base.model}', or its weights, went away after submission")
+    return load_weights(ctx.store.path_for(parent.weights_sha256))
+
+
+def _parent(spec: JobSpec) -> dict[str, Any] | None:
+    """What the version keeps of its base: which version, which layers it copied, and which of them trained."""
+    base = spec.network.base if spec.kind != "gan" else None
+    if base is None or base.layers is None:
+        return None
+    trainable = {str(layer.name): layer.trainable for layer in spec.network.layers}
+    frozen = [name for name in base.layers if not trainable.get(name, False)]
+    return {"model": base.model, "version": base.version, "alias": base.alias, "until": base.until, "layers": base.layers,
+            "frozen": frozen, "unfrozen": [name for name in base.layers if name not in frozen]}  # fmt: skip
 
 
 def _discard(stored: list[StoredArtifact], ctx: WorkerContext) -> None:
@@ -346,6 +370,7 @@ def _register(
         task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
         generation=outcome.generation,
+        parent=_parent(spec),
         weights_sha256=weights.sha256,
         weights_size=weights.size,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -106,3 +107,23 @@ def set_serving(name: str, version: int, serving: dict[str, float], *, uow_facto
         uow.models.set_serving(name, version, (found.serving or {}) | serving)
         uow.commit()
         return _version(uow, name, version)
+
+
+MAX_LINEAGE = 64  # ancestors walked at most (a cycle cannot form: a parent exists before its child)
+
+
+def lineage(name: str, version: int, *, uow_factory: UowFactory) -> list[dict[str, Any]]:
+    """The version and its ancestors back to the first: each with its job, its dataset (by hash) and what it took from its
+    parent."""
+    chain: list[dict[str, Any]] = []
+    with uow_factory() as uow:
+        current: ModelVersion | None = _version(uow, name, version)
+        while current is not None and len(chain) < MAX_LINEAGE:
+            data = current.dataset or {}
+            chain.append({"model": current.model_name, "version": current.version, "job_id": current.job_id,
+                          "task": current.task, "created_at": current.created_at,
+                          "dataset": {"name": data.get("name"), "sha256": data.get("sha256")} if data else None,
+                          "parent": current.parent})  # fmt: skip
+            parent = current.parent
+            current = uow.models.get_version(parent["model"], parent["version"]) if parent else None
+    return chain

@@ -65,6 +65,11 @@ class JobKind(Protocol):
         """Figures after training: the test split's (`test_*`), the parameter count, and the kind's own."""
         ...
 
+    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy the base version's weights into the layers the spec took from it (and its normalisation, unless the
+        job names its own)."""
+        ...
+
     def weights(self) -> dict[str, torch.Tensor]:
         """The state dict of the network the version serves, by layer name (what a child job copies from)."""
         ...

@@ -216,6 +216,9 @@ class Gan:
         return {"parameters": float(parameter_count(self.generator)),
                 "discriminator_parameters": float(parameter_count(self.discriminator))}  # fmt: skip
 
+    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+        raise TrainingFailed("a GAN's networks take no base")  # refused at submission
+
     def weights(self) -> dict[str, torch.Tensor]:
         return dict(self.generator.state_dict())
 

@@ -16,7 +16,7 @@ from services.data.builtins import LoadedDataset
 from services.errors import TrainingFailed
 from services.spec import JobSpec, final_activation, has_dynamic_time_axis
 from services.training.augment import Augmenter
-from services.training.builder import build_network, parameter_count
+from services.training.builder import Normalize, build_network, parameter_count
 from services.training.callbacks import EarlyStopping
 from services.training.export import example_input, export_onnx, onnx_parity
 from services.training.kinds.base import Exported, ParityCheck, autocast_dtype
@@ -175,6 +175,26 @@ class Supervised:
         stopper = self.trainer.stopper
         extra = {"best_epoch": float(stopper.best_epoch)} if stopper else {}
         return {f"test_{k}": v for k, v in tested.items()} | extra | {"parameters": float(parameter_count(self.network))}
+
+    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+        base = self.spec.network.base
+        assert base is not None and base.layers is not None, "a base is resolved at submission"
+        prefixes = tuple(f"body.layers.{name}." for name in base.layers)
+        copied = {key: value for key, value in state.items() if key.startswith(prefixes)}
+        own = {key for key in self.network.state_dict() if key.startswith(prefixes)}
+        if set(copied) != own:
+            raise TrainingFailed(f"the base's weights do not fit its layers: missing {sorted(own - set(copied))[:3]}, "
+                                 f"unexpected {sorted(set(copied) - own)[:3]}")  # fmt: skip
+        device = next(self.network.parameters()).device
+        with torch.no_grad():
+            for key, value in self.network.state_dict().items():
+                if key in copied:
+                    value.copy_(copied[key])  # in place: the optimizer holds these very tensors
+        if self.spec.data.normalization == "none":  # the base's statistics come along, unless the job names its own
+            for position in range(len(self.network.layout)):
+                shift, scale = state.get(f"normalize.{position}.shift"), state.get(f"normalize.{position}.scale")
+                if shift is not None and scale is not None:
+                    self.network.normalize[position] = Normalize(shift.clone(), scale.clone()).to(device)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return dict(self.network.state_dict())
