@@ -111,6 +111,7 @@ def _check_options(spec: JobSpec, dataset: DatasetInfo) -> None:
         "training.lr_schedule": (training.lr_schedule.name != "constant", "a GAN trains at constant rates: drop training.lr_schedule"),
         "training.metrics": (training.metrics is not None, "a GAN reports d_loss, g_loss, d_x and d_g_z: drop training.metrics"),
         "training.anomaly": (training.anomaly is not None, 'training.anomaly applies to "kind": "autoencoder"'),
+        "training.fine_tune": (training.fine_tune is not None, "training.fine_tune unfreezes a base: GANs take none"),
     }  # fmt: skip
     for field, (bad, message) in refused.items():
         if bad:

@@ -109,6 +109,15 @@ class AnomalySpec(Strict):
     percentile: float = Field(default=99.0, gt=0.0, lt=100.0)
 
 
+class FineTuneSpec(Strict):
+    """`training.fine_tune`: Keras' recipe. After `after_epoch` epochs on a frozen base, unfreeze all of its layers or the
+    last `unfreeze` that have weights, and train them at their own (small) learning rate; the head keeps its own."""
+
+    after_epoch: int = Field(ge=1, le=10_000)
+    unfreeze: Literal["all"] | Annotated[int, Field(ge=1, le=256)] = "all"
+    learning_rate: float = Field(default=1e-5, gt=0.0, le=10.0)
+
+
 class TrainingSpec(Strict):
     """`compile` and `fit` arguments."""
 
@@ -122,6 +131,7 @@ class TrainingSpec(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)  # the same seed gives the same split and weights
     max_duration_s: float | None = Field(default=None, gt=0)  # the job fails, registering nothing, past this much training
     anomaly: AnomalySpec | None = None  # autoencoders: learn an anomaly threshold from the validation split
+    fine_tune: FineTuneSpec | None = None  # transfer learning: unfreeze the base after some epochs
     discriminator_optimizer: OptimizerSpec | None = None  # GANs: None trains the discriminator with `optimizer`
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)  # GANs: the discriminator's real target is 1 - this
     label_noise: float = Field(default=0.0, ge=0.0, lt=0.5)  # GANs: its targets move up to this far toward 0.5, at random

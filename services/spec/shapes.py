@@ -13,6 +13,7 @@ from services.spec.job import JobSpec, TextSpec
 from services.spec.layers_core import ActivationLayer, DropoutLayer
 from services.spec.layers_sequence import EmbeddingLayer
 from services.spec.model import Layer, ModelSpec
+from services.spec.transfer import check_fine_tune
 
 # Layers whose exported graph is tied to the input's length: a model with one has a fixed time axis.
 # (The TorchScript exporter records the sequence length in attention's reshapes.)
@@ -86,6 +87,7 @@ def check_job_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> list[Shape
         check_gan_against_dataset(spec, dataset)
         return infer_shapes(spec.network)
     check_not_gan_options(spec)
+    check_fine_tune(spec)
     graph = resolve(spec.network)
     check_trainable(graph)
     _check_input(spec, dataset, graph)

@@ -223,6 +223,17 @@ def _freeze(module: nn.Module) -> None:
             norm.eval()
 
 
+def thaw(module: nn.Module) -> list[nn.Parameter]:
+    """Undo `trainable: false` (fine-tuning): gradients again, and BatchNormalization back on batch statistics in training."""
+    params = list(module.parameters())
+    for param in params:
+        param.requires_grad_(True)
+    for norm in module.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and "train" in vars(norm):
+            del norm.train  # the class's own train() again
+    return params
+
+
 def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(module, False)
 

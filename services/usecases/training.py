@@ -21,6 +21,7 @@ from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import Budget, DataSpec, JobSpec, check_budget
+from services.spec.transfer import fine_tuned_layers
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
@@ -285,7 +286,8 @@ def _parent(spec: JobSpec) -> dict[str, Any] | None:
     if base is None or base.layers is None:
         return None
     trainable = {str(layer.name): layer.trainable for layer in spec.network.layers}
-    frozen = [name for name in base.layers if not trainable.get(name, False)]
+    thawed = set(fine_tuned_layers(spec))  # unfrozen by training.fine_tune after its first phase
+    frozen = [name for name in base.layers if not trainable.get(name, False) and name not in thawed]
     return {"model": base.model, "version": base.version, "alias": base.alias, "until": base.until, "layers": base.layers,
             "frozen": frozen, "unfrozen": [name for name in base.layers if name not in frozen]}  # fmt: skip
 

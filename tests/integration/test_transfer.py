@@ -7,12 +7,15 @@ import uuid
 from typing import Any
 
 import pytest
+import torch
 
+from services.data.builtins import load_builtin
 from services.data.catalogue import BUILTIN_DATASETS
 from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import JobState, NewVersion
 from services.spec import JobSpec
-from services.training.pipeline import load_weights
+from services.training import checkpoint
+from services.training.pipeline import Checkpointing, load_weights, train_and_export
 from services.usecases.jobs import _check_against_dataset, get_job
 from services.usecases.training import WorkerContext, run_job
 from services.usecases.transfer import with_base
@@ -91,3 +94,52 @@ def test_bases_that_cannot_serve_are_refused_by_name(ctx: WorkerContext, parent:
     with pytest.raises(InvalidSpec) as shape:
         _check_against_dataset(spec, BUILTIN_DATASETS["iris"])
     assert shape.value.field == "model.base" and "version 1 of 'base-mlp'" in shape.value.message and "[64]" in shape.value.message
+
+
+def test_fine_tuning_unfreezes_the_last_base_layers_at_their_own_rate_and_resumes_bit_for_bit(
+    ctx: WorkerContext, parent: Any, tmp_path: Any
+) -> None:
+    body = _child(version=1) | {"training": {"loss": "sparse_categorical_crossentropy", "epochs": 4, "optimizer": {"name": "adam"},
+                                             "fine_tune": {"after_epoch": 2, "unfreeze": 1, "learning_rate": 1e-3}}}  # fmt: skip
+    child = _run(ctx, body)
+    assert child.parent["frozen"] == ["features"] and child.parent["unfrozen"] == ["embedding"]
+    mine, theirs = (load_weights(ctx.store.path_for(v.weights_sha256)) for v in (child, parent))
+    assert mine["body.layers.features.0.weight"].numpy().tobytes() == theirs["body.layers.features.0.weight"].numpy().tobytes()
+    assert not (mine["body.layers.embedding.0.weight"] == theirs["body.layers.embedding.0.weight"]).all()  # fine-tuned
+    spec = with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory)
+    base = load_weights(ctx.store.path_for(parent.weights_sha256))
+    data = load_builtin("digits")
+
+    def train(name: str, resume: dict | None = None, stop_after: int | None = None) -> Any:
+        def report(result: Any) -> None:
+            if result.epoch == stop_after:
+                raise KeyboardInterrupt
+
+        try:
+            return train_and_export(spec, data, device=torch.device("cpu"), onnx_path=tmp_path / f"{name}.onnx",
+                                    on_epoch_end=report, parity=ctx.parity, base_weights=base,
+                                    checkpointing=Checkpointing(tmp_path / f"{name}.pt", resume))  # fmt: skip
+        except KeyboardInterrupt:
+            return None
+
+    whole = train("whole")
+    for stop in (2, 3):  # before the phase change, and after it
+        train(f"cut{stop}", stop_after=stop)
+        state = checkpoint.load(tmp_path / f"cut{stop}.pt")
+        assert state["kind"]["phase"] == (1 if stop == 3 else 0)
+        resumed = train(f"resumed{stop}", resume=state)
+        assert [r.metrics for r in resumed.history] == [r.metrics for r in whole.history]
+        assert (tmp_path / f"resumed{stop}.onnx").read_bytes() == (tmp_path / "whole.onnx").read_bytes()
+
+
+@pytest.mark.parametrize(("fine_tune", "base", "field"),
+                         [({"after_epoch": 5}, {}, "training.fine_tune.after_epoch"),
+                          ({"after_epoch": 1, "unfreeze": 3}, {}, "training.fine_tune.unfreeze"),
+                          ({"after_epoch": 1}, {"trainable": True}, "training.fine_tune")])  # fmt: skip
+def test_fine_tuning_that_cannot_work_is_refused(ctx: WorkerContext, parent: Any, fine_tune: dict, base: dict, field: str) -> None:
+    body = _child(**base)
+    body["training"] |= {"epochs": 3, "fine_tune": fine_tune}
+    spec = with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory)
+    with pytest.raises(InvalidSpec) as caught:
+        _check_against_dataset(spec, BUILTIN_DATASETS["digits"])
+    assert caught.value.field == field

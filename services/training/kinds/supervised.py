@@ -15,8 +15,9 @@ from services.data.arrays import RowView
 from services.data.builtins import LoadedDataset
 from services.errors import TrainingFailed
 from services.spec import JobSpec, final_activation, has_dynamic_time_axis
+from services.spec.transfer import fine_tuned_layers
 from services.training.augment import Augmenter
-from services.training.builder import Normalize, build_network, parameter_count
+from services.training.builder import Normalize, build_network, parameter_count, thaw
 from services.training.callbacks import EarlyStopping
 from services.training.export import example_input, export_onnx, onnx_parity
 from services.training.kinds.base import Exported, ParityCheck, autocast_dtype
@@ -36,16 +37,18 @@ class SupervisedTrainer:
                  schedule: LrSchedule, clip: Callable[[], None] | None = None, stopper: EarlyStopping | None = None,
                  autocast: torch.dtype | None = None, transforms: tuple[Transform, ...] = (),
                  penalty: Callable[[], torch.Tensor | None] | None = None,
-                 constrain: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 constrain: Callable[[], None] | None = None, epoch_start: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.model, self.objective, self.optimizer, self.metrics, self.schedule = model, objective, optimizer, metrics, schedule
         self.clip, self.stopper, self.autocast, self.transforms = clip, stopper, autocast, transforms
-        self.penalty, self.constrain = penalty, constrain
+        self.penalty, self.constrain, self.epoch_start = penalty, constrain, epoch_start
         self.figures: tuple[str, ...] = ("loss", "regularization_loss") if penalty is not None else ("loss",)
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self._learning_rate = schedule.learning_rate
 
     def begin_epoch(self, epoch: int) -> None:
+        if self.epoch_start is not None:  # a phase change (fine-tuning) comes before the epoch's mode and learning rate
+            self.epoch_start(epoch)
         self.model.train()
         self._outputs, self._targets, self._learning_rate = [], [], self.schedule.learning_rate
 
@@ -135,7 +138,23 @@ class Supervised:
             stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
             autocast=autocast_dtype(device), transforms=self.transforms,
             penalty=network.penalty if network.regularized else None, constrain=network.constrain if network.constrained else None,
+            epoch_start=self._fine_tune if training.fine_tune is not None else None,
         )  # fmt: skip
+        self.phase = 0  # 1 once fine-tuning has unfrozen the base
+
+    def _fine_tune(self, epoch: int) -> None:
+        """Keras' recipe: after `after_epoch` epochs, the base's layers (all, or the last N with weights) train too, at
+        their own learning rate, in a parameter group of their own; the head's group keeps its rate."""
+        fine_tune = self.spec.training.fine_tune
+        if fine_tune is not None and self.phase == 0 and epoch > fine_tune.after_epoch:
+            self._unfreeze()
+
+    def _unfreeze(self) -> None:
+        fine_tune = self.spec.training.fine_tune
+        assert fine_tune is not None
+        params = [p for name in fine_tuned_layers(self.spec) for p in thaw(self.network.body.layers[name])]
+        self.optimizer.add_param_group({"params": params, "lr": fine_tune.learning_rate})
+        self.phase = 1
 
     def _transforms(self) -> tuple[Transform, ...]:
         augmentation = self.spec.data.augmentation
@@ -149,10 +168,13 @@ class Supervised:
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "transforms": [t.generator.get_state() for t in self.transforms],  # type: ignore[attr-defined]
             "stopper": _stopper_state(stopper) if stopper is not None else {},
+            "phase": self.phase,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["model"])
+        if state.get("phase", 0) == 1 and self.phase == 0:  # the base was unfrozen: its parameter group must exist to be restored
+            self._unfreeze()
         self.optimizer.load_state_dict(state["optimizer"])
         if self.trainer.schedule.scheduler is not None:
             self.trainer.schedule.scheduler.load_state_dict(state["scheduler"])
