@@ -15,9 +15,12 @@ from services.spec import ModelSpec, has_dynamic_time_axis
 from tests.conftest import ROOT
 from tests.e2e.helpers import wait_for_job
 
-# GANs serve `generate`, not predict: tests/e2e/test_gans.py trains their examples.
+# GANs serve `generate`, not predict (tests/e2e/test_gans.py trains them); a transfer example needs its base first
+# (tests/e2e/test_transfer.py trains it after the base).
 EXAMPLES = {
-    path.stem: body for path in sorted((ROOT / "examples").glob("*.json")) if (body := json.loads(path.read_text())).get("kind") != "gan"
+    path.stem: body
+    for path in sorted((ROOT / "examples").glob("*.json"))
+    if (body := json.loads(path.read_text())).get("kind") != "gan" and "base" not in body["model"]
 }
 
 
