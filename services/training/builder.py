@@ -224,13 +224,11 @@ def _freeze(module: nn.Module) -> None:
 
 
 def thaw(module: nn.Module) -> list[nn.Parameter]:
-    """Undo `trainable: false` (fine-tuning): gradients again, and BatchNormalization back on batch statistics in training."""
+    """Undo `trainable: false` for fine-tuning: gradients again. BatchNormalization stays on its moving statistics, as
+    Keras' fine-tuning recipe keeps it (`training=False`): only its scale and offset learn."""
     params = list(module.parameters())
     for param in params:
         param.requires_grad_(True)
-    for norm in module.modules():
-        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and "train" in vars(norm):
-            del norm.train  # the class's own train() again
     return params
 
 

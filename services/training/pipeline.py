@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from services.data.builtins import LoadedDataset
+from services.errors import TrainingFailed
 from services.spec import JobSpec
 from services.training import checkpoint
-from services.training.kinds import JobKind, ParityCheck, build_kind
+from services.training.kinds import BaseWeights, JobKind, ParityCheck, build_kind
 from services.training.loop import EpochResult, FitOptions, fit
 
-__all__ = ["Checkpointing", "ParityCheck", "TrainingOutcome", "train_and_export"]
+__all__ = ["BaseWeights", "Checkpointing", "ParityCheck", "TrainingOutcome", "train_and_export"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainingOutcome:
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error threshold (training.anomaly)
     task: str | None = None  # what serving does with the version (the kind's task)
     generation: dict[str, Any] | None = None  # a GAN generator's: latent_dim, classes, sample shape and range
+    unfrozen: list[str] | None = None  # the base layers fine-tuning unfroze (none if training ended first)
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,18 @@ def train_and_export(
     spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
     on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
     checkpointing: Checkpointing | None = None, weights_path: Path | None = None,
-    base_weights: dict[str, torch.Tensor] | None = None,
+    base_weights: BaseWeights | None = None,
 ) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path` (and its state dict, as safetensors, to
     `weights_path`), and return the version's metrics. `base_weights`: the state dict of `spec`'s base version, whose
     layers the network starts from (transfer learning)."""
     torch.manual_seed(spec.training.seed)
     kind = build_kind(spec, data, device)
+    base = spec.network.base if spec.kind != "gan" else None
+    if (base_weights is None) != (base is None):
+        raise TrainingFailed("a model on a base needs the base's weights" if base else "weights given for a model with no base")
     if base_weights is not None:
-        kind.load_base(base_weights)
+        kind.load_base(base_weights.state, base_weights.input_names)
     shuffle = torch.Generator().manual_seed(spec.training.seed)
     resume = checkpointing.resume if checkpointing else None
     done = checkpoint.restore(resume, kind, shuffle) if resume else []
@@ -78,7 +83,7 @@ def train_and_export(
         "onnx_parity_max_abs_diff": exported.parity_max_abs_diff,
     }  # fmt: skip
     return TrainingOutcome(history, metrics, exported.labels, exported.preprocessing, exported.anomaly, kind.task,
-                           exported.generation)  # fmt: skip
+                           exported.generation, list(getattr(kind, "unfrozen", [])))  # fmt: skip
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:

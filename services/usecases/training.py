@@ -20,11 +20,10 @@ from services.registry.db import database_unavailable
 from services.registry.entities import EpochRecord, JobState, NewVersion
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
-from services.spec import Budget, DataSpec, JobSpec, check_budget
-from services.spec.transfer import fine_tuned_layers
+from services.spec import Budget, DataSpec, JobSpec, ModelSpec, check_budget
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
-from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
+from services.training.pipeline import BaseWeights, Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
 from services.usecases.checkpoint_files import attempt_file, remove_job_files
 from services.usecases.jobs import UowFactory
 from services.usecases.versions import discard_if_unreferenced, register_version
@@ -268,7 +267,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
         raise
 
 
-def _base_weights(spec: JobSpec, ctx: WorkerContext) -> dict[str, torch.Tensor] | None:
+def _base_weights(spec: JobSpec, ctx: WorkerContext) -> BaseWeights | None:
     """The state dict of the version the job's model starts from, pinned at submission; None without a base."""
     base = spec.network.base if spec.kind != "gan" else None
     if base is None or base.version is None:
@@ -277,16 +276,17 @@ def _base_weights(spec: JobSpec, ctx: WorkerContext) -> dict[str, torch.Tensor] 
         parent = uow.models.get_version(base.model, base.version)
     if parent is None or parent.weights_sha256 is None or not ctx.store.exists(parent.weights_sha256):
         raise KilnError(f"the base, version {base.version} of '{base.model}', or its weights, went away after submission")
-    return load_weights(ctx.store.path_for(parent.weights_sha256))
+    parent_inputs = ModelSpec.model_validate(parent.spec).input_names
+    return BaseWeights(load_weights(ctx.store.path_for(parent.weights_sha256)), parent_inputs)
 
 
-def _parent(spec: JobSpec) -> dict[str, Any] | None:
+def _parent(spec: JobSpec, outcome: TrainingOutcome) -> dict[str, Any] | None:
     """What the version keeps of its base: which version, which layers it copied, and which of them trained."""
     base = spec.network.base if spec.kind != "gan" else None
     if base is None or base.layers is None:
         return None
     trainable = {str(layer.name): layer.trainable for layer in spec.network.layers}
-    thawed = set(fine_tuned_layers(spec))  # unfrozen by training.fine_tune after its first phase
+    thawed = set(outcome.unfrozen or [])  # unfrozen by training.fine_tune, if training reached its second phase
     frozen = [name for name in base.layers if not trainable.get(name, False) and name not in thawed]
     return {"model": base.model, "version": base.version, "alias": base.alias, "until": base.until, "layers": base.layers,
             "frozen": frozen, "unfrozen": [name for name in base.layers if name not in frozen]}  # fmt: skip
@@ -372,7 +372,7 @@ def _register(
         task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
         generation=outcome.generation,
-        parent=_parent(spec),
+        parent=_parent(spec, outcome),
         weights_sha256=weights.sha256,
         weights_size=weights.size,
     )

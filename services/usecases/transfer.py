@@ -3,6 +3,7 @@ before its own, pinned to a version, so the worker rebuilds exactly what was che
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,13 +26,18 @@ def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
         return spec
     model = spec.network
     base = model.base
-    if base is None or base.resolved:
+    if base is None:
         return spec
+    if base.resolved:
+        raise InvalidSpec("model.base.layers is set by Kiln when the job is submitted: drop it", field="model.base.layers")
     try:
         parent = resolve_version(base.model, version=base.version, alias=base.alias, uow_factory=uow_factory)
     except NotFound as err:
         raise NotFound(err.message, field=f"model.base.{'model' if err.field == 'name' else err.field}") from None
     parent_model = _parent_model(parent)
+    if parent.preprocessing:
+        raise InvalidSpec(f"version {parent.version} of '{parent.model_name}' tokenises text; a text base's vocabulary is not "
+                          "carried to a child yet", field="model.base")  # fmt: skip
     graph = resolve(parent_model)
     until = base.until or _default_until(graph, parent)
     names = [n.name for n in graph.nodes]
@@ -101,6 +107,9 @@ def _head(model: ModelSpec, *, taken: set[str], until: str) -> tuple[list[dict[s
     names = set(taken) | {str(layer.name) for layer in model.layers}
     for layer in model.layers:
         if str(layer.name) in taken:
+            if not re.fullmatch(rf"{keras_name(layer.type)}(_\d+)?", str(layer.name)):
+                raise InvalidSpec(f"the head's layer '{layer.name}' has the name of a base layer: rename it",
+                                  field="model.layers")  # fmt: skip
             base, count = keras_name(layer.type), 1
             while f"{base}_{count}" in names:
                 count += 1

@@ -15,7 +15,7 @@ from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import JobState, NewVersion
 from services.spec import JobSpec
 from services.training import checkpoint
-from services.training.pipeline import Checkpointing, load_weights, train_and_export
+from services.training.pipeline import BaseWeights, Checkpointing, load_weights, train_and_export
 from services.usecases.jobs import _check_against_dataset, get_job
 from services.usecases.training import WorkerContext, run_job
 from services.usecases.transfer import with_base
@@ -107,7 +107,7 @@ def test_fine_tuning_unfreezes_the_last_base_layers_at_their_own_rate_and_resume
     assert mine["body.layers.features.0.weight"].numpy().tobytes() == theirs["body.layers.features.0.weight"].numpy().tobytes()
     assert not (mine["body.layers.embedding.0.weight"] == theirs["body.layers.embedding.0.weight"]).all()  # fine-tuned
     spec = with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory)
-    base = load_weights(ctx.store.path_for(parent.weights_sha256))
+    base = BaseWeights(load_weights(ctx.store.path_for(parent.weights_sha256)), ["input"])
     data = load_builtin("digits")
 
     def train(name: str, resume: dict | None = None, stop_after: int | None = None) -> Any:
@@ -143,3 +143,27 @@ def test_fine_tuning_that_cannot_work_is_refused(ctx: WorkerContext, parent: Any
     with pytest.raises(InvalidSpec) as caught:
         _check_against_dataset(spec, BUILTIN_DATASETS["digits"])
     assert caught.value.field == field
+
+
+def test_the_whole_base_can_be_kept_with_its_lifted_softmax(ctx: WorkerContext, parent: Any) -> None:
+    """until the top layer (include_top=True): the base stored it bare (its softmax lifted), the child wraps it."""
+    child = _run(ctx, _child(until="classes") | {"model": _child(until="classes")["model"] | {"layers": [{"type": "Dense", "units": 10}]}}
+                 | {"training": {"loss": "sparse_categorical_crossentropy", "epochs": 1}})  # fmt: skip
+    mine, theirs = (load_weights(ctx.store.path_for(v.weights_sha256)) for v in (child, parent))
+    assert mine["body.layers.classes.0.weight"].numpy().tobytes() == theirs["body.layers.classes.weight"].numpy().tobytes()
+
+
+def test_what_kiln_fills_in_or_a_clashing_name_is_refused(ctx: WorkerContext, parent: Any) -> None:
+    with pytest.raises(InvalidSpec) as sent:
+        with_base(
+            JobSpec.model_validate(
+                _child(version=1, layers=["features"])
+                | {"model": _child()["model"] | {"base": {"model": "base-mlp", "version": 1, "layers": ["features"]}, "input_shape": [64]}}
+            ),  # fmt: skip
+            uow_factory=ctx.uow_factory,
+        )
+    assert sent.value.field == "model.base.layers"
+    body = _child()
+    body["model"]["layers"] = [{"name": "features", "type": "Dense", "units": 10, "activation": "softmax"}]
+    with pytest.raises(InvalidSpec, match="'features' has the name of a base layer"):
+        with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory)

@@ -6,9 +6,9 @@ import torch
 
 from services.data.builtins import LoadedDataset
 from services.spec import JobSpec
-from services.training.kinds.base import Exported, JobKind, ParityCheck
+from services.training.kinds.base import BaseWeights, Exported, JobKind, ParityCheck
 
-__all__ = ["Exported", "JobKind", "ParityCheck", "build_kind"]
+__all__ = ["BaseWeights", "Exported", "JobKind", "ParityCheck", "build_kind"]
 
 
 def build_kind(spec: JobSpec, data: LoadedDataset, device: torch.device) -> JobKind:

@@ -25,6 +25,14 @@ class ParityCheck:
 
 
 @dataclass(frozen=True)
+class BaseWeights:
+    """A base version's state dict, and its model's input names (normalisation statistics are kept per input)."""
+
+    state: dict[str, torch.Tensor]
+    input_names: list[str]
+
+
+@dataclass(frozen=True)
 class Exported:
     """What an export wrote beside the ONNX file, for the version to keep."""
 
@@ -65,7 +73,7 @@ class JobKind(Protocol):
         """Figures after training: the test split's (`test_*`), the parameter count, and the kind's own."""
         ...
 
-    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+    def load_base(self, state: dict[str, torch.Tensor], input_names: list[str]) -> None:
         """Copy the base version's weights into the layers the spec took from it (and its normalisation, unless the
         job names its own)."""
         ...

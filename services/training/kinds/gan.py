@@ -216,7 +216,7 @@ class Gan:
         return {"parameters": float(parameter_count(self.generator)),
                 "discriminator_parameters": float(parameter_count(self.discriminator))}  # fmt: skip
 
-    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+    def load_base(self, state: dict[str, torch.Tensor], input_names: list[str]) -> None:
         raise TrainingFailed("a GAN's networks take no base")  # refused at submission
 
     def weights(self) -> dict[str, torch.Tensor]:

@@ -141,6 +141,7 @@ class Supervised:
             epoch_start=self._fine_tune if training.fine_tune is not None else None,
         )  # fmt: skip
         self.phase = 0  # 1 once fine-tuning has unfrozen the base
+        self.unfrozen: list[str] = []  # the base layers fine-tuning unfroze
 
     def _fine_tune(self, epoch: int) -> None:
         """Keras' recipe: after `after_epoch` epochs, the base's layers (all, or the last N with weights) train too, at
@@ -152,7 +153,8 @@ class Supervised:
     def _unfreeze(self) -> None:
         fine_tune = self.spec.training.fine_tune
         assert fine_tune is not None
-        params = [p for name in fine_tuned_layers(self.spec) for p in thaw(self.network.body.layers[name])]
+        self.unfrozen = fine_tuned_layers(self.spec)
+        params = [p for name in self.unfrozen for p in thaw(self.network.body.layers[name])]
         self.optimizer.add_param_group({"params": params, "lr": fine_tune.learning_rate})
         self.phase = 1
 
@@ -198,25 +200,22 @@ class Supervised:
         extra = {"best_epoch": float(stopper.best_epoch)} if stopper else {}
         return {f"test_{k}": v for k, v in tested.items()} | extra | {"parameters": float(parameter_count(self.network))}
 
-    def load_base(self, state: dict[str, torch.Tensor]) -> None:
+    def load_base(self, state: dict[str, torch.Tensor], input_names: list[str]) -> None:
         base = self.spec.network.base
         assert base is not None and base.layers is not None, "a base is resolved at submission"
-        prefixes = tuple(f"body.layers.{name}." for name in base.layers)
-        copied = {key: value for key, value in state.items() if key.startswith(prefixes)}
-        own = {key for key in self.network.state_dict() if key.startswith(prefixes)}
-        if set(copied) != own:
-            raise TrainingFailed(f"the base's weights do not fit its layers: missing {sorted(own - set(copied))[:3]}, "
-                                 f"unexpected {sorted(set(copied) - own)[:3]}")  # fmt: skip
-        device = next(self.network.parameters()).device
+        own = self.network.state_dict()
         with torch.no_grad():
-            for key, value in self.network.state_dict().items():
-                if key in copied:
-                    value.copy_(copied[key])  # in place: the optimizer holds these very tensors
+            for name in base.layers:
+                for key, value in _matched(name, state, own).items():
+                    own[key].copy_(value)  # in place: the optimizer holds these very tensors
         if self.spec.data.normalization == "none":  # the base's statistics come along, unless the job names its own
-            for position in range(len(self.network.layout)):
-                shift, scale = state.get(f"normalize.{position}.shift"), state.get(f"normalize.{position}.scale")
+            device = next(self.network.parameters()).device
+            for position, item in enumerate(self.network.layout):
+                where = input_names.index(item.name) if item.name in input_names else -1
+                shift, scale = state.get(f"normalize.{where}.shift"), state.get(f"normalize.{where}.scale")
                 if shift is not None and scale is not None:
                     self.network.normalize[position] = Normalize(shift.clone(), scale.clone()).to(device)
+                    self.prepared.normalization = {"mode": "from_base", "base": f"{base.model}/{base.version}"}
 
     def weights(self) -> dict[str, torch.Tensor]:
         return dict(self.network.state_dict())
@@ -247,6 +246,19 @@ class Supervised:
                 f"{parity.atol:g} (+ rtol {parity.rtol:g})"
             )
         return Exported(agreement.max_abs_diff, self.labels, prepared.preprocessing, anomaly)
+
+
+def _matched(name: str, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Layer `name`'s base tensors by the child's keys. A layer whose softmax was lifted into the base's head is stored
+    bare (`name.weight`) where the child wraps it with its activation (`name.0.weight`), or the other way round."""
+    prefix = f"body.layers.{name}."
+    theirs = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    mine = [k[len(prefix) :] for k in own if k.startswith(prefix)]
+    for rename in (lambda s: s, lambda s: f"0.{s}", lambda s: s.removeprefix("0.")):
+        mapped = {rename(suffix): value for suffix, value in theirs.items()}
+        if set(mapped) == set(mine) and all(mapped[s].shape == own[prefix + s].shape for s in mine):
+            return {prefix + suffix: value for suffix, value in mapped.items()}
+    raise TrainingFailed(f"the base's weights do not fit its layer '{name}': it has {sorted(theirs)}, the model {sorted(mine)}")
 
 
 def _stopper_state(stopper: EarlyStopping) -> dict[str, Any]:
