@@ -39,6 +39,15 @@ def check_fine_tune(spec: JobSpec) -> None:
         raise InvalidSpec("training.fine_tune adds the base's layers with their own learning rate: use a constant lr_schedule",
                           field="training.lr_schedule")  # fmt: skip
     weighted = len(_weighted_base_layers(spec))
+    layers = {str(layer.name): layer for layer in spec.network.layers}
+    for name in fine_tuned_layers(spec):
+        layer = getattr(layers[name], "layer", layers[name])
+        for argument in ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "embeddings_regularizer",
+                         "activity_regularizer", "kernel_constraint"):  # fmt: skip
+            if getattr(layer, argument, None) is not None or getattr(layers[name], argument, None) is not None:
+                raise InvalidSpec(f"the base layer '{name}' has {argument}, which fine-tuning would not apply once it is "
+                                  "unfrozen: unfreeze fewer layers, or use a trainable base",
+                                  field="training.fine_tune")  # fmt: skip
     if fine_tune.unfreeze != "all" and fine_tune.unfreeze > weighted:
         raise InvalidSpec(f"training.fine_tune.unfreeze is {fine_tune.unfreeze}, but the base has {weighted} layers with weights",
                           field="training.fine_tune.unfreeze")  # fmt: skip

@@ -126,4 +126,6 @@ def lineage(name: str, version: int, *, uow_factory: UowFactory) -> list[dict[st
                           "parent": current.parent})  # fmt: skip
             parent = current.parent
             current = uow.models.get_version(parent["model"], parent["version"]) if parent else None
+            if parent and current is None:  # the parent's record is gone: say so rather than end as if it were the first
+                chain.append({"model": parent["model"], "version": parent["version"], "missing": True})
     return chain

@@ -3,6 +3,7 @@ bit for bit), its lineage is kept, and a base that cannot serve is refused by na
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
@@ -167,3 +168,21 @@ def test_what_kiln_fills_in_or_a_clashing_name_is_refused(ctx: WorkerContext, pa
     body["model"]["layers"] = [{"name": "features", "type": "Dense", "units": 10, "activation": "softmax"}]
     with pytest.raises(InvalidSpec, match="'features' has the name of a base layer"):
         with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory)
+
+
+def test_fine_tuning_a_regularized_base_layer_is_refused_and_a_lost_parent_is_shown(ctx: WorkerContext) -> None:
+    regularized = copy.deepcopy(PARENT)
+    regularized["model"]["layers"][1]["kernel_regularizer"] = "l2"
+    parent = _run(ctx, regularized)
+    body = _child(version=parent.version)
+    body["training"] |= {"epochs": 3, "fine_tune": {"after_epoch": 1}}
+    with pytest.raises(InvalidSpec, match="'embedding' has kernel_regularizer") as caught:
+        _check_against_dataset(with_base(JobSpec.model_validate(body), uow_factory=ctx.uow_factory), BUILTIN_DATASETS["digits"])
+    assert caught.value.field == "training.fine_tune"
+    with ctx.uow_factory() as uow:  # a child whose parent's record is not in this registry
+        kept = ("artifact_sha256", "artifact_size", "signature", "metrics", "spec", "hyperparameters", "dataset", "task")
+        uow.models.add_version(NewVersion(model_name="orphan", job_id=None, parent={"model": "gone", "version": 4},
+                                          **{f: getattr(parent, f) for f in kept}))  # fmt: skip
+        uow.commit()
+    chain = lineage("orphan", 1, uow_factory=ctx.uow_factory)
+    assert chain[-1] == {"model": "gone", "version": 4, "missing": True} and len(chain) == 2
