@@ -94,6 +94,7 @@ class BaseSpec(Strict):
     until: LayerName | None = None
     trainable: bool = False
     layers: list[LayerName] | None = None  # set at submission: the base layers copied, in order
+    vocabulary: bool = False  # set at submission: the model tokenises text with the base's vocabulary
 
     @model_validator(mode="after")
     def _version_or_alias(self) -> BaseSpec:

@@ -54,7 +54,7 @@ def train_and_export(
     `weights_path`), and return the version's metrics. `base_weights`: the state dict of `spec`'s base version, whose
     layers the network starts from (transfer learning)."""
     torch.manual_seed(spec.training.seed)
-    kind = build_kind(spec, data, device)
+    kind = build_kind(spec, data, device, base_weights.vocabulary if base_weights is not None else None)
     base = spec.network.base if spec.kind != "gan" else None
     if (base_weights is None) != (base is None):
         raise TrainingFailed("a model on a base needs the base's weights" if base else "weights given for a model with no base")

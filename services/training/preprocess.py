@@ -18,10 +18,12 @@ from services.training.builder import Normalize
 CHUNK_ROWS = 4096
 
 
-def tokenize_splits(data: DataSpec, train: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Encode every split with a vocabulary built from `train` only; also return what predict needs to do the same."""
+def tokenize_splits(data: DataSpec, train: np.ndarray, *others: np.ndarray,
+                    vocabulary: list[str] | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:  # fmt: skip
+    """Encode every split with a vocabulary built from `train` only (or the one given: a text base's); also return what
+    predict needs to do the same."""
     text = data.text or TextSpec()
-    vocabulary = build_vocabulary(train.tolist(), text.max_tokens)
+    vocabulary = vocabulary if vocabulary is not None else build_vocabulary(train.tolist(), text.max_tokens)
     encoded = [encode(split.tolist(), vocabulary, text.sequence_length) for split in (train, *others)]
     return encoded, {"kind": "text", "vocabulary": vocabulary, "sequence_length": text.sequence_length}
 

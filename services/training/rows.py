@@ -32,14 +32,16 @@ class Prepared:
     normalization: dict[str, Any] | None = field(default=None)
 
 
-def prepare(spec: JobSpec, data: LoadedDataset, stratify: bool) -> Prepared:
+def prepare(spec: JobSpec, data: LoadedDataset, stratify: bool, vocabulary: list[str] | None = None) -> Prepared:
     fit_x, y_fit, val_x, y_val = validation_split(
         data.x_train, data.y_train, fraction=spec.data.validation_split, seed=spec.data.seed, stratify=stratify
     )
     prepared = Prepared(fit_x, y_fit, val_x, y_val, data.x_test, data.y_test)
     if data.info.dtype == "text":
         assert isinstance(fit_x, np.ndarray) and isinstance(val_x, np.ndarray) and isinstance(data.x_test, np.ndarray)
-        (prepared.fit, prepared.val, prepared.test), prepared.preprocessing = tokenize_splits(spec.data, fit_x, val_x, data.x_test)
+        (prepared.fit, prepared.val, prepared.test), prepared.preprocessing = tokenize_splits(
+            spec.data, fit_x, val_x, data.x_test, vocabulary=vocabulary
+        )
     return prepared
 
 

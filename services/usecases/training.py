@@ -277,7 +277,8 @@ def _base_weights(spec: JobSpec, ctx: WorkerContext) -> BaseWeights | None:
     if parent is None or parent.weights_sha256 is None or not ctx.store.exists(parent.weights_sha256):
         raise KilnError(f"the base, version {base.version} of '{base.model}', or its weights, went away after submission")
     parent_inputs = ModelSpec.model_validate(parent.spec).input_names
-    return BaseWeights(load_weights(ctx.store.path_for(parent.weights_sha256)), parent_inputs)
+    vocabulary = (parent.preprocessing or {}).get("vocabulary") if base.vocabulary else None
+    return BaseWeights(load_weights(ctx.store.path_for(parent.weights_sha256)), parent_inputs, vocabulary)
 
 
 def _parent(spec: JobSpec, outcome: TrainingOutcome) -> dict[str, Any] | None:

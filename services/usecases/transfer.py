@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import ModelVersion
 from services.registry.protocols import UowFactory
-from services.spec import JobSpec, ModelSpec, resolve
+from services.spec import JobSpec, ModelSpec, TextSpec, resolve
 from services.spec.graph import Graph
 from services.spec.model import keras_name
 from services.usecases.versions import resolve as resolve_version
@@ -35,9 +35,12 @@ def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
     except NotFound as err:
         raise NotFound(err.message, field=f"model.base.{'model' if err.field == 'name' else err.field}") from None
     parent_model = _parent_model(parent)
-    if parent.preprocessing:
-        raise InvalidSpec(f"version {parent.version} of '{parent.model_name}' tokenises text; a text base's vocabulary is not "
-                          "carried to a child yet", field="model.base")  # fmt: skip
+    data = spec.data
+    vocabulary = bool(parent.preprocessing and parent.preprocessing.get("kind") == "text" and data.text is None)
+    if vocabulary:  # a text base's ids mean its vocabulary's words: the child tokenises as it did, unless it names its own
+        assert parent.preprocessing is not None
+        words = len(parent.preprocessing["vocabulary"])
+        data = data.model_copy(update={"text": TextSpec(max_tokens=max(words, 3), sequence_length=parent.preprocessing["sequence_length"])})
     graph = resolve(parent_model)
     until = base.until or _default_until(graph, parent)
     names = [n.name for n in graph.nodes]
@@ -51,7 +54,8 @@ def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
     expanded: dict[str, Any] = {
         "layers": [layer.model_dump(mode="json") for layer in frozen] + head,
         "outputs": [renamed.get(name, name) for name in model.outputs] if model.outputs else None,
-        "base": base.model_dump(mode="json") | {"version": parent.version, "until": until, "layers": [str(x.name) for x in copied]},
+        "base": base.model_dump(mode="json")
+        | {"version": parent.version, "until": until, "layers": [str(x.name) for x in copied], "vocabulary": vocabulary},
     }
     if parent_model.inputs is None:
         expanded["input_shape"] = parent_model.input_shape
@@ -61,7 +65,7 @@ def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
         resolved = ModelSpec.model_validate(expanded)
     except ValidationError as err:
         raise InvalidSpec(f"the model on its base does not validate: {err.errors()[0]['msg']}", field="model.layers") from None
-    return spec.model_copy(update={"model": resolved})
+    return spec.model_copy(update={"model": resolved, "data": data})
 
 
 def _parent_model(parent: ModelVersion) -> ModelSpec:

@@ -10,10 +10,12 @@ import zipfile
 
 import httpx
 import numpy as np
+import onnx
 from PIL import Image
 from safetensors.numpy import load as load_safetensors
 
 from tests.conftest import ROOT
+from tests.datasets_factory import sentiment_csv
 from tests.e2e.helpers import wait_for_job
 
 CNN = json.loads((ROOT / "examples" / "cnn_shapes.json").read_text())
@@ -90,3 +92,34 @@ def test_a_frozen_shapes_cnn_learns_new_classes_from_twenty_images_each(kiln: di
     assert chain[0]["dataset"]["sha256"] != chain[1]["dataset"]["sha256"]
     assert example["state"] == "succeeded", example["error"]
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "model.base.until"
+
+
+def test_a_text_base_lends_its_vocabulary_so_its_embedding_ids_mean_the_same_words(kiln: dict) -> None:
+    with httpx.Client(base_url=kiln["url"], timeout=60, headers=kiln["headers"]) as client:
+        text_csv = {"format": "text_csv"}
+        reviews = client.post("/v1/datasets", files={"file": ("reviews.csv", sentiment_csv(seed=0))}, data=text_csv).json()
+        parent = wait_for_job(client, client.post("/v1/jobs", json={
+            "model_name": "reviews-lstm",
+            "model": {"input_shape": [16], "layers": [
+                {"name": "words", "type": "Embedding", "input_dim": 200, "output_dim": 16}, {"type": "LSTM", "units": 16},
+                {"type": "Dense", "units": 2, "activation": "softmax"}]},
+            "data": {"dataset": reviews["id"], "text": {"max_tokens": 200, "sequence_length": 16}},
+            "training": {"loss": "sparse_categorical_crossentropy", "epochs": 4, "optimizer": {"name": "adam", "learning_rate": 0.01}},
+        }).headers["location"], timeout=300)  # fmt: skip
+        assert parent["state"] == "succeeded", parent["error"]
+        others = client.post(
+            "/v1/datasets", files={"file": ("more.csv", sentiment_csv(rows=120, seed=5))}, data={"format": "text_csv"}
+        ).json()
+        child = wait_for_job(client, client.post("/v1/jobs", json={
+            "model_name": "reviews-head",
+            "model": {"base": {"model": "reviews-lstm"}, "layers": [{"type": "Dense", "units": 2, "activation": "softmax"}]},
+            "data": {"dataset": others["id"]},
+            "training": {"loss": "sparse_categorical_crossentropy", "epochs": 6, "optimizer": {"name": "adam", "learning_rate": 0.01}},
+        }).headers["location"], timeout=300)  # fmt: skip
+        assert child["state"] == "succeeded", child["error"]
+        versions = [client.get(f"/v1/models/{name}/versions/1/artifact").content for name in ("reviews-lstm", "reviews-head")]
+        predicted = client.post("/v1/models/reviews-head/predict", json={"inputs": ["Wonderful superb film, loved it!"]}).json()
+    vocabularies = [json.loads({p.key: p.value for p in onnx.load_from_string(v).metadata_props}["kiln.preprocessing"])["vocabulary"]
+                    for v in versions]  # fmt: skip
+    assert vocabularies[0] == vocabularies[1]  # the base's, not one built from the child's 120 rows
+    assert predicted["labels"][0] in ("negative", "positive")

@@ -11,8 +11,9 @@ from services.training.kinds.base import BaseWeights, Exported, JobKind, ParityC
 __all__ = ["BaseWeights", "Exported", "JobKind", "ParityCheck", "build_kind"]
 
 
-def build_kind(spec: JobSpec, data: LoadedDataset, device: torch.device) -> JobKind:
-    """The networks, optimizers and splits of `spec`'s kind, on `device`, freshly initialised from its seed."""
+def build_kind(spec: JobSpec, data: LoadedDataset, device: torch.device, vocabulary: list[str] | None = None) -> JobKind:
+    """The networks, optimizers and splits of `spec`'s kind, on `device`, freshly initialised from its seed (text
+    tokenised with `vocabulary` when given: a text base's)."""
     if spec.kind == "gan":
         from services.training.kinds.gan import Gan
 
@@ -20,7 +21,7 @@ def build_kind(spec: JobSpec, data: LoadedDataset, device: torch.device) -> JobK
     if spec.kind == "autoencoder":
         from services.training.kinds.autoencoder import Autoencoder
 
-        return Autoencoder(spec, data, device)
+        return Autoencoder(spec, data, device, vocabulary)
     from services.training.kinds.supervised import Supervised
 
-    return Supervised(spec, data, device)
+    return Supervised(spec, data, device, vocabulary)

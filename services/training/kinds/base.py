@@ -30,6 +30,7 @@ class BaseWeights:
 
     state: dict[str, torch.Tensor]
     input_names: list[str]
+    vocabulary: list[str] | None = None  # a text base's, when the model tokenises with it
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def evaluate(network: nn.Module, objective: Objective, data: Split, metrics: lis
 class Supervised:
     """One network, trained on (input, target) pairs; exported with its output activation, labels and preprocessing."""
 
-    def __init__(self, spec: JobSpec, data: LoadedDataset, device: torch.device) -> None:
+    def __init__(self, spec: JobSpec, data: LoadedDataset, device: torch.device, vocabulary: list[str] | None = None) -> None:
         self.spec, self.task = spec, spec.task
         training = spec.training
         self.network = network = build_network(spec.network, fuse_output_activation=not training.is_regression)
@@ -117,7 +117,7 @@ class Supervised:
         # A lifted softmax/sigmoid leaves logits; so does a last layer with no squashing activation ("linear" is read as logits).
         from_logits = network.outputs_logits or final_activation(spec.network) not in ("softmax", "sigmoid")
         self.objective = objective = Objective(training.loss, from_logits=from_logits, n_classes=data.info.n_classes)
-        self.prepared = prepared = prepare(spec, data, stratify=objective.is_classification)
+        self.prepared = prepared = prepare(spec, data, stratify=objective.is_classification, vocabulary=vocabulary)
         if spec.data.normalization != "none":
             prepared.normalization = normalize(network, spec.data.normalization, prepared.fit)
         reconstruct = spec.data.targets == "inputs"
