@@ -50,8 +50,7 @@ async def _generate_counted(request: Request, body: GenerateRequest, ctx: ApiCon
     check_size(generation, body.n)
     png = wants_png(request.headers.get("accept", ""), generation)  # before inference: a 406 costs nothing
     feeds, seed, labels = latent_feeds(generation, body.n, body.seed, body.labels)
-    await ctx.predictor.model_async(version)
-    result = await ctx.predictor.infer(version, feeds)
+    result = await ctx.predictor.infer(version, feeds)  # loads the model on a miss
     ctx.metrics.observe_inference(version, result)
     samples = result.outputs[0]
     if png:

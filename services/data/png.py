@@ -1,12 +1,12 @@
-"""PNG images of samples, written with numpy and zlib alone: one sample, or a grid of them."""
+"""PNG images of samples: one sample, or a grid of them."""
 
 from __future__ import annotations
 
+import io
 import math
-import struct
-import zlib
 
 import numpy as np
+from PIL import Image
 
 
 def image_layout(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -41,12 +41,6 @@ def grid_png(samples: np.ndarray, *, low: float = 0.0, high: float = 1.0, gap: i
 
 def encode_png(image: np.ndarray) -> bytes:
     """An 8-bit grey (H, W, 1) or RGB (H, W, 3) image as PNG bytes."""
-    height, width, channels = image.shape
-    colour = {1: 0, 3: 2}[channels]
-    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))  # filter type 0 on every row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -10,8 +10,10 @@ from __future__ import annotations
 from services.data.catalogue import DatasetInfo
 from services.errors import InvalidSpec
 from services.spec.base import Shape, fields_under, show
-from services.spec.graph import Graph, Node, resolve
+from services.spec.graph import Graph, resolve
 from services.spec.job import JobSpec
+from services.spec.model import ModelSpec
+from services.spec.weights import penalized_argument
 
 
 def sample_classes(spec: JobSpec, dataset: DatasetInfo) -> int:
@@ -59,7 +61,7 @@ def check_gan_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:
         why = f" (the generator's {list(sample)} with {classes} one-hot class values appended)" if classes else " (the generator's samples)"
         raise InvalidSpec(f"the discriminator reads {list(expected)}{why}, but its input_shape is {list(discriminator.inputs[0].shape)}",
                           field=_input_field(gan.discriminator.inputs is None, "model.discriminator"))  # fmt: skip
-    _check_logit(discriminator)
+    _check_logit(discriminator, gan.discriminator)
 
 
 def _input_field(sequential: bool, prefix: str) -> str:
@@ -69,23 +71,20 @@ def _input_field(sequential: bool, prefix: str) -> str:
 def _check_unpenalized(graph: Graph, field: str, name: str) -> None:
     """A GAN's steps add no regularizer penalty and apply no constraint: refused rather than silently dropped."""
     for node in graph.by_index():
-        layer = getattr(node.layer, "layer", node.layer)
-        for argument in ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "embeddings_regularizer",
-                         "activity_regularizer", "kernel_constraint"):  # fmt: skip
-            if getattr(layer, argument, None) is not None or getattr(node.layer, argument, None) is not None:
-                raise InvalidSpec(f"the {name}'s layer '{node.name}' has {argument}: GANs train without regularizers or "
-                                  "constraints", field=f"{field}.{node.field.removeprefix('model.')}.{argument}")  # fmt: skip
+        if (argument := penalized_argument(node.layer)) is not None:
+            raise InvalidSpec(f"the {name}'s layer '{node.name}' has {argument}: GANs train without regularizers or "
+                              "constraints", field=f"{field}.{node.field.removeprefix('model.')}.{argument}")  # fmt: skip
 
 
-def _check_logit(discriminator: Graph) -> None:
-    from services.spec.shapes import output_activation
+def _check_logit(discriminator: Graph, model: ModelSpec) -> None:
+    from services.spec.shapes import final_activation, output_activation
 
     output = discriminator.output
     field = f"model.discriminator.{output.field.removeprefix('model.')}"
     if output.shape != (1,):
         raise InvalidSpec(f"the discriminator maps a sample to one logit: it outputs {show(output.shape)}; end it with Dense(1)",
                           field=field)  # fmt: skip
-    if output_activation(output.layer) == "linear" and any(output_activation(n.layer) == "sigmoid" for n in _before(discriminator)):
+    if output_activation(output.layer) == "linear" and final_activation(model) == "sigmoid":  # a sigmoid, then Dropout
         raise InvalidSpec("the discriminator's sigmoid must be its last layer's activation (or left out, for a logit)", field=field)
     if output_activation(output.layer) not in ("linear", "sigmoid"):
         raise InvalidSpec(f"the discriminator's last activation is '{output_activation(output.layer)}': use none (a logit) or sigmoid",
@@ -125,16 +124,3 @@ def check_not_gan_options(spec: JobSpec) -> None:
                        ("label_smoothing", training.label_smoothing > 0), ("label_noise", training.label_noise > 0)):  # fmt: skip
         if bad:
             raise InvalidSpec(f'training.{field} trains a GAN\'s discriminator: set "kind": "gan"', field=f"training.{field}")
-
-
-def _before(graph: Graph) -> list[Node]:
-    """The layers that pass straight through to the output (Dropout, linear Activation), and the one before them."""
-    from services.spec.layers_core import ActivationLayer, DropoutLayer
-
-    node, chain = graph.output, []
-    while isinstance(node.layer, DropoutLayer) or (isinstance(node.layer, ActivationLayer) and node.layer.activation == "linear"):
-        if node.sources[0] in [i.name for i in graph.inputs]:
-            break
-        node = graph.node(node.sources[0])
-        chain.append(node)
-    return chain

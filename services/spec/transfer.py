@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.errors import InvalidSpec
 from services.spec.graph import resolve
 from services.spec.job import JobSpec
+from services.spec.weights import penalized_argument
 
 
 def _weighted_base_layers(spec: JobSpec) -> list[str]:
@@ -41,13 +42,9 @@ def check_fine_tune(spec: JobSpec) -> None:
     weighted = len(_weighted_base_layers(spec))
     layers = {str(layer.name): layer for layer in spec.network.layers}
     for name in fine_tuned_layers(spec):
-        layer = getattr(layers[name], "layer", layers[name])
-        for argument in ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "embeddings_regularizer",
-                         "activity_regularizer", "kernel_constraint"):  # fmt: skip
-            if getattr(layer, argument, None) is not None or getattr(layers[name], argument, None) is not None:
-                raise InvalidSpec(f"the base layer '{name}' has {argument}, which fine-tuning would not apply once it is "
-                                  "unfrozen: unfreeze fewer layers, or use a trainable base",
-                                  field="training.fine_tune")  # fmt: skip
+        if (argument := penalized_argument(layers[name])) is not None:
+            raise InvalidSpec(f"the base layer '{name}' has {argument}, which fine-tuning would not apply once it is "
+                              "unfrozen: unfreeze fewer layers, or use a trainable base", field="training.fine_tune")  # fmt: skip
     if fine_tune.unfreeze != "all" and fine_tune.unfreeze > weighted:
         raise InvalidSpec(f"training.fine_tune.unfreeze is {fine_tune.unfreeze}, but the base has {weighted} layers with weights",
                           field="training.fine_tune.unfreeze")  # fmt: skip

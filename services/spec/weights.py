@@ -120,3 +120,16 @@ class EmbeddingArguments(LayerSpec):
 def regularized(layer: LayerSpec) -> bool:
     """Whether the layer adds anything to the training loss."""
     return any(isinstance(value, Regularizer) and value.active for _, value in layer)
+
+
+PENALIZING = ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "embeddings_regularizer",
+              "activity_regularizer", "kernel_constraint")  # fmt: skip
+
+
+def penalized_argument(layer: Any) -> str | None:
+    """The first regularizer or constraint a layer (or the RNN a Bidirectional wraps) is given, or None."""
+    for candidate in (layer, getattr(layer, "layer", None)):
+        for argument in PENALIZING:
+            if candidate is not None and getattr(candidate, argument, None) is not None:
+                return argument
+    return None

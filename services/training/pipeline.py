@@ -78,7 +78,7 @@ def train_and_export(
     if weights_path is not None:
         save_weights(kind.weights(), weights_path)
     export_seconds = time.perf_counter() - started
-    metrics = history[-1].metrics | tested | exported.figures | {
+    metrics = history[-1].metrics | tested | {
         "epochs": float(len(history)), "train_seconds": train_seconds, "export_seconds": export_seconds,
         "onnx_parity_max_abs_diff": exported.parity_max_abs_diff,
     }  # fmt: skip

@@ -15,11 +15,15 @@ def check_detects(version: ModelVersion) -> None:
     """A Conflict unless the version is an autoencoder, saying what it is."""
     if version.task == "autoencoder":
         return
-    what = (
-        f"a {version.task}" if version.task else ("an uploaded ONNX model" if version.job_id is None else "a model with no recorded task")
-    )
-    raise Conflict(f"version {version.version} of '{version.model_name}' is {what}: detect needs an autoencoder "
+    raise Conflict(f"version {version.version} of '{version.model_name}' is {what_it_is(version)}: detect needs an autoencoder "
                    '(train one with "kind": "autoencoder")', field="version")  # fmt: skip
+
+
+def what_it_is(version: ModelVersion) -> str:
+    """What a version serves as, for a 409 on a route it cannot answer: `a classifier`, `an uploaded ONNX model`, ..."""
+    if version.task:
+        return f"a {version.task}"
+    return "an uploaded ONNX model" if version.job_id is None else "a model with no recorded task"
 
 
 def threshold_for(version: ModelVersion, given: Any) -> float:

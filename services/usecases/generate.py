@@ -11,6 +11,7 @@ import numpy as np
 from services.data.png import grid_png, image_layout
 from services.errors import Conflict, InvalidInput, NotAcceptable
 from services.registry.entities import ModelVersion
+from services.usecases.detect import what_it_is
 
 MAX_SAMPLES = 1024
 MAX_VALUES = 2**22  # values one generate answer may hold (about 80 MB of JSON): n x the sample's size
@@ -20,10 +21,7 @@ def generation_of(version: ModelVersion) -> dict[str, Any]:
     """The version's generation settings; a Conflict saying what the version is when it is not a generator."""
     if version.task == "generator" and version.generation:
         return version.generation
-    what = (
-        f"a {version.task}" if version.task else ("an uploaded ONNX model" if version.job_id is None else "a model with no recorded task")
-    )
-    raise Conflict(f"version {version.version} of '{version.model_name}' is {what}: generate needs a GAN's generator "
+    raise Conflict(f"version {version.version} of '{version.model_name}' is {what_it_is(version)}: generate needs a GAN's generator "
                    '(train one with "kind": "gan")', field="version")  # fmt: skip
 
 

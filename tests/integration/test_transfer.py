@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-import torch
 
 from services.data.builtins import load_builtin
 from services.data.catalogue import BUILTIN_DATASETS
@@ -16,12 +15,13 @@ from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import JobState, NewVersion
 from services.spec import JobSpec
 from services.training import checkpoint
-from services.training.pipeline import BaseWeights, Checkpointing, load_weights, train_and_export
+from services.training.pipeline import BaseWeights, Checkpointing, load_weights
 from services.usecases.jobs import _check_against_dataset, get_job
 from services.usecases.training import WorkerContext, run_job
 from services.usecases.transfer import with_base
 from services.usecases.versions import lineage
 from tests.factories import job_body
+from tests.interrupted import train_until
 
 PARENT = job_body(model_name="base-mlp", training={"epochs": 3}) | {"model": {"input_shape": [64], "layers": [
     {"name": "features", "type": "Dense", "units": 32, "activation": "relu"},
@@ -112,16 +112,9 @@ def test_fine_tuning_unfreezes_the_last_base_layers_at_their_own_rate_and_resume
     data = load_builtin("digits")
 
     def train(name: str, resume: dict | None = None, stop_after: int | None = None) -> Any:
-        def report(result: Any) -> None:
-            if result.epoch == stop_after:
-                raise KeyboardInterrupt
-
-        try:
-            return train_and_export(spec, data, device=torch.device("cpu"), onnx_path=tmp_path / f"{name}.onnx",
-                                    on_epoch_end=report, parity=ctx.parity, base_weights=base,
-                                    checkpointing=Checkpointing(tmp_path / f"{name}.pt", resume))  # fmt: skip
-        except KeyboardInterrupt:
-            return None
+        outcome, _ = train_until(spec, data, tmp_path / f"{name}.onnx", parity=ctx.parity, base_weights=base, stop_after=stop_after,
+                                 checkpointing=Checkpointing(tmp_path / f"{name}.pt", resume))  # fmt: skip
+        return outcome
 
     whole = train("whole")
     for stop in (2, 3):  # before the phase change, and after it

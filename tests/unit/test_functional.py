@@ -18,6 +18,7 @@ from services.training import checkpoint
 from services.training.builder import build_network
 from services.training.pipeline import Checkpointing, ParityCheck, train_and_export
 from tests.factories import job_body
+from tests.interrupted import train_until
 
 SKIP = {  # the example: a skip connection around a hidden layer, and the input concatenated back in
     "inputs": [{"name": "x", "shape": [64]}],
@@ -162,19 +163,8 @@ def test_a_graph_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
     data = load_builtin("digits")
 
     def run(epochs_path: Path, resume: dict[str, Any] | None, stop_after: int | None) -> list[Any]:
-        seen: list[Any] = []
-
-        def report(result: Any) -> None:
-            seen.append(result)
-            if stop_after is not None and result.epoch == stop_after:
-                raise KeyboardInterrupt  # the worker dies after this epoch's checkpoint
-
-        try:
-            train_and_export(spec, data, device=torch.device("cpu"), onnx_path=tmp_path / "m.onnx", on_epoch_end=report,
-                             parity=ParityCheck(rows=64, atol=1e-4, rtol=1e-3),
-                             checkpointing=Checkpointing(epochs_path, resume))  # fmt: skip
-        except KeyboardInterrupt:
-            pass
+        _, seen = train_until(spec, data, tmp_path / "m.onnx", parity=ParityCheck(rows=64, atol=1e-4, rtol=1e-3),
+                              checkpointing=Checkpointing(epochs_path, resume), stop_after=stop_after)  # fmt: skip
         return seen
 
     whole = run(tmp_path / "a.pt", None, None)

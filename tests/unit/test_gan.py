@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 from pydantic import ValidationError
 
 from services.data.builtins import load_builtin
@@ -19,8 +18,9 @@ from services.errors import InvalidSpec
 from services.spec import JobSpec, check_budget, check_job_against_dataset
 from services.spec.budget import Budget
 from services.training import checkpoint
-from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome, train_and_export
+from services.training.pipeline import Checkpointing, ParityCheck, TrainingOutcome
 from tests.factories import gan_body, job_body
+from tests.interrupted import train_until
 
 PARITY = ParityCheck(rows=64, atol=1e-4, rtol=1e-3)
 
@@ -30,19 +30,7 @@ def _train(body: dict[str, Any], path: Path, *, checkpointing: Checkpointing | N
     spec = JobSpec.model_validate(body)
     data = load_builtin(spec.data.dataset)
     check_job_against_dataset(spec, data.info)
-    seen: list[Any] = []
-
-    def report(result: Any) -> None:
-        seen.append(result)
-        if stop_after is not None and result.epoch == stop_after:
-            raise KeyboardInterrupt  # the worker dies after this epoch's checkpoint
-
-    try:
-        outcome = train_and_export(spec, data, device=torch.device("cpu"), onnx_path=path, parity=PARITY, on_epoch_end=report,
-                                   checkpointing=checkpointing)  # fmt: skip
-    except KeyboardInterrupt:
-        return None, seen
-    return outcome, seen
+    return train_until(spec, data, path, parity=PARITY, checkpointing=checkpointing, stop_after=stop_after)
 
 
 def test_a_gan_reports_both_networks_figures_renders_each_epoch_and_exports_the_generator(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ and the loop never sees a spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +42,6 @@ class Exported:
     preprocessing: dict[str, Any] | None = None  # what serving does to raw inputs first (text models)
     anomaly: dict[str, Any] | None = None  # an autoencoder's reconstruction-error threshold
     generation: dict[str, Any] | None = None  # a generator's latent size, classes, sample shape and range
-    figures: dict[str, float] = field(default_factory=dict)  # measured while exporting (an anomaly's share, ...)
 
 
 class JobKind(Protocol):
