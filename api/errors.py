@@ -24,7 +24,7 @@ from services.errors import (
     Unavailable,
 )
 from services.registry.db import DATABASE_UNAVAILABLE, database_unavailable
-from services.spec.job import MODEL_TAGS
+from services.spec.job import format_loc
 
 log = logging.getLogger(__name__)
 _STATUS: dict[type[KilnError], int] = {
@@ -64,23 +64,6 @@ def render_error(
     body = error_body(code, message, field=field, details=details)
     body["error"]["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    """`("body", "model", "layers", 1, "Dense", "units")` -> `model.layers[1].units`."""
-    parts: list[str] = []
-    previous: Any = None
-    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        elif isinstance(previous, int) and part[:1].isupper():
-            pass  # the layer type pydantic adds after a list index of a tagged union
-        elif previous == "model" and part in MODEL_TAGS:
-            pass  # which form of `model` it is (one network, or a GAN's two)
-        else:
-            parts.append(("." if parts else "") + str(part))
-        previous = part
-    return "".join(parts) or "body"
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
 from api.middleware import RequestMiddleware
-from api.routers import datasets, detect, generate, health, jobs, models, predict, v2
+from api.routers import datasets, detect, generate, health, jobs, models, predict, studies, v2
 from api.routes import hot_routes
 from services.config import Settings
 from services.data.store import DatasetStore
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     app.include_router(generate.router)
     app.include_router(v2.router)
     app.include_router(jobs.router)
+    app.include_router(studies.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -78,6 +78,12 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/jobs/{job_id}/events", READ),
     RouteSpec("GET", "/v1/jobs/{job_id}/epochs/{epoch}/image", READ),
     RouteSpec("POST", "/v1/jobs/{job_id}/cancel", TRAIN),
+    # Studies: hyperparameter searches whose trials are jobs.
+    RouteSpec("POST", "/v1/studies", TRAIN),
+    RouteSpec("GET", "/v1/studies", READ),
+    RouteSpec("GET", "/v1/studies/{study_id}", READ),
+    RouteSpec("GET", "/v1/studies/{study_id}/events", READ),
+    RouteSpec("POST", "/v1/studies/{study_id}/cancel", TRAIN),
     # Datasets.
     RouteSpec("POST", "/v1/datasets", TRAIN, capped=False),
     RouteSpec("GET", "/v1/datasets", READ),

@@ -38,6 +38,8 @@ class JobSummary(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    study_id: uuid.UUID | None = Field(default=None, description="The study whose trial this job runs.")
+    trial_number: int | None = Field(default=None, description="Which trial of that study.")
 
     @classmethod
     def of(cls, job: Job) -> JobSummary:

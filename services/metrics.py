@@ -70,6 +70,12 @@ def exposition(registry: CollectorRegistry, scrape_time: list[Collector]) -> byt
     return generate_latest(registry)
 
 
+def study_trials_counter(registry: CollectorRegistry) -> Counter:
+    """kiln_study_trials_total{outcome}: counted by whichever process settles a trial (the API on a cancel, else a worker)."""
+    return Counter("kiln_study_trials", "Study trials that ended, by outcome: complete, pruned, failed or cancelled.", ["outcome"],
+                   registry=registry)  # fmt: skip
+
+
 class ApiMetrics:
     """The API's metrics, on a registry of their own so each app instance starts clean."""
 
@@ -115,6 +121,7 @@ class ApiMetrics:
         self.models_loaded = Gauge(
             "kiln_models_loaded", "onnxruntime sessions loaded.", registry=self.registry, multiprocess_mode="livesum"
         )
+        self.study_trials = study_trials_counter(self.registry)
         # The hot path's updates are tallied and folded in when read (see services.metric_tally); with several
         # processes, another may serve the scrape, so each update is folded in at once (only what changed is visited).
         self._tallies, self._write_through = Tallies(), multiprocess()
@@ -186,6 +193,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.jobs_finished = Counter("kiln_training_jobs_finished", "Jobs that ended, by outcome.", ["outcome"], registry=self.registry)
+        self.study_trials = study_trials_counter(self.registry)
         self.epoch_duration = Histogram(
             "kiln_training_epoch_duration_seconds", "Seconds per training epoch.", ["model"], registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),

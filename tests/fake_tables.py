@@ -50,6 +50,8 @@ class JobRow:
     checkpoint_epoch: int | None = None
     checkpoint_attempt: int | None = None
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    study_id: uuid.UUID | None = None
+    trial_number: int | None = None
 
     def may_move(self, target: JobState, *, only: JobState | None = None) -> bool:
         """The WHERE clause of a move, from the same table the SQL one is built from."""

@@ -44,14 +44,16 @@ class FakeJobs:
         return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history)
 
     def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
-            idempotency_key: str | None = None, request_hash: str | None = None) -> None:  # fmt: skip
+            idempotency_key: str | None = None, request_hash: str | None = None,
+            trial: tuple[uuid.UUID, int] | None = None) -> None:  # fmt: skip
         if job_id in self.t.jobs:
             raise _integrity(f"jobs.id {job_id}")
         if idempotency_key is not None and any(r.idempotency_key == idempotency_key for r in self.t.jobs.values()):
             raise _integrity(f"jobs.idempotency_key {idempotency_key}")
         now = utcnow()
         self.t.jobs[job_id] = JobRow(job_id, model_name, copy.deepcopy(spec), queue, now, dispatched_at=now,
-                                     idempotency_key=idempotency_key, request_hash=request_hash)  # fmt: skip
+                                     idempotency_key=idempotency_key, request_hash=request_hash,
+                                     study_id=trial[0] if trial else None, trial_number=trial[1] if trial else None)  # fmt: skip
 
     def by_idempotency_key(self, key: str) -> tuple[uuid.UUID, str | None] | None:
         return next(((r.id, r.request_hash) for r in self.t.jobs.values() if r.idempotency_key == key), None)

@@ -15,6 +15,8 @@ from celery import signals
 from services.config import Settings
 from services.logs import configure_logging
 from services.registry.unit_of_work import connect_registry
+from services.spec import Budget
+from services.usecases.studies import StudyTerms
 from services.usecases.sweeper import SweepPolicy, sweep
 from services.usecases.workers import record_worker_heartbeat, remove_worker
 from worker.app import CeleryDispatcher, create_celery, queue_lengths
@@ -80,10 +82,17 @@ class Sweeper:
         self.stop = threading.Event()
 
     def run(self) -> None:
+        from services.metrics import WorkerMetrics  # after prepare_metrics, in the thread: the main process counts too
+
         dispatcher = CeleryDispatcher(self.celery)
+        settings, metrics = self.settings, WorkerMetrics()
+        studies = StudyTerms(uow_factory=self.uow_factory, dispatcher=dispatcher, stale_after_s=settings.worker_stale_after_s,
+                             budget=Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb),
+                             count_trial=lambda outcome: metrics.study_trials.labels(outcome).inc())  # fmt: skip
         while not self.stop.wait(self.settings.sweep_interval_s):
             try:
-                sweep(uow_factory=self.uow_factory, dispatcher=dispatcher, waiting=lambda: queue_lengths(self.celery), policy=self.policy)
+                sweep(uow_factory=self.uow_factory, dispatcher=dispatcher, waiting=lambda: queue_lengths(self.celery), policy=self.policy,
+                      studies=studies)  # fmt: skip
             except Exception:  # the database is away: the next pass tries again
                 log.warning("sweep failed; retrying", exc_info=True)
 

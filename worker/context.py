@@ -13,6 +13,7 @@ from services.data.store import DatasetStore
 from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.spec import Budget
+from services.usecases.studies import StudyTerms
 from services.usecases.training import LeaseTerms, WorkerContext
 
 
@@ -58,7 +59,13 @@ def _build(plan: WorkerPlan) -> WorkerContext:
     warm_up(device)  # so the first job does not pay about a second of torch start-up
     _, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     from services.metrics import WorkerMetrics
+    from worker.app import CeleryDispatcher, create_celery
 
+    metrics = WorkerMetrics()
+    budget = Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb)
+    studies = StudyTerms(uow_factory=uow_factory, dispatcher=CeleryDispatcher(create_celery(settings)), budget=budget,
+                         stale_after_s=settings.worker_stale_after_s,
+                         count_trial=lambda outcome: metrics.study_trials.labels(outcome).inc())  # fmt: skip
     return WorkerContext(
         uow_factory=uow_factory,
         store=LocalArtifactStore(settings.artifacts),
@@ -67,8 +74,9 @@ def _build(plan: WorkerPlan) -> WorkerContext:
         datasets=DatasetStore(settings.datasets),
         max_in_memory_bytes=settings.max_in_memory_dataset_mb * 2**20,
         checkpoints=settings.checkpoints,
-        budget=Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb),
-        metrics=WorkerMetrics(),
+        budget=budget,
+        metrics=metrics,
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
         lease=LeaseTerms(heartbeat_s=settings.job_heartbeat_s, lease_s=settings.job_lease_s),
+        studies=studies,
     )

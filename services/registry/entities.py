@@ -50,6 +50,8 @@ class Job:
     checkpoint_epoch: int | None = None
     checkpoint_attempt: int | None = None
     warnings: list[dict[str, Any]] = field(default_factory=list)  # [{"epoch": n, "message": ...}], in order
+    study_id: uuid.UUID | None = None  # the study whose trial `trial_number` this job runs
+    trial_number: int | None = None
 
     @property
     def epoch(self) -> int:
@@ -141,3 +143,45 @@ class ApiKey:
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+class StudyState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A study's trial as SQL has it: its values, its job (and that job's state and per-epoch figures)."""
+
+    number: int
+    job_id: uuid.UUID | None
+    params: dict[str, Any]
+    system_attrs: dict[str, Any]
+    outcome: str | None  # written once, when the trial ends
+    value: float | None
+    error: str | None
+    created_at: datetime
+    job_state: JobState | None = None
+    job_error: str | None = None
+    version: int | None = None
+    epochs: list[dict[str, float]] = field(default_factory=list)  # each finished epoch's metrics, in order
+
+
+@dataclass(frozen=True)
+class Study:
+    id: uuid.UUID
+    name: str
+    model_name: str
+    spec: dict[str, Any]
+    state: StudyState
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    best_trial: int | None
+    best_version: int | None
+    importances: dict[str, float] | None
+    trials: list[Trial] = field(default_factory=list)
+    trial_count: int = 0

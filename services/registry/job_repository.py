@@ -38,6 +38,8 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         checkpoint_epoch=row.checkpoint_epoch,
         checkpoint_attempt=row.checkpoint_attempt,
         warnings=list(row.warnings or []),
+        study_id=row.study_id,
+        trial_number=row.trial_number,
     )
 
 
@@ -56,12 +58,14 @@ class JobRepository:
 
     def add(
         self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
-        idempotency_key: str | None = None, request_hash: str | None = None,
+        idempotency_key: str | None = None, request_hash: str | None = None, trial: tuple[uuid.UUID, int] | None = None,
     ) -> None:  # fmt: skip
+        """Record a queued job; `trial` is (study id, trial number) for a study's trial."""
         now = utcnow()
+        study_id, number = trial or (None, None)
         self.session.add(JobRow(
             id=job_id, model_name=model_name, spec=spec, state=JobState.QUEUED, queue=queue, attempt=0, created_at=now, dispatched_at=now,
-            cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash,
+            cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash, study_id=study_id, trial_number=number,
         ))  # fmt: skip
         self.session.flush()  # a duplicate Idempotency-Key fails here, inside the caller's transaction
 

@@ -13,13 +13,25 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from services.registry.entities import ApiKey, DatasetRecord, EpochRecord, Job, JobState, LostJob, ModelSummary, ModelVersion, NewVersion
+from services.registry.entities import (
+    ApiKey,
+    DatasetRecord,
+    EpochRecord,
+    Job,
+    JobState,
+    LostJob,
+    ModelSummary,
+    ModelVersion,
+    NewVersion,
+    Study,
+    StudyState,
+)  # fmt: skip
 
 
 class Jobs(Protocol):
     def add(
         self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
-        idempotency_key: str | None = None, request_hash: str | None = None,
+        idempotency_key: str | None = None, request_hash: str | None = None, trial: tuple[uuid.UUID, int] | None = None,
     ) -> None: ...  # fmt: skip
     def by_idempotency_key(self, key: str) -> tuple[uuid.UUID, str | None] | None: ...
     def request_cancel(self, job_id: uuid.UUID) -> bool: ...
@@ -86,6 +98,21 @@ class ApiKeys(Protocol):
     def revoke(self, key_id: uuid.UUID) -> bool: ...
 
 
+class Studies(Protocol):
+    def add(self, *, study_id: uuid.UUID, name: str, model_name: str, spec: dict[str, Any]) -> None: ...
+    def lock(self, study_id: uuid.UUID) -> bool: ...
+    def get(self, study_id: uuid.UUID, *, with_trials: bool = True) -> Study | None: ...
+    def page(self, *, limit: int, offset: int, state: StudyState | None = None) -> tuple[list[Study], int]: ...
+    def running(self) -> list[uuid.UUID]: ...
+    def add_trial(self, study_id: uuid.UUID, number: int, *, job_id: uuid.UUID | None, params: dict[str, Any],
+                  system_attrs: dict[str, Any], outcome: str | None = None, error: str | None = None) -> None: ...  # fmt: skip
+    def set_system_attrs(self, study_id: uuid.UUID, number: int, attrs: dict[str, Any]) -> None: ...
+    def settle(self, study_id: uuid.UUID, number: int, *, outcome: str, value: float | None = None) -> bool: ...
+    def finish(self, study_id: uuid.UUID, *, state: StudyState, error: str | None = None, best_trial: int | None = None,
+               best_version: int | None = None) -> bool: ...  # fmt: skip
+    def set_importances(self, study_id: uuid.UUID, importances: dict[str, float] | None) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction: `with uow: ...; uow.commit()`. Leaving the block without commit discards its changes.
 
@@ -104,6 +131,8 @@ class UnitOfWork(Protocol):
     def datasets(self) -> Datasets: ...
     @property
     def keys(self) -> ApiKeys: ...
+    @property
+    def studies(self) -> Studies: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...

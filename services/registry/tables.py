@@ -78,6 +78,8 @@ class JobRow(Base):
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)  # the epoch its last checkpoint holds
     checkpoint_attempt: Mapped[int | None] = mapped_column(Integer)  # the attempt that wrote it (one file per attempt)
     warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # [{"epoch", "message"}]: a GAN's stability, divergence
+    study_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("studies.id", name="fk_jobs_study_id"), index=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer)  # the study's trial this job runs
 
 
 class JobEpochRow(Base):
@@ -186,3 +188,40 @@ class ApiKeyRow(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class StudyRow(Base):
+    """A hyperparameter study: its body, where it stands, and its best trial once it ends."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    model_name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    best_trial: Mapped[int | None] = mapped_column(Integer)
+    best_version: Mapped[int | None] = mapped_column(Integer)
+    importances: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bumped first by the coordinator: its lock
+
+
+class StudyTrialRow(Base):
+    """One trial: the values it was given and the job that runs them; `outcome` is written once, when it ends."""
+
+    __tablename__ = "study_trials"
+    __table_args__ = (UniqueConstraint("job_id", name="uq_study_trials_job_id"),)
+
+    study_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("studies.id", name="fk_study_trials_study_id", ondelete="CASCADE"),
+                                                primary_key=True)  # fmt: skip
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)  # unique per study: no trial is started twice
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("jobs.id", name="fk_study_trials_job_id"))
+    params: Mapped[dict[str, Any]]
+    system_attrs: Mapped[dict[str, Any]]  # what Optuna's sampler and pruner wrote on the trial
+    outcome: Mapped[str | None] = mapped_column(String(16))  # complete, pruned, failed, cancelled; None while it runs
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)  # a sampled job that did not validate (it has no job)
+    created_at: Mapped[datetime]

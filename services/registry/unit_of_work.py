@@ -15,6 +15,7 @@ from services.registry.db import make_engine, make_session_factory
 from services.registry.job_repository import JobRepository
 from services.registry.protocols import UnitOfWork
 from services.registry.repositories import ApiKeyRepository, DatasetRepository, ModelRepository, WorkerRepository
+from services.registry.study_repository import StudyRepository
 
 
 class SqlUnitOfWork:
@@ -23,6 +24,7 @@ class SqlUnitOfWork:
     workers: WorkerRepository
     datasets: DatasetRepository
     keys: ApiKeyRepository
+    studies: StudyRepository
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
@@ -34,6 +36,7 @@ class SqlUnitOfWork:
         self.workers = WorkerRepository(self._session)
         self.datasets = DatasetRepository(self._session)
         self.keys = ApiKeyRepository(self._session)
+        self.studies = StudyRepository(self._session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

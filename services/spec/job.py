@@ -176,6 +176,28 @@ ModelField = Annotated[Annotated[ModelSpec, Tag("network")] | Annotated[GanSpec,
 MODEL_TAGS = ("network", "gan")
 
 
+def monitor_mode(monitor: str) -> Literal["min", "max"]:
+    """Keras' "auto": accuracy-like figures should rise, losses and errors fall."""
+    return "max" if any(word in monitor for word in ("accuracy", "precision", "recall", "f1")) else "min"
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """`("body", "model", "layers", 1, "Dense", "units")` -> `model.layers[1].units`."""
+    parts: list[str] = []
+    previous: Any = None
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif isinstance(previous, int) and part[:1].isupper():
+            pass  # the layer type pydantic adds after a list index of a tagged union
+        elif previous == "model" and part in MODEL_TAGS:
+            pass  # which form of `model` it is (one network, or a GAN's two)
+        else:
+            parts.append(("." if parts else "") + str(part))
+        previous = part
+    return "".join(parts) or "body"
+
+
 class JobSpec(Strict):
     """The body of `POST /v1/jobs`. Later versions add fields; these names never change."""
 

@@ -247,15 +247,26 @@ def _check_loss(spec: JobSpec, dataset: DatasetInfo, graph: Graph) -> None:
         raise InvalidSpec(f"{loss} needs 'softmax' (or 'linear' logits) on the last layer, not 'sigmoid'", field=field)
 
 
+GAN_FIGURES = ("loss", "d_loss", "g_loss", "d_x", "d_g_z")
+
+
+def epoch_figures(spec: JobSpec) -> set[str]:
+    """The figures each epoch of the job records, by their Keras names: what callbacks and studies may watch."""
+    if spec.kind == "gan":
+        return set(GAN_FIGURES)
+    known = {"loss", *spec.training.metric_names}
+    if spec.data.validation_split > 0:
+        known |= {f"val_{name}" for name in known}
+    return known
+
+
 def _check_monitors(spec: JobSpec) -> None:
     training = spec.training
     allowed = ("mae", "rmse") if training.is_regression else ("accuracy", "precision", "recall", "f1")
     if wrong := [name for name in training.metric_names if name not in allowed]:
         expected = ", ".join(allowed)
         raise InvalidSpec(f"metric '{wrong[0]}' does not apply to loss '{training.loss}': expected {expected}", field="training.metrics")
-    known = {"loss", *training.metric_names}
-    if spec.data.validation_split > 0:
-        known |= {f"val_{name}" for name in known}
+    known = epoch_figures(spec)
     watched = [("training.early_stopping.monitor", training.early_stopping.monitor)] if training.early_stopping else []
     if training.lr_schedule.name == "reduce_on_plateau":
         watched.append(("training.lr_schedule.monitor", training.lr_schedule.monitor))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import nn
 
 from services.spec import OptimizerSpec, ScheduleSpec
+from services.spec.job import monitor_mode
 
 
 def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -77,8 +77,3 @@ class LrSchedule:
             self.scheduler.step(metrics[self.spec.monitor])
         else:
             self.scheduler.step()
-
-
-def monitor_mode(monitor: str) -> Literal["min", "max"]:
-    """Keras' "auto": accuracy-like figures should rise, losses and errors fall."""
-    return "max" if any(word in monitor for word in ("accuracy", "precision", "recall", "f1")) else "min"

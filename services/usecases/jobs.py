@@ -69,15 +69,11 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
     body_hash = request_hash(spec)  # of the body as sent, before its base is filled in
     if idempotency_key is not None and (existing := _replay(idempotency_key, body_hash, uow_factory)) is not None:
         return existing, False
-    spec = with_base(spec, uow_factory=uow_factory)  # a base's layers, pinned to its version
-    check_budget(spec, budget)  # pure arithmetic on the spec
     job_id = uuid.uuid4()
     try:
         with uow_factory() as uow:
-            dataset = dataset_info(spec.data, uow)
-            _check_against_dataset(spec, dataset)
-            queue = choose_queue(spec.device, uow, stale_after_s=stale_after_s)
-            uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=_stored_spec(spec, dataset), queue=queue,
+            _, stored, queue = prepare_job(spec, uow, uow_factory=uow_factory, budget=budget, stale_after_s=stale_after_s)
+            uow.jobs.add(job_id=job_id, model_name=spec.model_name, spec=stored, queue=queue,
                          idempotency_key=idempotency_key, request_hash=body_hash if idempotency_key else None)  # fmt: skip
             uow.commit()
     except IntegrityError:
@@ -94,6 +90,17 @@ def submit_job(spec: JobSpec, *, uow_factory: UowFactory, dispatcher: JobDispatc
             uow.commit()
         raise Unavailable("the job queue cannot be reached; the job was not started, try again") from exc
     return get_job(job_id, uow_factory=uow_factory), True
+
+
+def prepare_job(spec: JobSpec, uow: UnitOfWork, *, uow_factory: UowFactory, budget: Budget,
+                stale_after_s: float) -> tuple[JobSpec, dict[str, Any], str]:  # fmt: skip
+    """A job as it would be recorded: its base filled in and pinned, its budget and dataset checked; the spec, the spec as
+    stored, and the queue it goes to."""
+    spec = with_base(spec, uow_factory=uow_factory, uow=uow)  # a base's layers, pinned to its version
+    check_budget(spec, budget)  # pure arithmetic on the spec
+    dataset = dataset_info(spec.data, uow)
+    _check_against_dataset(spec, dataset)
+    return spec, _stored_spec(spec, dataset), choose_queue(spec.device, uow, stale_after_s=stale_after_s)
 
 
 def _check_against_dataset(spec: JobSpec, dataset: DatasetInfo) -> None:

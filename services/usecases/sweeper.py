@@ -7,6 +7,8 @@
 - A queued job whose message went out more than `redispatch_after_s` ago, while its queue holds no
   messages at all, lost its message (a broker restarted without persistence) and is sent again.
 - Checkpoint files of jobs that have ended (or were never recorded) are removed.
+- Every running study is advanced: a trial whose worker died before it could start the next one, or a
+  study past its timeout, moves on (services.usecases.studies).
 
 Every change is a conditional update that re-checks what it acts on (a job still silent, a message
 not re-sent by someone else), so sweepers on several workers can run at once, and a duplicate
@@ -30,6 +32,7 @@ from services.registry.states import ACTIVE
 from services.registry.tables import utcnow
 from services.usecases.checkpoint_files import files_by_job, remove_job_files
 from services.usecases.jobs import JobDispatcher
+from services.usecases.studies import StudyTerms, advance_running
 
 log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 60.0  # a checkpoint file younger than this may belong to a job being recorded right now
@@ -50,10 +53,11 @@ class SweepReport:
     cancelled: list[uuid.UUID] = field(default_factory=list)
     redispatched: list[uuid.UUID] = field(default_factory=list)
     removed_checkpoints: list[Path] = field(default_factory=list)
+    studies: int = 0  # running studies advanced
 
 
 def sweep(*, uow_factory: UowFactory, dispatcher: JobDispatcher, waiting: Callable[[], dict[str, int]],
-          policy: SweepPolicy) -> SweepReport:  # fmt: skip
+          policy: SweepPolicy, studies: StudyTerms | None = None) -> SweepReport:  # fmt: skip
     """One pass. `waiting` reads the broker's queue lengths ({} when the broker cannot be asked)."""
     report = SweepReport()
     now = utcnow()
@@ -64,6 +68,8 @@ def sweep(*, uow_factory: UowFactory, dispatcher: JobDispatcher, waiting: Callab
         _take_back(job, silent_since, uow_factory, dispatcher, policy, report)
     _resend_lost_messages(now - timedelta(seconds=policy.redispatch_after_s), waiting(), uow_factory, dispatcher, report)
     _remove_orphan_checkpoints(policy.checkpoints, uow_factory, report)
+    if studies is not None:
+        report.studies = advance_running(studies)
     return report
 
 

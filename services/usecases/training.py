@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +22,11 @@ from services.spec import Budget, DataSpec, JobSpec, ModelSpec, check_budget
 from services.training import checkpoint
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import BaseWeights, Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
+from services.usecases.attempts import CancelWatch, JobLease, LeaseLost, LeaseTerms
 from services.usecases.checkpoint_files import attempt_file, remove_job_files
 from services.usecases.jobs import UowFactory
+from services.usecases.studies import StudyTerms
+from services.usecases.trials import Pruned, PruneWatch
 from services.usecases.versions import discard_if_unreferenced, register_version
 
 if TYPE_CHECKING:  # imported for real only by the worker, after it has set up multiprocess metrics
@@ -50,51 +51,7 @@ class WorkerContext:
     metrics: WorkerMetrics | None = None  # None where nothing scrapes (tests in-process)
     worker_name: str = ""
     lease: LeaseTerms = field(default_factory=lambda: LeaseTerms())
-
-
-@dataclass(frozen=True)
-class LeaseTerms:
-    heartbeat_s: float = 5.0  # how often a running attempt renews its claim
-    lease_s: float = 6 * 3600 + 1800  # the longest an attempt may hold a job, whatever its heartbeat
-
-
-class LeaseLost(RuntimeError):
-    """The sweeper gave this attempt's job to another attempt (or it ended): stop, and write nothing."""
-
-
-class JobLease:
-    """Renews an attempt's claim every `heartbeat_s` from a thread, and remembers when the claim is gone.
-
-    Every write an attempt makes is conditioned on its attempt number (a fencing token), so a worker
-    that was wrongly presumed dead and wakes up can change nothing; this only makes it stop early.
-    """
-
-    def __init__(self, job_id: uuid.UUID, attempt: int, ctx: WorkerContext) -> None:
-        self.job_id, self.attempt, self.ctx = job_id, attempt, ctx
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"kiln-lease-{job_id}", daemon=True)
-
-    def __enter__(self) -> JobLease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.ctx.lease.heartbeat_s):
-            try:
-                with self.ctx.uow_factory() as uow:
-                    held = uow.jobs.heartbeat(self.job_id, self.attempt)
-                    uow.commit()
-            except Exception:  # the database is away: try again next beat; the sweeper allows several
-                log.warning("job %s heartbeat failed; retrying", self.job_id, exc_info=True)
-                continue
-            if not held:
-                self.lost.set()
-                return
+    studies: StudyTerms | None = None  # where a trial's job, once it ends, starts the study's next trial
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
@@ -112,13 +69,18 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     event = {"job_id": str(job_id), "attempt": attempt, "model": job.model_name}
     log.info("job %s running on %s, attempt %d", job_id, ctx.device, attempt, extra=event | {"state": "running"})
     try:
+        prune = PruneWatch(job.study_id, job.trial_number, ctx.uow_factory) if job.study_id and job.trial_number is not None else None
         with JobLease(job_id, attempt, ctx) as lease:
-            version = _train_and_register(job_id, attempt, job.checkpoint_attempt, JobSpec.model_validate(job.spec), ctx, lease)
+            version = _train_and_register(job_id, attempt, job.checkpoint_attempt, JobSpec.model_validate(job.spec), ctx, lease, prune)
     except LeaseLost as lost:
         log.warning("job %s attempt %d stopped: %s", job_id, attempt, lost, extra=event)
         return  # the attempt that holds the job now owns its checkpoints too
     except Stopped as stop:
         _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop), event=event)
+        return
+    except Pruned as pruned:  # a study's trial the pruner stopped: its outcome is written with the job's end
+        assert job.study_id is not None and job.trial_number is not None
+        _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(pruned), event=event, pruned=(job.study_id, job.trial_number))
         return
     except Exception as exc:
         if database_unavailable(exc):  # not the job's fault: leave it running, for the sweeper to take back and resume
@@ -138,13 +100,17 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
 
 
 def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState, error: str, event: dict[str, Any],
-         warnings: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
-    """End the job as `state` if this attempt still holds it; an attempt taken back meanwhile ends nothing."""
+         warnings: list[dict[str, Any]] | None = None, pruned: tuple[uuid.UUID, int] | None = None) -> None:  # fmt: skip
+    """End the job as `state` if this attempt still holds it; an attempt taken back meanwhile ends nothing. `pruned` is the
+    (study, trial) the job ran, settled as pruned in the same transaction."""
     with ctx.uow_factory() as uow:
         ended = uow.jobs.finish(job_id, state=state, error=error, attempt=attempt)
         if ended and warnings:
             uow.jobs.add_warnings(job_id, warnings)
+        settled = ended and pruned is not None and uow.studies.settle(*pruned, outcome="pruned")
         uow.commit()
+    if settled and ctx.metrics is not None:
+        ctx.metrics.study_trials.labels("pruned").inc()
     if not ended:
         log.warning("job %s attempt %d: %s, but the job was no longer this attempt's", job_id, attempt, error, extra=event)
         return
@@ -159,22 +125,6 @@ def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState
 def _count(ctx: WorkerContext, outcome: str) -> None:
     if ctx.metrics is not None:
         ctx.metrics.jobs_finished.labels(outcome).inc()
-
-
-class CancelWatch:
-    """Whether the job was cancelled, read from SQL at most every `every_s` seconds (it is asked every batch)."""
-
-    def __init__(self, job_id: uuid.UUID, uow_factory: UowFactory, every_s: float = 0.5) -> None:
-        self.job_id, self.uow_factory, self.every_s = job_id, uow_factory, every_s
-        self._checked, self._cancelled = -float("inf"), False
-
-    def __call__(self, *, force: bool = False) -> bool:
-        now = time.monotonic()
-        if force or now - self._checked >= self.every_s:
-            self._checked = now
-            with self.uow_factory() as uow:
-                self._cancelled = uow.jobs.cancel_requested(self.job_id)
-        return self._cancelled
 
 
 def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID | None]:
@@ -223,7 +173,7 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
 
 
 def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None, spec: JobSpec, ctx: WorkerContext,
-                        lease: JobLease) -> int:  # fmt: skip
+                        lease: JobLease, prune: PruneWatch | None) -> int:  # fmt: skip
     check_budget(spec, ctx.budget)  # an InvalidSpec fails the job for good: another attempt would need the same
     data, dataset_id = _load(spec.data, ctx)
     watch = CancelWatch(job_id, ctx.uow_factory)
@@ -242,7 +192,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             device=ctx.device,
             onnx_path=onnx_path,
             parity=ctx.parity,
-            on_epoch_end=lambda r: _record_epoch(job_id, attempt, spec.model_name, r, ctx),
+            on_epoch_end=lambda r: _epoch_ended(job_id, attempt, spec.model_name, r, ctx, prune),
             should_stop=should_stop,
             checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
             weights_path=weights_path,
@@ -306,6 +256,14 @@ def _epoch_record(result: EpochResult) -> EpochRecord:
 
 def _warnings(epoch: int, messages: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     return [{"epoch": epoch, "message": message} for message in messages]
+
+
+def _epoch_ended(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext,
+                 prune: PruneWatch | None) -> None:  # fmt: skip
+    """Record the epoch; then, for a study's trial, ask its pruner (which raises Pruned to stop it)."""
+    _record_epoch(job_id, attempt, model_name, result, ctx)
+    if prune is not None:
+        prune(result.epoch)
 
 
 def _record_epoch(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext) -> None:

@@ -10,15 +10,17 @@ from pydantic import ValidationError
 
 from services.errors import Conflict, InvalidSpec, NotFound
 from services.registry.entities import ModelVersion
-from services.registry.protocols import UowFactory
+from services.registry.protocols import UnitOfWork, UowFactory
 from services.spec import JobSpec, ModelSpec, TextSpec, resolve
 from services.spec.graph import Graph
 from services.spec.model import keras_name
 from services.usecases.versions import resolve as resolve_version
+from services.usecases.versions import resolve_in
 
 
-def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
-    """`spec` with its base's layers in front of its own, or `spec` itself when it names no base (or is resolved)."""
+def with_base(spec: JobSpec, *, uow_factory: UowFactory, uow: UnitOfWork | None = None) -> JobSpec:
+    """`spec` with its base's layers in front of its own, or `spec` itself when it names no base (or is resolved). The base
+    is read in `uow`'s transaction when given (SQLite has one writer: a second transaction would wait on the first)."""
     if spec.kind == "gan":
         if spec.gan.generator.base is not None or spec.gan.discriminator.base is not None:
             raise InvalidSpec("a GAN's networks take no base: transfer learning applies to supervised and autoencoder jobs",
@@ -31,7 +33,10 @@ def with_base(spec: JobSpec, *, uow_factory: UowFactory) -> JobSpec:
     if base.resolved:
         raise InvalidSpec("model.base.layers is set by Kiln when the job is submitted: drop it", field="model.base.layers")
     try:
-        parent = resolve_version(base.model, version=base.version, alias=base.alias, uow_factory=uow_factory)
+        if uow is not None:
+            parent = resolve_in(uow, base.model, version=base.version, alias=base.alias)
+        else:
+            parent = resolve_version(base.model, version=base.version, alias=base.alias, uow_factory=uow_factory)
     except NotFound as err:
         raise NotFound(err.message, field=f"model.base.{'model' if err.field == 'name' else err.field}") from None
     parent_model = _parent_model(parent)

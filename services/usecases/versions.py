@@ -68,18 +68,23 @@ def delete_alias(name: str, alias: str, *, uow_factory: UowFactory) -> None:
 def resolve(name: str, *, version: int | None = None, alias: str | None = None, uow_factory: UowFactory) -> ModelVersion:
     """The version a call names: a number, an alias, or neither (alias `production`, else the latest)."""
     with uow_factory() as uow:
-        if version is not None:
-            return _version(uow, name, version)
-        if alias is not None:
-            number = uow.models.alias_version(name, alias)
-            if number is None:
-                raise NotFound(f"model '{name}' has no alias '{alias}'" if uow.models.exists(name) else f"no model named '{name}'",
-                               field="alias")  # fmt: skip
-            return _version(uow, name, number)
-        number = uow.models.alias_version(name, DEFAULT_ALIAS) or uow.models.latest_version(name)
+        return resolve_in(uow, name, version=version, alias=alias)
+
+
+def resolve_in(uow: UnitOfWork, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
+    """`resolve`, inside the caller's transaction."""
+    if version is not None:
+        return _version(uow, name, version)
+    if alias is not None:
+        number = uow.models.alias_version(name, alias)
         if number is None:
-            raise NotFound(f"no model named '{name}'", field="name")
+            raise NotFound(f"model '{name}' has no alias '{alias}'" if uow.models.exists(name) else f"no model named '{name}'",
+                           field="alias")  # fmt: skip
         return _version(uow, name, number)
+    number = uow.models.alias_version(name, DEFAULT_ALIAS) or uow.models.latest_version(name)
+    if number is None:
+        raise NotFound(f"no model named '{name}'", field="name")
+    return _version(uow, name, number)
 
 
 def _version(uow: UnitOfWork, name: str, version: int) -> ModelVersion:
