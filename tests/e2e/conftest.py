@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import migrate, postgres_database
 from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, stop, wait_until_ready
+from tests.e2e.stacks import stack_on  # noqa: F401 (a fixture: an API and workers of a test's own)
 
 
 @pytest.fixture(scope="session")
