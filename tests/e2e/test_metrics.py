@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import migrate
 from tests.e2e.helpers import answers, kiln_env, mint_key, spawn, spawn_on_free_ports, stop, wait_for_job, wait_until_ready
 from tests.factories import gan_body, tiny_job
+from tests.integration.test_studies import study_body
 
 N_REQUESTS, N_JOBS, EPOCHS = 200, 4, 3
 
@@ -72,10 +73,13 @@ def test_worker_totals_are_exact_across_prefork_children(stack: dict) -> None:
                      for _ in range(N_JOBS)]  # fmt: skip
         gan = _collapsing_gan()
         locations.append(client.post("/v1/jobs", json=gan).headers["location"])
+        study = client.post("/v1/studies", json=study_body(job=tiny_job(model_name="metered-study"))).headers["location"]
         assert all(wait_for_job(client, loc)["state"] == "succeeded" for loc in locations)
+        assert wait_for_job(client, study)["state"] == "succeeded"
         api_text = client.get("/metrics").text
     text = httpx.get(stack["worker"]).text
-    assert samples(text, "kiln_training_jobs_finished_total", outcome="succeeded") == N_JOBS + 1
+    assert samples(text, "kiln_training_jobs_finished_total", outcome="succeeded") == N_JOBS + 1 + 2  # and the study's two trials
+    assert samples(text, "kiln_study_trials_total", outcome="complete") == 2  # each counted once, by whichever process settled it
     for figure in ("d_loss", "g_loss", "d_x", "d_g_z"):
         assert samples(text, "kiln_gan_last_figure", model="metered-gan", figure=figure) > 0
     assert samples(text, "kiln_training_warnings_total", model="metered-gan") == 1  # its samples collapsed at epoch 1
@@ -109,7 +113,8 @@ scrape_configs:
     try:
         found: dict[str, list] = {}
         deadline = time.monotonic() + 60
-        queries = ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total", "kiln_gan_last_figure")
+        queries = ("kiln_http_requests_total", "kiln_training_jobs", "kiln_training_jobs_finished_total", "kiln_gan_last_figure",
+                   "kiln_study_trials_total")  # fmt: skip
         while time.monotonic() < deadline and len(found) < len(queries):
             for query in queries:
                 try:

@@ -31,6 +31,7 @@ def _exposed() -> set[str]:
     worker.epoch("gan", seconds=0.5, samples=100, metrics={"loss": 0.9, "d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4})
     worker.warnings.labels("gan").inc()
     worker.jobs_finished.labels("succeeded").inc()
+    worker.study_trials.labels("pruned").inc()
     worker.gpu_memory.labels("host:1").set(1)
     worker.gpu_utilization.labels("host:1").set(0.5)
     text = (api.render() + worker.render()).decode()
@@ -56,6 +57,7 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "kiln_broker_queue_length",
         "kiln_gan_last_figure",
         "kiln_training_warnings_total",
+        "kiln_study_trials_total",
     ):
         assert metric in text, metric  # fmt: skip
     assert "histogram_quantile(0.99" in text and 'status=~\\"5..\\"' in text
