@@ -11,6 +11,7 @@ BENCHMARKS = [
     "train_loop.py",
     "keras_parity.py",
     "generative.py",
+    "studies.py",
     "export_time.py",
     "job_latency.py",
     "big_dataset.py",

@@ -16,11 +16,11 @@ from tests.conftest import ROOT
 from tests.e2e.helpers import wait_for_job
 
 # GANs serve `generate`, not predict (tests/e2e/test_gans.py trains them); a transfer example needs its base first
-# (tests/e2e/test_transfer.py trains it after the base).
+# (tests/e2e/test_transfer.py trains it after the base); a study is not a job (tests/integration/test_studies_api.py).
 EXAMPLES = {
     path.stem: body
     for path in sorted((ROOT / "examples").glob("*.json"))
-    if (body := json.loads(path.read_text())).get("kind") != "gan" and "base" not in body["model"]
+    if "study_name" not in (body := json.loads(path.read_text())) and body.get("kind") != "gan" and "base" not in body["model"]
 }
 
 

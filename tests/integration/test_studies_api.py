@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import admin_headers, embedded_settings, kiln_client
+from tests.conftest import ROOT, admin_headers, embedded_settings, kiln_client
 from tests.integration.test_api import _queued_task_args
 from tests.integration.test_studies import study_body
 
@@ -41,6 +41,14 @@ def test_a_study_is_a_202_with_its_first_trials_queued_as_jobs(client: TestClien
     listed = client.get("/v1/studies").json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == study["id"]
     assert client.get("/v1/studies?state=succeeded").json()["count"] == 0
+
+
+def test_the_example_study_is_accepted_as_it_is(client: TestClient) -> None:
+    example = json.loads((ROOT / "examples" / "study_digits.json").read_text())
+    response = client.post("/v1/studies", json=example)
+    assert response.status_code == 202, response.text
+    study = response.json()
+    assert study["trials_started"] == 4 and len({json.dumps(t["params"], sort_keys=True) for t in study["trials"]}) == 4
 
 
 @pytest.mark.parametrize(
