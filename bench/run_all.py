@@ -12,6 +12,7 @@ BENCHMARKS = [
     "keras_parity.py",
     "generative.py",
     "studies.py",
+    "transfer.py",
     "export_time.py",
     "job_latency.py",
     "big_dataset.py",
