@@ -49,6 +49,14 @@ def check(body: dict[str, Any], path: str) -> None:
                           field=f"search_space.{path}")  # fmt: skip
 
 
+def value(body: dict[str, Any], path: str) -> Any:
+    """The value at `path` (already checked)."""
+    node: Any = body
+    for part in parse(path):
+        node = node[part]
+    return node
+
+
 def assign(body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A copy of `body` with each path set to its value (every path already checked)."""
     out = copy.deepcopy(body)

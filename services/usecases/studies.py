@@ -31,7 +31,7 @@ from services.spec.job import format_loc
 from services.spec.shapes import epoch_figures
 from services.tuning import paths, search
 from services.tuning.search import TrialView
-from services.tuning.spec import StudySpec
+from services.tuning.spec import FloatParam, StudySpec
 from services.usecases.jobs import JobDispatcher, prepare_job
 from services.usecases.trials import best_of, objective_value, study_spec, trial_state, views
 
@@ -52,8 +52,12 @@ class StudyTerms:
 def submit_study(spec: StudySpec, terms: StudyTerms) -> Study:
     """Check every path and range against the job template, record the study, and start its first trials."""
     template = spec.job.model_dump(mode="json")
-    for path in spec.search_space:
+    for path, param in spec.search_space.items():
         paths.check(template, path)
+        current = paths.value(template, path)
+        if isinstance(param, FloatParam) and isinstance(current, int) and not isinstance(current, bool):
+            raise InvalidSpec(f"{path} is an integer ({current} in the job): search it with type int, or categorical",
+                              field=f"search_space.{path}")  # fmt: skip
     with terms.uow_factory() as uow:
         resolved, _, _ = _prepare(spec.job, uow, terms)
         _check_objective(spec, resolved)
@@ -122,6 +126,8 @@ def advance_study(study_id: uuid.UUID, terms: StudyTerms) -> None:
     for outcome in settled:
         if terms.count_trial is not None:
             terms.count_trial(outcome)
+    if "complete" in settled:
+        _update_importances(study_id, terms)
     for job_id, queue in sends:
         try:
             terms.dispatcher.send(job_id, queue=queue)
@@ -149,10 +155,21 @@ def _advance(study_id: uuid.UUID, terms: StudyTerms) -> tuple[list[tuple[uuid.UU
         limit = min(spec.max_trials, spec.grid_size or spec.max_trials)
         if active == 0 and (stopping or len(found) >= limit):
             _finish(uow, study, spec, found, stopping)
-        if any(outcome == "complete" for outcome in settled):
-            uow.studies.set_importances(study_id, search.importances(spec, found))
         uow.commit()
     return sends, settled
+
+
+def _update_importances(study_id: uuid.UUID, terms: StudyTerms) -> None:
+    """fANOVA over the complete trials, outside the coordinator's lock (it takes a moment; SQLite has one writer)."""
+    with terms.uow_factory() as uow:
+        study = uow.studies.get(study_id)
+    if study is None:
+        return
+    spec, template = study_spec(study)
+    found = search.importances(spec, views(spec, template, study.trials))
+    with terms.uow_factory() as uow:
+        uow.studies.set_importances(study_id, found)
+        uow.commit()
 
 
 def _settle(uow: UnitOfWork, study: Study, spec: StudySpec, template: dict[str, Any]) -> list[str]:

@@ -216,6 +216,7 @@ NO_VALIDATION = job_body(data={"dataset": "digits", "validation_split": 0.0})
         (_space("model.layers[1].rate", type="float", low=0.0, high=1.5), "model.layers[1].rate", "1.5"),
         (_space("training.early_stopping.patience", type="int", low=1, high=3), "training.early_stopping.patience", "not set in the job"),
         (_space("model.layers", type="int", low=1, high=3), "model.layers", "names an object"),
+        (_space("training.batch_size", type="float", low=16, high=64), "training.batch_size", "is an integer"),
     ],
 )
 def test_a_bad_path_or_range_is_refused_naming_the_path(terms: StudyTerms, change: dict, field: str, words: str) -> None:
