@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from services.registry.entities import Study, StudyState
-from services.usecases.trials import TRIAL_STATES, best_of, study_spec, views
+from services.usecases.trials import TRIAL_STATES, best_of, study_spec, trial_state, views
 
 
 class TrialPublic(BaseModel):
@@ -40,7 +40,7 @@ class StudySummary(BaseModel):
     def of(cls, study: Study) -> StudySummary:
         return cls(id=study.id, study_name=study.name, model_name=study.model_name, state=study.state, error=study.error,
                    created_at=study.created_at, finished_at=study.finished_at, trials_started=study.trial_count,
-                   max_trials=study.spec["max_trials"], best_trial=study.best_trial, best_version=study.best_version)  # fmt: skip
+                   max_trials=study.spec.get("max_trials", 0), best_trial=study.best_trial, best_version=study.best_version)  # fmt: skip
 
 
 class StudyPublic(StudySummary):
@@ -55,7 +55,10 @@ class StudyPublic(StudySummary):
 
     @classmethod
     def of(cls, study: Study) -> StudyPublic:
-        spec, template = study_spec(study)
+        try:
+            spec, template = study_spec(study)
+        except ValidationError:  # stored by an earlier Kiln, say: shown as recorded (its coordinator fails it)
+            return cls._as_recorded(study)
         found = views(spec, template, study.trials)
         trials = [
             TrialPublic(number=t.number, job_id=t.job_id, params=t.params, state=v.state, value=v.value, epochs=len(t.epochs),
@@ -66,6 +69,16 @@ class StudyPublic(StudySummary):
         objective = {"metric": spec.objective.metric, "direction": "maximize" if spec.objective.maximize else "minimize"}
         return cls(**StudySummary.of(study).model_dump(), objective=objective, best_alias=spec.best_alias,
                    best=trials[best_number] if best_number is not None else None, trials=trials,
+                   counts={state: sum(1 for t in trials if t.state == state) for state in TRIAL_STATES},
+                   importances=study.importances, spec=study.spec)  # fmt: skip
+
+    @classmethod
+    def _as_recorded(cls, study: Study) -> StudyPublic:
+        trials = [TrialPublic(number=t.number, job_id=t.job_id, params=t.params, state=trial_state(t), value=t.value, epochs=len(t.epochs),
+                              version=t.version, error=t.error or t.job_error) for t in study.trials]  # fmt: skip
+        best = trials[study.best_trial] if study.best_trial is not None and study.best_trial < len(trials) else None
+        return cls(**StudySummary.of(study).model_dump(), objective=dict(study.spec.get("objective") or {}),
+                   best_alias=str(study.spec.get("best_alias", "best")), best=best, trials=trials,
                    counts={state: sum(1 for t in trials if t.state == state) for state in TRIAL_STATES},
                    importances=study.importances, spec=study.spec)  # fmt: skip
 

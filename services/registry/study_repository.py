@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from services.registry.entities import JobState, Study, StudyState, Trial
+from services.registry.states import FINAL
 from services.registry.tables import JobEpochRow, JobRow, StudyRow, StudyTrialRow, utcnow
 
 
@@ -27,9 +28,19 @@ class StudyRepository:
                                   created_at=utcnow(), revision=0))  # fmt: skip
         self.session.flush()
 
-    def lock(self, study_id: uuid.UUID) -> bool:
+    def lock(self, study_id: uuid.UUID, *, wait: bool = True) -> bool:
         """Take the study for this transaction (a row lock in PostgreSQL, the write lock in SQLite), so coordinators that
-        run at once take turns; False when there is no such study."""
+        run at once take turns; False when there is no such study, or, without `wait`, when another holds it.
+
+        In PostgreSQL a wait is bounded (lock_timeout), and a holder that goes quiet mid-transaction (its host died) is
+        cut off by the server (idle_in_transaction_session_timeout), so one lost coordinator cannot stall the others."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SET LOCAL lock_timeout = '10s'"))
+            self.session.execute(text("SET LOCAL idle_in_transaction_session_timeout = '60s'"))
+            if not wait:
+                free = select(StudyRow.id).where(StudyRow.id == study_id).with_for_update(skip_locked=True)
+                if self.session.scalar(free) is None:
+                    return False
         result = self.session.execute(update(StudyRow).where(StudyRow.id == study_id).values(revision=StudyRow.revision + 1))
         return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -88,8 +99,21 @@ class StudyRepository:
         counts: dict[uuid.UUID, int] = {sid: n for sid, n in self.session.execute(per_study)} if ids else {}
         return [_study(r, [], counts.get(r.id, 0)) for r in rows], count
 
-    def running(self) -> list[uuid.UUID]:
-        return list(self.session.scalars(select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING).order_by(StudyRow.created_at)))
+    def needing_attention(self) -> list[uuid.UUID]:
+        """Studies a coordinator pass may move on: every running one, and an ended one with a trial whose job ended
+        unsettled (a cancelled study's trial that stopped after its worker died)."""
+        unsettled = (
+            select(StudyTrialRow.study_id)
+            .join(JobRow, JobRow.id == StudyTrialRow.job_id)
+            .where(StudyTrialRow.outcome.is_(None), JobRow.state.in_(sorted(FINAL)))
+        )  # fmt: skip
+        query = select(StudyRow.id).where((StudyRow.state == StudyState.RUNNING) | StudyRow.id.in_(unsettled))
+        return list(self.session.scalars(query.order_by(StudyRow.created_at)))
+
+    def any_running_using(self, dataset: str) -> bool:
+        """Whether a running study's job template trains on `dataset`: its later trials would need it."""
+        uses = StudyRow.spec[("job", "data", "dataset")].as_string() == dataset
+        return bool(self.session.scalar(select(exists().where(StudyRow.state == StudyState.RUNNING, uses))))
 
     def add_trial(self, study_id: uuid.UUID, number: int, *, job_id: uuid.UUID | None, params: dict[str, Any],
                   system_attrs: dict[str, Any], outcome: str | None = None, error: str | None = None) -> None:  # fmt: skip

@@ -51,9 +51,9 @@ def distributions(spec: StudySpec) -> dict[str, Any]:
         if isinstance(param, CategoricalParam):
             out[path] = dist.CategoricalDistribution(param.choices)
         elif isinstance(param, FloatParam):
-            out[path] = dist.FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+            out[path] = dist.FloatDistribution(param.low, param.bounds[1], log=param.log, step=param.step)  # high on its last step
         else:
-            out[path] = dist.IntDistribution(param.low, param.high, log=param.log, step=param.step)
+            out[path] = dist.IntDistribution(param.low, param.bounds[1], log=param.log, step=param.step)
     return out
 
 
@@ -94,11 +94,15 @@ def rebuild(spec: StudySpec, trials: list[TrialView], *, number: int) -> optuna.
             else states.FAIL
         )  # fmt: skip
         params = {k: v for k, v in trial.params.items() if k in space}
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: space[k] for k in params}, state=state, value=trial.value if complete else None,
-            intermediate_values={step: v for step, v in trial.intermediate.items() if math.isfinite(v)},
-            system_attrs=trial.system_attrs,
-        ))  # fmt: skip
+        try:
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: space[k] for k in params}, state=state, value=trial.value if complete else None,
+                intermediate_values={step: v for step, v in trial.intermediate.items() if math.isfinite(v)},
+                system_attrs=trial.system_attrs,
+            ))  # fmt: skip
+        except ValueError:  # values the space cannot hold (stored by an earlier Kiln): kept in place, as a failed trial
+            log.warning("trial %d's values %s are outside the search space; counted as failed", trial.number, trial.params)
+            study.add_trial(optuna.trial.create_trial(state=states.FAIL, system_attrs=trial.system_attrs))
     return study
 
 

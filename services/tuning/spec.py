@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -18,42 +19,46 @@ class FloatParam(Strict):
     """`{"type": "float", "low": 1e-4, "high": 0.3, "log": true}`; with `step`, only low, low + step, ... up to high."""
 
     type: Literal["float"]
-    low: float
-    high: float
+    low: float = Field(ge=-1e15, le=1e15)
+    high: float = Field(ge=-1e15, le=1e15)
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: float | None = Field(default=None, gt=0, le=1e15)
 
     @model_validator(mode="after")
     def _range(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step)
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError("low and high must be finite numbers")
+        if self.step is not None and self.step < 1e-12:
+            raise ValueError(f"step must be at least 1e-12, got {self.step}")
         return self
 
-    def values(self) -> list[float]:
-        """The grid's points (a stepped range only)."""
+    def _point(self, i: int) -> float:
         assert self.step is not None
-        return [round(self.low + i * self.step, 12) for i in range(self.count)]
+        return float(Decimal(str(self.low)) + i * Decimal(str(self.step)))
+
+    def values(self) -> list[float]:
+        """The grid's points (a stepped range only), as Optuna's FloatDistribution has them."""
+        return [self._point(i) for i in range(self.count)]
 
     @property
     def count(self) -> int:
+        """Points of a stepped range, high trimmed to the last step below it as Optuna trims it (in decimal arithmetic)."""
         if self.step is None:
             return 0  # a grid refuses an unstepped float range before it counts
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return int((Decimal(str(self.high)) - Decimal(str(self.low))) // Decimal(str(self.step))) + 1
 
     @property
     def bounds(self) -> list[Any]:
-        return [self.low, round(self.low + (self.count - 1) * self.step, 12) if self.step else self.high]
+        return [self.low, self._point(self.count - 1) if self.step else self.high]
 
 
 class IntParam(Strict):
     """`{"type": "int", "low": 16, "high": 256, "log": true}`: integers from low to high, both included, every `step`."""
 
     type: Literal["int"]
-    low: int
-    high: int
+    low: int = Field(ge=-(2**53), le=2**53)
+    high: int = Field(ge=-(2**53), le=2**53)
     log: bool = False
-    step: int = Field(default=1, ge=1)
+    step: int = Field(default=1, ge=1, le=2**53)
 
     @model_validator(mode="after")
     def _range(self) -> IntParam:
@@ -65,7 +70,7 @@ class IntParam(Strict):
 
     @property
     def count(self) -> int:
-        return len(range(self.low, self.high + 1, self.step))
+        return (self.high - self.low) // self.step + 1
 
     @property
     def bounds(self) -> list[Any]:

@@ -133,6 +133,8 @@ def delete_dataset(key: str, *, uow_factory: UowFactory, store: DatasetStore) ->
             raise Conflict(f"{used} registered model version(s) were trained on dataset {dataset_id}", field="dataset_id")
         if uow.jobs.any_active_using(str(dataset_id)):
             raise Conflict(f"a queued or running job uses dataset {dataset_id}", field="dataset_id")
+        if uow.studies.any_running_using(str(dataset_id)):
+            raise Conflict(f"a running study trains on dataset {dataset_id}: cancel it or let it end first", field="dataset_id")
         uow.datasets.delete(dataset_id)
         uow.commit()
     store.remove(dataset_id)

@@ -14,64 +14,28 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from services.errors import Conflict, InvalidSpec, KilnError, NotFound
+from services.errors import Conflict, KilnError, NotFound
 from services.registry.entities import JobState, Study, StudyState
 from services.registry.protocols import UnitOfWork, UowFactory
 from services.registry.tables import utcnow
-from services.spec import Budget, JobSpec
-from services.spec.job import format_loc
-from services.spec.shapes import epoch_figures
 from services.tuning import paths, search
 from services.tuning.search import TrialView
-from services.tuning.spec import FloatParam, StudySpec
-from services.usecases.jobs import JobDispatcher, prepare_job
+from services.tuning.spec import StudySpec
+from services.usecases.study_checks import StudyTerms, checked_template, prepare_body
 from services.usecases.trials import best_of, objective_value, study_spec, trial_state, views
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StudyTerms:
-    """What a coordinator needs, wherever it runs (the API, a worker's pool child, its sweeper)."""
-
-    uow_factory: UowFactory
-    dispatcher: JobDispatcher
-    budget: Budget
-    stale_after_s: float
-    count_trial: Callable[[str], None] | None = None  # kiln_study_trials_total{outcome}, in the process that settles it
-
-
 def submit_study(spec: StudySpec, terms: StudyTerms) -> Study:
     """Check every path and range against the job template, record the study, and start its first trials."""
-    template = spec.job.model_dump(mode="json")
-    for path, param in spec.search_space.items():
-        paths.check(template, path)
-        current = paths.value(template, path)
-        if isinstance(param, FloatParam) and isinstance(current, int) and not isinstance(current, bool):
-            raise InvalidSpec(f"{path} is an integer ({current} in the job): search it with type int, or categorical",
-                              field=f"search_space.{path}")  # fmt: skip
-    with terms.uow_factory() as uow:
-        resolved, _, _ = _prepare(spec.job, uow, terms)
-        _check_objective(spec, resolved)
-        template = _pin_base(template, resolved)
-        for path, param in spec.search_space.items():
-            for value in param.bounds:
-                try:
-                    _prepare_body(paths.assign(template, {path: value}), uow, terms)
-                except KilnError as err:
-                    where = f" (at {err.field})" if err.field and err.field != "body" else ""
-                    raise InvalidSpec(
-                        f"{path} = {value!r} (an edge of its range) makes the job invalid{where}: {err.message}",
-                        field=f"search_space.{path}",
-                    ) from None
+    template = checked_template(spec, terms)
     study_id = uuid.uuid4()
     with terms.uow_factory() as uow:
         stored = spec.model_dump(mode="json") | {"job": template}
@@ -79,48 +43,30 @@ def submit_study(spec: StudySpec, terms: StudyTerms) -> Study:
         uow.commit()
     log.info("study %s (%s) submitted: %d trials, %d at once", study_id, spec.study_name, spec.max_trials, spec.parallelism,
              extra={"study_id": str(study_id)})  # fmt: skip
-    advance_study(study_id, terms)
+    try:
+        advance_study(study_id, terms)
+    except Exception:  # recorded already: the sweeper starts its trials
+        log.warning("study %s: its first trials could not be started now; the sweeper will", study_id, exc_info=True)
     return get_study(study_id, uow_factory=terms.uow_factory)
 
 
-def _prepare(spec: JobSpec, uow: UnitOfWork, terms: StudyTerms) -> tuple[JobSpec, dict[str, Any], str]:
-    return prepare_job(spec, uow, uow_factory=terms.uow_factory, budget=terms.budget, stale_after_s=terms.stale_after_s)
+class TrialTaken(Exception):
+    """A trial number another coordinator committed first."""
 
 
-def _prepare_body(body: dict[str, Any], uow: UnitOfWork, terms: StudyTerms) -> tuple[JobSpec, dict[str, Any], str]:
-    """A sampled job body checked as `POST /v1/jobs` checks one: the schema, shapes, budget and dataset."""
-    try:
-        spec = JobSpec.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise InvalidSpec(first["msg"], field=format_loc(tuple(first["loc"]))) from None
-    return _prepare(spec, uow, terms)
-
-
-def _check_objective(spec: StudySpec, job: JobSpec) -> None:
-    known = epoch_figures(job)
-    if spec.objective.metric not in known:
-        hint = " (set job.data.validation_split to have val_ figures)" if spec.objective.metric.startswith("val_") else ""
-        raise InvalidSpec(f"the job records no '{spec.objective.metric}' each epoch: expected one of {', '.join(sorted(known))}{hint}",
-                          field="objective.metric")  # fmt: skip
-
-
-def _pin_base(template: dict[str, Any], resolved: JobSpec) -> dict[str, Any]:
-    """Every trial starts from the base version the template resolved to now, even if its alias moves mid-study."""
-    base = resolved.network.base if resolved.kind != "gan" else None
-    if base is None:
-        return template
-    return paths.assign(template, {"model.base.version": base.version, "model.base.alias": None})
-
-
-def advance_study(study_id: uuid.UUID, terms: StudyTerms) -> None:
-    """One coordinator pass (see the module's docstring); safe to run anywhere, any number of times, at once."""
+def advance_study(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool = True) -> None:
+    """One coordinator pass (see the module's docstring); safe to run anywhere, any number of times, at once. Without
+    `wait`, a study another coordinator holds is left to it (the sweeper's way: whoever holds it is doing the work)."""
     for _ in range(5):
         try:
-            sends, settled = _advance(study_id, terms)
+            sends, settled = _advance(study_id, terms, wait=wait)
             break
-        except IntegrityError:  # another coordinator committed a trial with the same number first: read again
+        except TrialTaken:  # another coordinator committed a trial with the same number first: read again
             log.info("study %s: a trial number was taken meanwhile; advancing again", study_id)
+        except (ValueError, KilnError) as err:  # not the database's fault: it would fail the same way every time
+            log.error("study %s cannot go on: %s", study_id, err, exc_info=True, extra={"study_id": str(study_id)})
+            _fail(study_id, terms, f"the study cannot go on: {getattr(err, 'message', err)}")
+            return
     else:
         raise Conflict(f"study {study_id}: could not start its next trial after several tries", field="study_id")
     for outcome in settled:
@@ -135,9 +81,9 @@ def advance_study(study_id: uuid.UUID, terms: StudyTerms) -> None:
             log.warning("study %s: could not send trial job %s; the sweeper will", study_id, job_id, exc_info=True)
 
 
-def _advance(study_id: uuid.UUID, terms: StudyTerms) -> tuple[list[tuple[uuid.UUID, str]], list[str]]:
+def _advance(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool) -> tuple[list[tuple[uuid.UUID, str]], list[str]]:
     with terms.uow_factory() as uow:
-        if not uow.studies.lock(study_id):
+        if not uow.studies.lock(study_id, wait=wait):
             return [], []
         study = uow.studies.get(study_id)
         assert study is not None
@@ -147,7 +93,7 @@ def _advance(study_id: uuid.UUID, terms: StudyTerms) -> tuple[list[tuple[uuid.UU
         if study.state != StudyState.RUNNING:
             uow.commit()
             return [], settled
-        stopping = _stop_reason(study, spec)
+        stopping = _stop_reason(study, spec) or _template_broken(spec, template, uow, terms)
         if stopping:
             _stop_trials(uow, study, f"the study stopped: {stopping}")
         sends = [] if stopping else _start_trials(uow, study, spec, template, found, terms)
@@ -169,6 +115,27 @@ def _update_importances(study_id: uuid.UUID, terms: StudyTerms) -> None:
     found = search.importances(spec, views(spec, template, study.trials))
     with terms.uow_factory() as uow:
         uow.studies.set_importances(study_id, found)
+        uow.commit()
+
+
+def _template_broken(spec: StudySpec, template: dict[str, Any], uow: UnitOfWork, terms: StudyTerms) -> str | None:
+    """Why the template itself no longer makes a job (its dataset deleted, a lower budget on this host), or None: then
+    every trial would fail the same way, so the study stops instead of spending them."""
+    try:
+        prepare_body(template, uow, terms)
+    except KilnError as err:
+        return f"its job no longer validates ({err.field}: {err.message})" if err.field else f"its job no longer validates: {err.message}"
+    return None
+
+
+def _fail(study_id: uuid.UUID, terms: StudyTerms, error: str) -> None:
+    """End a study that cannot go on, stopping its trials (by their jobs: its stored body may be what is wrong)."""
+    with terms.uow_factory() as uow:
+        study = uow.studies.get(study_id)
+        if study is None or study.state != StudyState.RUNNING:
+            return
+        _stop_trials(uow, study, error)
+        uow.studies.finish(study_id, state=StudyState.FAILED, error=error)
         uow.commit()
 
 
@@ -208,16 +175,22 @@ def _start_trials(uow: UnitOfWork, study: Study, spec: StudySpec, template: dict
         number = len(found)
         params, attrs = search.ask(spec, found)
         try:
-            _, stored, queue = _prepare_body(paths.assign(template, params), uow, terms)
+            _, stored, queue = prepare_body(paths.assign(template, params), uow, terms)
         except KilnError as err:  # the values together break the job, though each range's edges did not
             error = f"{err.field}: {err.message}" if err.field else err.message
-            uow.studies.add_trial(study.id, number, job_id=None, params=params, system_attrs=attrs, error=error)
+            try:
+                uow.studies.add_trial(study.id, number, job_id=None, params=params, system_attrs=attrs, error=error)
+            except IntegrityError as taken:
+                raise TrialTaken from taken
             found.append(TrialView(number, params, "failed", system_attrs=attrs))
             log.warning("study %s trial %d did not validate: %s", study.id, number, error, extra={"study_id": str(study.id)})
             continue
         job_id = uuid.uuid4()
         uow.jobs.add(job_id=job_id, model_name=study.model_name, spec=stored, queue=queue, trial=(study.id, number))
-        uow.studies.add_trial(study.id, number, job_id=job_id, params=params, system_attrs=attrs)
+        try:
+            uow.studies.add_trial(study.id, number, job_id=job_id, params=params, system_attrs=attrs)
+        except IntegrityError as taken:
+            raise TrialTaken from taken
         found.append(TrialView(number, params, "running", system_attrs=attrs))
         sends.append((job_id, queue))
         log.info("study %s trial %d: job %s with %s", study.id, number, job_id, params, extra={"study_id": str(study.id)})
@@ -235,7 +208,8 @@ def _finish(uow: UnitOfWork, study: Study, spec: StudySpec, found: list[TrialVie
     version = study.trials[best.number].version
     assert version is not None, "a complete trial's job registered a version"
     uow.models.set_alias(study.model_name, spec.best_alias, version)
-    uow.studies.finish(study.id, state=StudyState.SUCCEEDED, best_trial=best.number, best_version=version)
+    note = f"stopped early: {stopping}" if stopping else None  # why fewer trials ran than max_trials
+    uow.studies.finish(study.id, state=StudyState.SUCCEEDED, error=note, best_trial=best.number, best_version=version)
     log.info("study %s succeeded: trial %d, %s %s = %.4g, version %d is '%s'", study.id, best.number, spec.objective.metric,
              "max" if spec.objective.maximize else "min", best.value or math.nan, version, spec.best_alias,
              extra={"study_id": str(study.id)})  # fmt: skip
@@ -250,8 +224,11 @@ def cancel_study(study_id: uuid.UUID, terms: StudyTerms) -> Study:
         assert study is not None
         if study.state != StudyState.RUNNING:
             raise Conflict(f"study {study_id} has already {study.state.value}: there is nothing to cancel", field="study_id")
-        spec, template = study_spec(study)
-        best = best_of(spec, views(spec, template, study.trials))
+        try:
+            spec, template = study_spec(study)
+            best = best_of(spec, views(spec, template, study.trials))
+        except ValidationError:  # its stored body no longer validates: it stops all the same
+            best = None
         _stop_trials(uow, study, "the study was cancelled")
         best_version = study.trials[best.number].version if best else None
         uow.studies.finish(study_id, state=StudyState.CANCELLED, error="cancelled", best_trial=best.number if best else None,
@@ -276,12 +253,13 @@ def list_studies(*, uow_factory: UowFactory, limit: int, offset: int, state: Stu
 
 
 def advance_running(terms: StudyTerms) -> int:
-    """The sweeper's pass: advance every running study (a coordinator that died left one waiting); how many it advanced."""
+    """The sweeper's pass: advance every study that may move on (a coordinator that died left it waiting), skipping one
+    another coordinator holds now; how many it tried."""
     with terms.uow_factory() as uow:
-        running = uow.studies.running()
+        running = uow.studies.needing_attention()
     for study_id in running:
         try:
-            advance_study(study_id, terms)
+            advance_study(study_id, terms, wait=False)
         except Exception:
             log.warning("study %s could not be advanced; the next sweep tries again", study_id, exc_info=True)
     return len(running)

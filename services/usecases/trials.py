@@ -7,6 +7,8 @@ import math
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.registry.entities import JobState, Study, Trial
 from services.registry.protocols import UowFactory
 from services.spec.job import EarlyStoppingSpec, monitor_mode
@@ -90,14 +92,23 @@ class PruneWatch:
 
     def __init__(self, study_id: uuid.UUID, number: int, uow_factory: UowFactory) -> None:
         self.study_id, self.number, self.uow_factory = study_id, number, uow_factory
+        self.idle = False  # the study prunes nothing: no need to read it every epoch
 
     def __call__(self, epoch: int) -> None:
+        if self.idle:
+            return
         with self.uow_factory() as uow:
             study = uow.studies.get(self.study_id)
             if study is None:
                 return
-            spec, template = study_spec(study)
+            try:
+                spec, template = study_spec(study)
+            except ValidationError:  # its coordinator fails the study; the trial trains on
+                log.warning("study %s no longer validates: trial %d is not judged", self.study_id, self.number, exc_info=True)
+                self.idle = True
+                return
             if spec.pruner.type == "none":
+                self.idle = True
                 return
             found = views(spec, template, study.trials)
             prune, attrs = search.should_prune(spec, found, self.number)

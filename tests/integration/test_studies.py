@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from services.errors import Conflict, InvalidSpec
+from services.metrics import WorkerMetrics
 from services.registry.entities import JobState, StudyState
 from services.spec import Budget
 from services.tuning.spec import StudySpec
@@ -113,8 +114,11 @@ def test_a_hopeless_trial_is_pruned_after_an_epoch_and_registers_nothing(ctx: Wo
     study = submit(terms, pruner={"type": "median", "n_startup_trials": 1}, job=job_body(model_name="digits-study",
                                                                                         training={"epochs": 6}))  # fmt: skip
     good, bad = sorted(sent(terms), key=lambda j: lr_of(j, ctx) == BAD_LR)
-    run_trial(good, ctx, terms)
-    run_trial(bad, ctx, terms)
+    metrics = WorkerMetrics()
+    run_trial(good, dataclasses.replace(ctx, metrics=metrics), terms)
+    run_trial(bad, dataclasses.replace(ctx, metrics=metrics), terms)
+    assert metrics.registry.get_sample_value("kiln_study_trials_total", {"outcome": "pruned"}) == 1  # by the worker that pruned it
+    assert sorted(terms.dispatcher.counted) == ["complete"]  # type: ignore[attr-defined]  # and not again by the coordinator
     study = get_study(study.id, uow_factory=ctx.uow_factory)
     states = {t.job_id: trial_state(t) for t in study.trials}
     assert states == {good: "complete", bad: "pruned"}
@@ -136,16 +140,43 @@ def test_successive_halving_keeps_its_rungs_in_the_trial_rows(ctx: WorkerContext
 
 
 def test_coordinators_at_once_never_start_a_trial_twice_or_exceed_parallelism(ctx: WorkerContext, terms: StudyTerms) -> None:
-    study = submit(terms, max_trials=8, parallelism=3, sampler="random",
+    """Six coordinators race while trials keep ending under them (their jobs failed at random moments)."""
+    study = submit(terms, max_trials=20, parallelism=3, sampler="random",
                    search_space={"model.layers[1].rate": {"type": "float", "low": 0.0, "high": 0.5}})  # fmt: skip
-    threads = [threading.Thread(target=advance_study, args=(study.id, terms)) for _ in range(6)]
+    most, stop = [0], threading.Event()
+
+    def end_trials() -> None:
+        while not stop.is_set():
+            with ctx.uow_factory() as uow:
+                trials = uow.studies.get(study.id).trials
+                active = [t for t in trials if t.job_state in (JobState.QUEUED, JobState.RUNNING)]
+                most[0] = max(most[0], len(active))
+                if active:
+                    uow.jobs.finish(active[0].job_id, state=JobState.FAILED, error="ended by the test", from_state=JobState.QUEUED)
+                uow.commit()
+            time.sleep(0.005)
+
+    def coordinate() -> None:
+        for _ in range(15):
+            advance_study(study.id, terms)
+
+    ender = threading.Thread(target=end_trials)
+    ender.start()
+    threads = [threading.Thread(target=coordinate) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    stop.set()
+    ender.join()
+    advance_study(study.id, terms)
     study = get_study(study.id, uow_factory=ctx.uow_factory)
-    assert [t.number for t in study.trials] == [0, 1, 2]
-    assert len(sent(terms)) == len(set(sent(terms))) == 3
+    assert len(study.trials) > 3  # trials did end and others start meanwhile
+    assert [t.number for t in study.trials] == list(range(len(study.trials)))
+    assert len(sent(terms)) == len(set(sent(terms))) == len(study.trials)  # each trial's job sent once
+    assert most[0] <= 3
+    settled = [t.outcome for t in study.trials if t.outcome is not None]
+    assert sorted(terms.dispatcher.counted) == sorted(settled)  # type: ignore[attr-defined]  # each counted once
 
 
 def test_a_sampled_job_that_does_not_validate_is_a_failed_trial_and_the_study_goes_on(ctx: WorkerContext,
@@ -179,25 +210,79 @@ def test_a_study_whose_every_trial_fails_fails(ctx: WorkerContext, terms: StudyT
 
 def test_cancel_stops_queued_trials_at_once_and_a_second_cancel_conflicts(ctx: WorkerContext, terms: StudyTerms) -> None:
     study = submit(terms)
+    first, second = sent(terms)
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(first, owner="test", lease_s=60)  # one trial is running
+        uow.commit()
     cancelled = cancel_study(study.id, terms)
     assert cancelled.state == StudyState.CANCELLED
-    for job_id in sent(terms):
-        assert get_job(job_id, uow_factory=ctx.uow_factory).state == JobState.CANCELLED
+    assert get_job(second, uow_factory=ctx.uow_factory).state == JobState.CANCELLED
+    running = get_job(first, uow_factory=ctx.uow_factory)
+    assert running.state == JobState.RUNNING and running.cancel_requested  # it stops at its next batch
     with pytest.raises(Conflict):
         cancel_study(study.id, terms)
-    advance_running(terms)  # the sweeper settles what the cancel ended
+    with ctx.uow_factory() as uow:  # it stops, and its worker dies before it can advance the study
+        uow.jobs.finish(first, state=JobState.CANCELLED, error="cancelled")
+        uow.commit()
+    assert [t.outcome for t in get_study(study.id, uow_factory=ctx.uow_factory).trials] == [None, "cancelled"]
+    advance_running(terms)  # the sweeper settles the trial of the ended study
     study = get_study(study.id, uow_factory=ctx.uow_factory)
-    assert [t.outcome for t in study.trials] == ["cancelled", "cancelled"]
+    assert [t.outcome for t in study.trials] == ["cancelled", "cancelled"] and study.state == StudyState.CANCELLED
+    assert sorted(terms.dispatcher.counted) == ["cancelled", "cancelled"]  # type: ignore[attr-defined]
 
 
-def test_past_its_timeout_a_study_starts_nothing_and_ends_with_what_completed(ctx: WorkerContext, terms: StudyTerms) -> None:
-    study = submit(terms, max_trials=6, parallelism=1, sampler="random", timeout_s=0.5,
+def test_past_its_timeout_a_study_starts_nothing_stops_its_trials_and_ends_with_what_completed(ctx: WorkerContext,
+                                                                                                terms: StudyTerms) -> None:  # fmt: skip
+    study = submit(terms, max_trials=6, parallelism=2, sampler="random", timeout_s=0.5,
                    search_space={"model.layers[1].rate": {"type": "float", "low": 0.0, "high": 0.5}})  # fmt: skip
-    run_job(sent(terms)[0], ctx)
+    done, running = sent(terms)
+    run_job(done, ctx)
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(running, owner="test", lease_s=60)
+        uow.commit()
     time.sleep(0.6)
     advance_running(terms)
+    assert get_job(running, uow_factory=ctx.uow_factory).cancel_requested  # asked to stop at its next batch
+    assert get_study(study.id, uow_factory=ctx.uow_factory).state == StudyState.RUNNING  # until it does
+    with ctx.uow_factory() as uow:
+        uow.jobs.finish(running, state=JobState.CANCELLED, error="stopped")
+        uow.commit()
+    advance_running(terms)
     study = get_study(study.id, uow_factory=ctx.uow_factory)
-    assert len(study.trials) == 1 and study.state == StudyState.SUCCEEDED and study.best_trial == 0
+    assert len(study.trials) == 2 and study.state == StudyState.SUCCEEDED and study.best_trial == 0
+    assert "stopped early: its timeout_s of 0.5 s passed" in study.error
+
+
+def test_a_study_whose_template_stops_validating_stops_rather_than_spend_its_trials(ctx: WorkerContext, terms: StudyTerms) -> None:
+    study = submit(terms, max_trials=6, parallelism=1, sampler="random",
+                   search_space={"model.layers[1].rate": {"type": "float", "low": 0.0, "high": 0.5}})  # fmt: skip
+    run_job(sent(terms)[0], ctx)
+    lower = dataclasses.replace(terms, budget=Budget(max_parameters=100, max_training_memory_mb=4096))  # this host allows less
+    advance_study(study.id, lower)
+    study = get_study(study.id, uow_factory=ctx.uow_factory)
+    assert study.state == StudyState.SUCCEEDED and study.best_trial == 0  # with what completed
+    assert "stopped early: its job no longer validates" in study.error and "parameters" in study.error
+    assert len(study.trials) == 1
+
+
+def test_a_stored_study_that_no_longer_validates_is_failed_not_stuck(ctx: WorkerContext, terms: StudyTerms) -> None:
+    from sqlalchemy import update
+
+    from api.study_schemas import StudyPublic
+    from services.registry.tables import StudyRow
+
+    study = submit(terms)
+    broken = copy.deepcopy(study.spec)
+    broken["job"]["training"]["epochs"] = 0  # as if written by another Kiln
+    with ctx.uow_factory() as uow:
+        uow.studies.session.execute(update(StudyRow).where(StudyRow.id == study.id).values(spec=broken))  # type: ignore[attr-defined]
+        uow.commit()
+    shown = StudyPublic.of(get_study(study.id, uow_factory=ctx.uow_factory))  # GET still answers
+    assert shown.state == "running" and len(shown.trials) == 2
+    advance_running(terms)
+    study = get_study(study.id, uow_factory=ctx.uow_factory)
+    assert study.state == StudyState.FAILED and "cannot go on" in study.error
+    assert {get_job(j, uow_factory=ctx.uow_factory).state for j in sent(terms)} == {JobState.CANCELLED}
 
 
 def _space(path: str, **param: Any) -> dict[str, Any]:
@@ -217,6 +302,8 @@ NO_VALIDATION = job_body(data={"dataset": "digits", "validation_split": 0.0})
         (_space("training.early_stopping.patience", type="int", low=1, high=3), "training.early_stopping.patience", "not set in the job"),
         (_space("model.layers", type="int", low=1, high=3), "model.layers", "names an object"),
         (_space("training.batch_size", type="float", low=16, high=64), "training.batch_size", "is an integer"),
+        (_space("model_name", type="categorical", choices=["a", "b"]), "model_name", "the same for every trial"),
+        (_space("data.validation_split", type="categorical", choices=[0.0, 0.2]), "data.validation_split", "records no 'val_accuracy'"),
     ],
 )
 def test_a_bad_path_or_range_is_refused_naming_the_path(terms: StudyTerms, change: dict, field: str, words: str) -> None:

@@ -115,3 +115,19 @@ def test_creating_and_cancelling_need_train_and_reading_needs_read(client: TestC
     assert client.get(f"/v1/studies/{study.json()['id']}", headers=reader).status_code == 200
     assert client.post(f"/v1/studies/{study.json()['id']}/cancel", headers=reader).status_code == 403
     assert client.get("/v1/studies", headers={"Authorization": "Bearer not-a-key"}).status_code == 401
+
+
+def test_a_dataset_a_running_study_trains_on_cannot_be_deleted(client: TestClient) -> None:
+    from tests.datasets_factory import iris_csv
+
+    dataset = client.post("/v1/datasets", files={"file": ("iris.csv", iris_csv())}, data={"target": "species"}).json()
+    job = {"model_name": "iris-study", "model": {"input_shape": [4], "layers": [{"type": "Dense", "units": 3, "activation": "softmax"}]},
+           "data": {"dataset": dataset["id"].upper(), "validation_split": 0.2},
+           "training": {"loss": "sparse_categorical_crossentropy", "epochs": 2}}  # fmt: skip
+    study = client.post("/v1/studies", json=study_body(job=job, parallelism=1)).json()
+    assert study["spec"]["job"]["data"]["dataset"] == dataset["id"]  # named by its canonical id, as jobs name it
+    client.post(f"/v1/jobs/{study['trials'][0]['job_id']}/cancel")  # no job of it is queued or running now
+    refused = client.delete(f"/v1/datasets/{dataset['id']}")
+    assert refused.status_code == 409 and "running study" in refused.json()["error"]["message"]
+    client.post(f"/v1/studies/{study['id']}/cancel")
+    assert client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204

@@ -54,7 +54,10 @@ def test_a_path_the_job_does_not_have_names_itself(path: str, words: str) -> Non
      ({"type": "float", "low": 1.0, "high": 2.0, "log": True, "step": 0.5}, "log or step"),
      ({"type": "categorical", "choices": [1, 1]}, "distinct"),
      ({"type": "categorical", "choices": [{"name": "adam"}]}, "choices"),
-     ({"type": "uniform", "low": 0, "high": 1}, "type")],
+     ({"type": "uniform", "low": 0, "high": 1}, "type"),
+     ({"type": "int", "low": 0, "high": 10**30}, "less than or equal"),
+     ({"type": "float", "low": 0, "high": 1, "step": 1e-320}, "at least 1e-12"),
+     ({"type": "float", "low": -1e308, "high": 1e308}, "greater than or equal")],
 )  # fmt: skip
 def test_bad_ranges_are_refused(param: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -71,6 +74,11 @@ def test_a_grid_needs_stepped_ranges_and_counts_its_points() -> None:
     assert grid.grid() == {"training.batch_size": [16, 32, 48, 64], "model.layers[1].rate": [0.0, 0.25, 0.5]}
     assert grid.grid_size == 12
     assert grid.search_space["training.batch_size"].bounds == [16, 64]
+    # A high off the step is trimmed to the last step below it, in decimal arithmetic, as Optuna's distribution trims it.
+    trimmed = spec(sampler="grid", search_space={"model.layers[1].rate": {"type": "float", "low": 0.0, "high": 0.5 - 1e-12, "step": 0.1}})
+    assert trimmed.grid() == {"model.layers[1].rate": [0.0, 0.1, 0.2, 0.3, 0.4]}
+    distribution = search.distributions(trimmed)["model.layers[1].rate"]
+    assert distribution.high == 0.4 and all(distribution._contains(v) for v in trimmed.grid()["model.layers[1].rate"])
 
 
 def test_the_grid_visits_every_point_once_whatever_runs_meanwhile() -> None:
@@ -106,10 +114,14 @@ def test_the_median_pruner_stops_a_trial_below_the_completed_ones() -> None:
     assert not search.should_prune(spec(), [done, TrialView(1, {}, "running", None, {1: 0.1})], 1)[0]  # pruner none
 
 
-def test_successive_halving_writes_its_rung_on_the_trial() -> None:
+def test_successive_halving_writes_its_rung_on_the_trial_and_judges_by_the_others() -> None:
     study = spec(pruner={"type": "successive_halving", "min_resource": 1, "reduction_factor": 2})
-    _, attrs = search.should_prune(study, [TrialView(0, {"training.optimizer.learning_rate": 0.01}, "running", None, {1: 0.5})], 0)
-    assert attrs == {"completed_rung_0": 0.5}
+    lr = "training.optimizer.learning_rate"
+    prune, attrs = search.should_prune(study, [TrialView(0, {lr: 0.01}, "running", None, {1: 0.5})], 0)
+    assert (prune, attrs) == (False, {"completed_rung_0": 0.5})  # the first at its rung: nothing to compare with
+    ahead = [TrialView(n, {lr: 0.01 * (n + 1)}, "complete", v, {1: v}, {"completed_rung_0": v}) for n, v in enumerate((0.9, 0.8, 0.85))]
+    assert search.should_prune(study, [*ahead, TrialView(3, {lr: 1e-4}, "running", None, {1: 0.1})], 3) == (True, {"completed_rung_0": 0.1})
+    assert not search.should_prune(study, [*ahead, TrialView(3, {lr: 0.02}, "running", None, {1: 0.95})], 3)[0]
 
 
 def test_importances_need_four_complete_trials() -> None:
