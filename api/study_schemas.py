@@ -23,6 +23,10 @@ class TrialPublic(BaseModel):
     error: str | None = None
 
 
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 class StudySummary(BaseModel):
     id: uuid.UUID
     study_name: str
@@ -40,7 +44,8 @@ class StudySummary(BaseModel):
     def of(cls, study: Study) -> StudySummary:
         return cls(id=study.id, study_name=study.name, model_name=study.model_name, state=study.state, error=study.error,
                    created_at=study.created_at, finished_at=study.finished_at, trials_started=study.trial_count,
-                   max_trials=study.spec.get("max_trials", 0), best_trial=study.best_trial, best_version=study.best_version)  # fmt: skip
+                   max_trials=_count(study.spec.get("max_trials")), best_trial=study.best_trial,
+                   best_version=study.best_version)  # fmt: skip
 
 
 class StudyPublic(StudySummary):
@@ -76,8 +81,9 @@ class StudyPublic(StudySummary):
     def _as_recorded(cls, study: Study) -> StudyPublic:
         trials = [TrialPublic(number=t.number, job_id=t.job_id, params=t.params, state=trial_state(t), value=t.value, epochs=len(t.epochs),
                               version=t.version, error=t.error or t.job_error) for t in study.trials]  # fmt: skip
-        best = trials[study.best_trial] if study.best_trial is not None and study.best_trial < len(trials) else None
-        return cls(**StudySummary.of(study).model_dump(), objective=dict(study.spec.get("objective") or {}),
+        best = next((t for t in trials if t.number == study.best_trial), None)
+        objective = study.spec.get("objective")
+        return cls(**StudySummary.of(study).model_dump(), objective=objective if isinstance(objective, dict) else {},
                    best_alias=str(study.spec.get("best_alias", "best")), best=best, trials=trials,
                    counts={state: sum(1 for t in trials if t.state == state) for state in TRIAL_STATES},
                    importances=study.importances, spec=study.spec)  # fmt: skip

@@ -82,3 +82,4 @@ class Tables:
     workers: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)  # name -> (queue, gpus, last_seen)
     datasets: dict[uuid.UUID, DatasetRecord] = field(default_factory=dict)
     keys: dict[uuid.UUID, tuple[ApiKey, str]] = field(default_factory=dict)  # id -> (key, secret_sha256)
+    studies: dict[uuid.UUID, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (state, spec): what the fakes read

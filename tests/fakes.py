@@ -325,6 +325,19 @@ class FakeRegistry:
         return FakeUnitOfWork(self)
 
 
+class FakeStudies:
+    """The part of the studies repository the use cases with fakes reach (the coordinator's tests run on SQL)."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def add(self, *, study_id: uuid.UUID, name: str, model_name: str, spec: dict[str, Any]) -> None:
+        self.t.studies[study_id] = ("running", copy.deepcopy(spec))
+
+    def any_running_using(self, dataset: str) -> bool:
+        return any(state == "running" and spec["job"]["data"]["dataset"] == dataset for state, spec in self.t.studies.values())
+
+
 class FakeUnitOfWork:
     """A transaction on a private copy of the committed tables."""
 
@@ -333,6 +346,7 @@ class FakeUnitOfWork:
     workers: FakeWorkers
     datasets: FakeDatasets
     keys: FakeApiKeys
+    studies: FakeStudies
 
     def __init__(self, registry: FakeRegistry) -> None:
         self.registry = registry
@@ -340,7 +354,7 @@ class FakeUnitOfWork:
     def _begin(self) -> None:
         self._tables = copy.deepcopy(self.registry.committed)
         self.jobs, self.models, self.workers = FakeJobs(self._tables), FakeModels(self._tables), FakeWorkers(self._tables)
-        self.datasets, self.keys = FakeDatasets(self._tables), FakeApiKeys(self._tables)
+        self.datasets, self.keys, self.studies = FakeDatasets(self._tables), FakeApiKeys(self._tables), FakeStudies(self._tables)
 
     def __enter__(self) -> FakeUnitOfWork:
         self._begin()

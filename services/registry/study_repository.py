@@ -6,8 +6,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import exists, func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from services.errors import Unavailable
 from services.registry.entities import JobState, Study, StudyState, Trial
 from services.registry.states import FINAL
 from services.registry.tables import JobEpochRow, JobRow, StudyRow, StudyTrialRow, utcnow
@@ -41,7 +43,12 @@ class StudyRepository:
                 free = select(StudyRow.id).where(StudyRow.id == study_id).with_for_update(skip_locked=True)
                 if self.session.scalar(free) is None:
                     return False
-        result = self.session.execute(update(StudyRow).where(StudyRow.id == study_id).values(revision=StudyRow.revision + 1))
+        try:
+            result = self.session.execute(update(StudyRow).where(StudyRow.id == study_id).values(revision=StudyRow.revision + 1))
+        except OperationalError as err:
+            if getattr(err.orig, "sqlstate", None) == "55P03":  # lock_timeout: another coordinator has held it that long
+                raise Unavailable(f"study {study_id} is busy: another coordinator holds it; try again", field="study_id") from None
+            raise
         return result.rowcount == 1  # type: ignore[attr-defined]
 
     def get(self, study_id: uuid.UUID, *, with_trials: bool = True) -> Study | None:

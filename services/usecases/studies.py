@@ -20,14 +20,17 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from services.errors import Conflict, KilnError, NotFound
+from services.errors import Conflict, InvalidSpec, KilnError, NotFound, Unavailable
 from services.registry.entities import JobState, Study, StudyState
 from services.registry.protocols import UnitOfWork, UowFactory
 from services.registry.tables import utcnow
+from services.spec import JobSpec
 from services.tuning import paths, search
 from services.tuning.search import TrialView
 from services.tuning.spec import StudySpec
+from services.usecases.jobs import dataset_info
 from services.usecases.study_checks import StudyTerms, checked_template, prepare_body
+from services.usecases.transfer import with_base
 from services.usecases.trials import best_of, objective_value, study_spec, trial_state, views
 
 log = logging.getLogger(__name__)
@@ -63,22 +66,27 @@ def advance_study(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool = True) 
             break
         except TrialTaken:  # another coordinator committed a trial with the same number first: read again
             log.info("study %s: a trial number was taken meanwhile; advancing again", study_id)
+        except Unavailable:  # busy, or the database is away: a later pass goes on
+            raise
         except (ValueError, KilnError) as err:  # not the database's fault: it would fail the same way every time
             log.error("study %s cannot go on: %s", study_id, err, exc_info=True, extra={"study_id": str(study_id)})
             _fail(study_id, terms, f"the study cannot go on: {getattr(err, 'message', err)}")
             return
     else:
         raise Conflict(f"study {study_id}: could not start its next trial after several tries", field="study_id")
-    for outcome in settled:
-        if terms.count_trial is not None:
-            terms.count_trial(outcome)
-    if "complete" in settled:
-        _update_importances(study_id, terms)
     for job_id, queue in sends:
         try:
             terms.dispatcher.send(job_id, queue=queue)
         except Exception:  # the job stays queued: the sweeper sends it again
             log.warning("study %s: could not send trial job %s; the sweeper will", study_id, job_id, exc_info=True)
+    for outcome in settled:
+        if terms.count_trial is not None:
+            terms.count_trial(outcome)
+    if "complete" in settled:
+        try:
+            _update_importances(study_id, terms)
+        except Exception:  # a figure for people: the next complete trial computes it again
+            log.warning("study %s: parameter importances not updated", study_id, exc_info=True)
 
 
 def _advance(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool) -> tuple[list[tuple[uuid.UUID, str]], list[str]]:
@@ -87,16 +95,25 @@ def _advance(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool) -> tuple[lis
             return [], []
         study = uow.studies.get(study_id)
         assert study is not None
-        spec, template = study_spec(study)
+        try:
+            spec, template = study_spec(study)
+        except ValidationError as err:  # stored by another Kiln, say: its trials are settled, without values, and it fails
+            settled = _settle(uow, study, None, {})
+            if study.state == StudyState.RUNNING:
+                _end_failed(uow, study, f"the study cannot go on: its stored body no longer validates ({err.errors()[0]['msg']})")
+            uow.commit()
+            return [], settled
         settled = _settle(uow, study, spec, template)
         found = views(spec, template, study.trials)
         if study.state != StudyState.RUNNING:
             uow.commit()
             return [], settled
-        stopping = _stop_reason(study, spec) or _template_broken(spec, template, uow, terms)
+        stopping = _stop_reason(study, spec)
         if stopping:
             _stop_trials(uow, study, f"the study stopped: {stopping}")
-        sends = [] if stopping else _start_trials(uow, study, spec, template, found, terms)
+            sends: list[tuple[uuid.UUID, str]] = []
+        else:
+            sends, stopping = _start_trials(uow, study, spec, template, found, terms)
         active = sum(1 for v in found if v.state == "running")
         limit = min(spec.max_trials, spec.grid_size or spec.max_trials)
         if active == 0 and (stopping or len(found) >= limit):
@@ -106,46 +123,61 @@ def _advance(study_id: uuid.UUID, terms: StudyTerms, *, wait: bool) -> tuple[lis
 
 
 def _update_importances(study_id: uuid.UUID, terms: StudyTerms) -> None:
-    """fANOVA over the complete trials, outside the coordinator's lock (it takes a moment; SQLite has one writer)."""
-    with terms.uow_factory() as uow:
-        study = uow.studies.get(study_id)
-    if study is None:
-        return
-    spec, template = study_spec(study)
-    found = search.importances(spec, views(spec, template, study.trials))
-    with terms.uow_factory() as uow:
-        uow.studies.set_importances(study_id, found)
-        uow.commit()
+    """fANOVA over the complete trials, outside the coordinator's lock (it takes a moment; SQLite has one writer); computed
+    again when a trial completed meanwhile, so the last complete trial's figures are the ones kept."""
+    for _ in range(3):
+        with terms.uow_factory() as uow:
+            study = uow.studies.get(study_id)
+        if study is None:
+            return
+        spec, template = study_spec(study)
+        found = views(spec, template, study.trials)
+        figures = search.importances(spec, found)
+        complete = sum(1 for v in found if v.state == "complete")
+        with terms.uow_factory() as uow:
+            now = uow.studies.get(study_id)
+            if now is None or sum(1 for t in now.trials if trial_state(t) == "complete") == complete:
+                uow.studies.set_importances(study_id, figures)
+                uow.commit()
+                return
 
 
-def _template_broken(spec: StudySpec, template: dict[str, Any], uow: UnitOfWork, terms: StudyTerms) -> str | None:
-    """Why the template itself no longer makes a job (its dataset deleted, a lower budget on this host), or None: then
-    every trial would fail the same way, so the study stops instead of spending them."""
+def _template_missing(template: dict[str, Any], uow: UnitOfWork) -> str | None:
+    """What the template's job needs that is gone (its uploaded dataset, its base version), or None. Only what went away:
+    a budget is each host's own, and a trial that exceeds one fails alone."""
     try:
-        prepare_body(template, uow, terms)
-    except KilnError as err:
-        return f"its job no longer validates ({err.field}: {err.message})" if err.field else f"its job no longer validates: {err.message}"
+        spec = with_base(JobSpec.model_validate(template), uow_factory=lambda: uow, uow=uow)
+        dataset_info(spec.data, uow)
+    except (NotFound, InvalidSpec) as err:
+        return f"what its job needs is gone ({err.field}: {err.message})" if err.field else f"what its job needs is gone: {err.message}"
     return None
 
 
 def _fail(study_id: uuid.UUID, terms: StudyTerms, error: str) -> None:
     """End a study that cannot go on, stopping its trials (by their jobs: its stored body may be what is wrong)."""
     with terms.uow_factory() as uow:
+        if not uow.studies.lock(study_id):
+            return
         study = uow.studies.get(study_id)
         if study is None or study.state != StudyState.RUNNING:
             return
-        _stop_trials(uow, study, error)
-        uow.studies.finish(study_id, state=StudyState.FAILED, error=error)
+        _end_failed(uow, study, error)
         uow.commit()
 
 
-def _settle(uow: UnitOfWork, study: Study, spec: StudySpec, template: dict[str, Any]) -> list[str]:
-    """Write the outcome of each trial whose job ended (once, whoever gets there first); the outcomes written."""
+def _end_failed(uow: UnitOfWork, study: Study, error: str) -> None:
+    _stop_trials(uow, study, error)
+    uow.studies.finish(study.id, state=StudyState.FAILED, error=error)
+
+
+def _settle(uow: UnitOfWork, study: Study, spec: StudySpec | None, template: dict[str, Any]) -> list[str]:
+    """Write the outcome of each trial whose job ended (once, whoever gets there first); the outcomes written. Without a
+    spec (its stored body no longer validates) they are written without values."""
     written = []
     for trial in study.trials:
         state = trial_state(trial)
         if trial.outcome is None and state != "running":
-            value = objective_value(spec, template, trial) if state == "complete" else None
+            value = objective_value(spec, template, trial) if state == "complete" and spec is not None else None
             if uow.studies.settle(study.id, trial.number, outcome=state, value=value):
                 written.append(state)
     return written
@@ -167,17 +199,22 @@ def _stop_trials(uow: UnitOfWork, study: Study, reason: str) -> None:
 
 
 def _start_trials(uow: UnitOfWork, study: Study, spec: StudySpec, template: dict[str, Any], found: list[TrialView],
-                  terms: StudyTerms) -> list[tuple[uuid.UUID, str]]:  # fmt: skip
-    """Ask the sampler for trials while fewer than `parallelism` run and the study has trials left; their jobs to send."""
-    sends = []
+                  terms: StudyTerms) -> tuple[list[tuple[uuid.UUID, str]], str | None]:  # fmt: skip
+    """Ask the sampler for trials while fewer than `parallelism` run and the study has trials left: their jobs to send,
+    and why none may start any more (what the job needs is gone: every trial would fail the same way), or None."""
+    sends: list[tuple[uuid.UUID, str]] = []
     limit = min(spec.max_trials, spec.grid_size or spec.max_trials)
+    wanted = sum(1 for v in found if v.state == "running") < spec.parallelism and len(found) < limit
+    if wanted and (missing := _template_missing(template, uow)):
+        return sends, missing  # the running trials go on; no more start
     while sum(1 for v in found if v.state == "running") < spec.parallelism and len(found) < limit:
         number = len(found)
         params, attrs = search.ask(spec, found)
         try:
             _, stored, queue = prepare_body(paths.assign(template, params), uow, terms)
-        except KilnError as err:  # the values together break the job, though each range's edges did not
-            error = f"{err.field}: {err.message}" if err.field else err.message
+        except (KilnError, ValueError) as err:  # the values together break the job, though each range's edges did not
+            message = err.message if isinstance(err, KilnError) else str(err)
+            error = f"{err.field}: {message}" if isinstance(err, KilnError) and err.field else message
             try:
                 uow.studies.add_trial(study.id, number, job_id=None, params=params, system_attrs=attrs, error=error)
             except IntegrityError as taken:
@@ -194,7 +231,7 @@ def _start_trials(uow: UnitOfWork, study: Study, spec: StudySpec, template: dict
         found.append(TrialView(number, params, "running", system_attrs=attrs))
         sends.append((job_id, queue))
         log.info("study %s trial %d: job %s with %s", study.id, number, job_id, params, extra={"study_id": str(study.id)})
-    return sends
+    return sends, None
 
 
 def _finish(uow: UnitOfWork, study: Study, spec: StudySpec, found: list[TrialView], stopping: str | None) -> None:

@@ -17,8 +17,9 @@ from services.tuning import paths
 from services.tuning.spec import FloatParam, StudySpec
 from services.usecases.jobs import JobDispatcher, prepare_job
 
-# What a trial may not change: which model its version joins, what kind of job it is, or which base it starts from.
-FIXED = ("model_name", "kind", "model.base")
+# What a trial may not change: which model its version joins, what kind of job it is, which base it starts from, or
+# which dataset it learns from (its objective would not compare, and a running study's upload is kept from deletion).
+FIXED = ("model_name", "kind", "model.base", "data.dataset")
 
 
 @dataclass(frozen=True)

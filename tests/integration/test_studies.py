@@ -253,16 +253,41 @@ def test_past_its_timeout_a_study_starts_nothing_stops_its_trials_and_ends_with_
     assert "stopped early: its timeout_s of 0.5 s passed" in study.error
 
 
-def test_a_study_whose_template_stops_validating_stops_rather_than_spend_its_trials(ctx: WorkerContext, terms: StudyTerms) -> None:
-    study = submit(terms, max_trials=6, parallelism=1, sampler="random",
+def test_a_host_with_a_lower_budget_fails_only_the_trials_over_it(ctx: WorkerContext, terms: StudyTerms) -> None:
+    """Budgets are each host's: a coordinator on a smaller one fails the trials it cannot take, and the study goes on."""
+    study = submit(terms, max_trials=3, parallelism=1, sampler="random",
                    search_space={"model.layers[1].rate": {"type": "float", "low": 0.0, "high": 0.5}})  # fmt: skip
     run_job(sent(terms)[0], ctx)
-    lower = dataclasses.replace(terms, budget=Budget(max_parameters=100, max_training_memory_mb=4096))  # this host allows less
+    lower = dataclasses.replace(terms, budget=Budget(max_parameters=100, max_training_memory_mb=4096))
     advance_study(study.id, lower)
     study = get_study(study.id, uow_factory=ctx.uow_factory)
-    assert study.state == StudyState.SUCCEEDED and study.best_trial == 0  # with what completed
-    assert "stopped early: its job no longer validates" in study.error and "parameters" in study.error
-    assert len(study.trials) == 1
+    assert study.state == StudyState.SUCCEEDED and study.best_trial == 0  # trial 0 completed; 1 and 2 failed alone
+    assert [trial_state(t) for t in study.trials] == ["complete", "failed", "failed"]
+    assert all("parameters" in t.error for t in study.trials[1:]) and study.error is None
+
+
+def test_a_study_that_no_longer_validates_settles_its_trials_and_rests(ctx: WorkerContext, terms: StudyTerms) -> None:
+    from sqlalchemy import update
+
+    from services.registry.tables import StudyRow
+
+    study = submit(terms)
+    first, second = sent(terms)
+    broken = copy.deepcopy(study.spec) | {"max_trials": 0}  # as if written by another Kiln
+    with ctx.uow_factory() as uow:
+        uow.jobs.claim(first, owner="test", lease_s=60)
+        uow.studies.session.execute(update(StudyRow).where(StudyRow.id == study.id).values(spec=broken))  # type: ignore[attr-defined]
+        uow.commit()
+    advance_running(terms)
+    assert get_study(study.id, uow_factory=ctx.uow_factory).state == StudyState.FAILED
+    with ctx.uow_factory() as uow:
+        uow.jobs.finish(first, state=JobState.CANCELLED, error="stopped")  # the running trial stops later
+        uow.commit()
+    advance_running(terms)
+    study = get_study(study.id, uow_factory=ctx.uow_factory)
+    assert [t.outcome for t in study.trials] == ["cancelled", "cancelled"]  # settled without its body
+    with ctx.uow_factory() as uow:
+        assert uow.studies.needing_attention() == []  # and no sweep comes back to it
 
 
 def test_a_stored_study_that_no_longer_validates_is_failed_not_stuck(ctx: WorkerContext, terms: StudyTerms) -> None:

@@ -4,6 +4,7 @@ what is recorded and queued, the 4xx answers, scopes, the event stream and the t
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,24 @@ def test_a_dataset_a_running_study_trains_on_cannot_be_deleted(client: TestClien
     assert refused.status_code == 409 and "running study" in refused.json()["error"]["message"]
     client.post(f"/v1/studies/{study['id']}/cancel")
     assert client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
+
+
+def test_a_study_whose_dataset_went_away_starts_no_more_trials(client: TestClient) -> None:
+    from api.routers.studies import _terms
+    from services.usecases.studies import advance_study
+    from tests.datasets_factory import iris_csv
+
+    dataset = client.post("/v1/datasets", files={"file": ("iris.csv", iris_csv())}, data={"target": "species"}).json()
+    job = {"model_name": "iris-study", "model": {"input_shape": [4], "layers": [{"type": "Dense", "units": 3, "activation": "softmax"}]},
+           "data": {"dataset": dataset["id"], "validation_split": 0.2},
+           "training": {"loss": "sparse_categorical_crossentropy", "epochs": 2}}  # fmt: skip
+    study = client.post("/v1/studies", json=study_body(job=job, parallelism=1, max_trials=2)).json()
+    client.post(f"/v1/jobs/{study['trials'][0]['job_id']}/cancel")
+    kiln = client.app.state.kiln
+    with kiln.uow_factory() as uow:  # gone behind Kiln's back (an older Kiln let a running study's upload be deleted)
+        uow.datasets.delete(uuid.UUID(dataset["id"]))
+        uow.commit()
+    advance_study(uuid.UUID(study["id"]), _terms(kiln))
+    after = client.get(f"/v1/studies/{study['id']}").json()
+    assert after["state"] == "failed" and after["trials_started"] == 1
+    assert "what its job needs is gone (data.dataset" in after["error"] and "no trial completed (1 cancelled)" in after["error"]

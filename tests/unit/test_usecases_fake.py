@@ -379,6 +379,15 @@ def test_a_dataset_an_active_job_uses_cannot_be_deleted_however_the_job_spelt_it
         assert uow.datasets.get(record.id) is None
 
 
+def test_a_dataset_a_running_study_trains_on_cannot_be_deleted(registry: FakeRegistry, tmp_path: Path) -> None:
+    record, store = _upload(registry), DatasetStore(tmp_path)
+    with registry.uow_factory() as uow:
+        uow.studies.add(study_id=uuid.uuid4(), name="s", model_name="m", spec={"job": tiny_job(data={"dataset": str(record.id)})})
+        uow.commit()
+    with pytest.raises(Conflict, match="a running study trains on"):
+        delete_dataset(str(record.id), uow_factory=registry.uow_factory, store=store)
+
+
 def test_a_dataset_a_version_was_trained_on_or_a_builtin_cannot_be_deleted(registry: FakeRegistry, tmp_path: Path) -> None:
     record, store = _upload(registry), DatasetStore(tmp_path)
     with registry.uow_factory() as uow:
