@@ -10,12 +10,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # One stamp per extra set, remade when pyproject.toml changes.
-$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[train]'
+$(VENV)/.run-deps: pyproject.toml client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train]' -e './client[plot]'
 	touch $@
 
-$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[train,dev]'
+$(VENV)/.dev-deps: pyproject.toml client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train,dev]' -e './client[plot]'
 	touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps

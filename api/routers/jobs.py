@@ -63,34 +63,49 @@ def read_job(job_id: uuid.UUID, ctx: ContextDep) -> JobPublic:
 FINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 
-def _event(name: str, data: object) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+def _event(name: str, data: object, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _resume_point(last_event_id: str | None) -> tuple[int, int, str | None]:
+    """Epochs and warnings already sent and the state last told, from a reconnecting client's Last-Event-ID
+    (`<epochs>.<warnings>.<state>`, as each event's id is written); nothing sent for a missing or malformed one."""
+    parts = (last_event_id or "").split(".")
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return 0, 0, None
+    return int(parts[0]), int(parts[1]), parts[2] or None
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
-async def stream_job_events(job_id: uuid.UUID, request: Request, ctx: ContextDep) -> StreamingResponse:
+async def stream_job_events(
+    job_id: uuid.UUID, request: Request, ctx: ContextDep,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> StreamingResponse:  # fmt: skip
     """Server-Sent Events: `epoch` per finished epoch, `warning` per warning, `state` on each change, then `end` with the job;
-    the stream then closes.
+    the stream then closes. Each event has an id; a client that reconnects with it as `Last-Event-ID` gets only what came
+    after.
 
     Progress is read from SQL, so it works with any broker and any number of API replicas.
     """
     await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
-        sent, warned, state = 0, 0, None
+        sent, warned, state = _resume_point(last_event_id)
         while True:
             job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
             public = JobPublic.of(job)
             for epoch in public.history[sent:]:
-                yield _event("epoch", epoch.model_dump())
+                sent += 1
+                yield _event("epoch", epoch.model_dump(), f"{sent}.{warned}.{state or ''}")
             for warning in public.warnings[warned:]:
-                yield _event("warning", warning.model_dump())
-            sent, warned = len(job.history), len(job.warnings)
+                warned += 1
+                yield _event("warning", warning.model_dump(), f"{sent}.{warned}.{state or ''}")
             if job.state != state:
                 state = job.state
-                yield _event("state", {"state": state, "error": job.error, "version": job.version})
+                yield _event("state", {"state": state, "error": job.error, "version": job.version}, f"{sent}.{warned}.{state}")
             if job.state in FINAL_STATES:
-                yield _event("end", JobPublic.of(job).model_dump(mode="json"))
+                yield _event("end", JobPublic.of(job).model_dump(mode="json"), f"{sent}.{warned}.{state}")
                 return
             if await request.is_disconnected():
                 return

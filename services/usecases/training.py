@@ -296,6 +296,19 @@ def _gpu_figures(ctx: WorkerContext) -> None:
         log.debug("GPU utilisation unavailable", exc_info=True)
 
 
+# The values an image's pixels take in the built-in image datasets (uploaded images are scaled to 0-1), so a client
+# turning a PNG into a model's input scales it as training saw it, never guessing.
+IMAGE_RANGES = {"digits": [0.0, 16.0], "digits28": [0.0, 1.0], "shapes": [0.0, 1.0]}
+
+
+def _input_range(name: str, dataset_id: uuid.UUID | None, ctx: WorkerContext) -> list[float] | None:
+    if dataset_id is None:
+        return IMAGE_RANGES.get(name)
+    with ctx.uow_factory() as uow:
+        record = uow.datasets.get(dataset_id)
+    return [0.0, 1.0] if record is not None and record.format == "image_zip" else None
+
+
 def _register(
     job_id: uuid.UUID,
     attempt: int,
@@ -324,6 +337,7 @@ def _register(
             "train_rows": len(data.x_train),
             "test_rows": len(data.x_test),
             "spec": spec.data.model_dump(mode="json"),
+            "input_range": _input_range(data.info.name, dataset_id, ctx),
         },  # fmt: skip
         dataset_id=dataset_id,
         labels=outcome.labels,
