@@ -78,6 +78,13 @@ def test_jobs_job_logs_and_plot(trained: dict[str, Any]) -> None:
     assert [line.split()[1] for line in lines.stdout.splitlines()] == ["1", "2", "3", "4"] and "val_loss" in lines.stdout
     streamed = [json.loads(line) for line in run_cli(env, "logs", job_id, "-f", "-o", "json").stdout.splitlines()]
     assert [e["data"]["epoch"] for e in streamed if e["event"] == "epoch"] == [1, 2, 3, 4] and streamed[-1]["event"] == "end"
+    # A client that reconnects with the id of the last event it saw gets only what came after it.
+    with httpx.stream(
+        "GET", f"{trained['url']}/v1/jobs/{job_id}/events", headers=trained["headers"] | {"Last-Event-ID": "2.0.running"}
+    ) as r:
+        lines = [line for line in r.iter_lines() if line.startswith(("id:", "event:"))]
+    assert lines[:4] == ["id: 3.0.running", "event: epoch", "id: 4.0.running", "event: epoch"]
+    assert lines[-4:] == ["id: 4.0.succeeded", "event: state", "id: 4.0.succeeded", "event: end"]
     terminal = run_cli(env, "plot", job_id)
     assert terminal.returncode == 0 and "epoch" in terminal.stdout
     png = trained["tmp"] / "curves.png"
@@ -213,3 +220,26 @@ def test_follow_survives_an_api_restart_and_misses_no_epoch(stack_on: Any, redis
     assert logs.returncode == 0, err
     epochs = [e["data"]["epoch"] for e in map(json.loads, out.splitlines()) if e["event"] == "epoch"]
     assert epochs == list(range(1, 31))  # every epoch once, across the restart
+
+
+def test_the_quick_start_on_make_runs_embedded_stack(tmp_path: Path) -> None:
+    """`make run`, then `kiln train examples/cnn_digits.json --follow` from the same folder (its key found in ./var/api-key)
+    and `kiln predict` on a PNG of a digit."""
+    from tests.e2e.helpers import start_make_run, stop
+
+    proc, url = start_make_run(tmp_path / "var", tmp_path / "make-run.log")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")} | {"KILN_URL": url, "COLUMNS": "160"}
+        run = lambda *args: subprocess.run([KILN, *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # noqa: E731
+        trained = run("train", str(ROOT / "examples" / "cnn_digits.json"), "--follow")
+        assert trained.returncode == 0, (trained.stdout, trained.stderr)
+        assert "cnn-digits" in trained.stdout and "accuracy" in trained.stdout  # the summary: test metrics and version
+        data = load_builtin("digits")
+        row, label = data.x_test[0], str(int(data.y_test[0]))
+        pixels = (row.reshape(8, 8) / 16 * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(tmp_path / "digit.png")
+        predicted = run("predict", "cnn-digits", "-i", str(tmp_path / "digit.png"))
+        assert predicted.returncode == 0, predicted.stderr
+        assert predicted.stdout.splitlines()[1].split()[1] == label, predicted.stdout
+    finally:
+        stop(proc, sig=signal.SIGINT, timeout=60)
