@@ -243,3 +243,37 @@ def test_the_quick_start_on_make_runs_embedded_stack(tmp_path: Path) -> None:
         assert predicted.stdout.splitlines()[1].split()[1] == label, predicted.stdout
     finally:
         stop(proc, sig=signal.SIGINT, timeout=60)
+
+
+def _read_until(leader: int, wanted: bytes, screen: bytearray, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while wanted not in screen:
+        assert time.monotonic() < deadline, screen.decode(errors="replace")[-2000:]
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            screen.extend(os.read(leader, 65536))
+
+
+def test_ctrl_c_asks_whether_to_cancel_and_cancelling_exits_2(trained: dict[str, Any]) -> None:
+    spec = write(trained["tmp"] / "ctrl-c.json", job_body(model_name="cli-ctrl-c", training={"epochs": 400, "batch_size": 4}))
+    pid, leader = pty.fork()  # the child's controlling terminal: Ctrl-C there is its SIGINT
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(KILN, [KILN, "train", str(spec), "--follow"], trained["env"] | {"TERM": "xterm"})
+    screen = bytearray()
+    _read_until(leader, b"epoch", screen)
+    _read_until(leader, b"loss", screen)  # an epoch has been shown: it is training
+    os.write(leader, b"\x03")
+    _read_until(leader, b"cancel job", screen)
+    os.write(leader, b"y\r")
+    _, status = os.waitpid(pid, 0)
+    try:
+        while select.select([leader], [], [], 0.2)[0]:
+            screen.extend(os.read(leader, 65536))
+    except OSError:
+        pass
+    os.close(leader)
+    assert os.waitstatus_to_exitcode(status) == 2, screen.decode(errors="replace")[-2000:]
+    with httpx.Client(base_url=trained["url"], headers=trained["headers"], timeout=30) as client:
+        jobs = [j for j in client.get("/v1/jobs?limit=200").json()["data"] if j["model_name"] == "cli-ctrl-c"]
+    assert [j["state"] for j in jobs] == ["cancelled"]
