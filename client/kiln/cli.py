@@ -194,9 +194,12 @@ def predict(ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION|@ALIAS]")]
     result = _client().predict(name, input_, version=version, alias=alias_)
     data = {"model": result.model, "version": result.version, "labels": result.labels, "outputs": result.outputs.tolist()}
     classes = result.class_names or []
-    if result.labels and classes and result.outputs.ndim == 2 and result.outputs.shape[1] == len(classes):
+    outputs = result.outputs.reshape(len(result.outputs), -1)
+    if result.labels and classes and outputs.shape[1] == 1 and len(classes) == 2:  # one sigmoid: P(the second class)
+        outputs = np.concatenate([1 - outputs, outputs], axis=1)
+    if result.labels and classes and outputs.shape[1] == len(classes):
         table = _table("row", "label", "probability", *(classes if len(classes) <= 10 else []))
-        for i, (label, row) in enumerate(zip(result.labels, result.outputs, strict=True)):
+        for i, (label, row) in enumerate(zip(result.labels, outputs, strict=True)):
             shown = [f"{p:.3f}" for p in row] if len(classes) <= 10 else []
             table.add_row(str(i), label, f"{row[classes.index(label)]:.3f}", *shown)
     else:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from services.data.builtins import load_builtin
 from tests.conftest import ROOT
-from tests.datasets_factory import iris_csv
+from tests.datasets_factory import iris_csv, sentiment_csv
 from tests.e2e.helpers import api_command, spawn, wait_for_job
 from tests.factories import gan_body, job_body
 from tests.integration.test_studies import study_body
@@ -147,6 +147,20 @@ def test_upload_generate_detect_and_study(trained: dict[str, Any]) -> None:
     (tmp / "iris.csv").write_text(iris_csv())
     uploaded = as_json(run_cli(env, "upload", str(tmp / "iris.csv"), "--target", "species", "-o", "json"))
     assert uploaded["n_samples"] == 150 and uploaded["target"]["class_names"] == ["setosa", "versicolor", "virginica"]
+    (tmp / "reviews.csv").write_text(sentiment_csv())
+    reviews = as_json(run_cli(env, "upload", str(tmp / "reviews.csv"), "--format", "text_csv", "-o", "json"))
+    sentiment = write(tmp / "sentiment.json", {
+        "model_name": "cli-sentiment",
+        "model": {"input_shape": [16], "layers": [{"type": "Embedding", "input_dim": 200, "output_dim": 16},
+                                                  {"type": "LSTM", "units": 16}, {"type": "Dense", "units": 1, "activation": "sigmoid"}]},
+        "data": {"dataset": reviews["id"], "validation_split": 0.1, "text": {"max_tokens": 200, "sequence_length": 16}},
+        "training": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy", "epochs": 8},
+    })  # fmt: skip
+    assert run_cli(env, "train", str(sentiment), "--follow").returncode == 0
+    said = as_json(run_cli(env, "predict", "cli-sentiment", "-i", "A wonderful film, I loved it", "-o", "json"))
+    assert said["labels"] == ["positive"]
+    table = run_cli(env, "predict", "cli-sentiment", "-i", "Boring plot and awful actors")
+    assert table.returncode == 0 and table.stdout.splitlines()[1].split()[1] == "negative"
     gan = write(tmp / "gan.json", gan_body(epochs=2) | {"model_name": "cli-gan"})
     assert run_cli(env, "train", str(gan), "--follow").returncode == 0
     grid = tmp / "grid.png"
