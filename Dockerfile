@@ -14,6 +14,7 @@ COPY api ./api
 COPY worker ./worker
 COPY services ./services
 COPY migrations ./migrations
+COPY examples ./examples
 
 FROM base AS api
 RUN pip install .

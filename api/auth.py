@@ -79,6 +79,7 @@ class AuthGate:
             await _refuse(scope, receive, send, 403, "forbidden", f"this key ({key.name}) lacks the {wanted!r} scope this route needs")
         else:
             scope["kiln.key"] = key.name
+            scope["kiln.scopes"] = key.scopes
             await self.app(scope, receive, send)
 
 

@@ -18,7 +18,7 @@ from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
 from api.middleware import RequestMiddleware
-from api.routers import datasets, detect, generate, health, jobs, models, predict, studies, v2
+from api.routers import datasets, detect, generate, health, jobs, keys, models, predict, studies, ui, v2
 from api.routes import hot_routes
 from services.config import Settings
 from services.data.store import DatasetStore
@@ -62,7 +62,12 @@ def create_app(settings: Settings | None = None) -> KilnApp:
         engine.dispose()
 
     app = KilnApp(
-        title="Kiln", version="0.1.0", summary="Train neural networks from a JSON spec and serve them as ONNX.", lifespan=lifespan
+        title="Kiln",
+        version="0.1.0",
+        summary="Train neural networks from a JSON spec and serve them as ONNX.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # /docs is api.routers.ui's, from Kiln's own assets; ReDoc would need a CDN
     )
     app.state.kiln = context
     install_error_handlers(app)
@@ -76,6 +81,8 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(keys.router)
+    app.include_router(ui.router)
     # Outermost: the request middleware, then the prediction routes, then FastAPI's own stack.
     hot = HotRoutes(hot_routes(predict.FAST_ROUTES + v2.FAST_ROUTES), app=super(KilnApp, app).__call__, owner=app)
     if settings.auth_disabled:

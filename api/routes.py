@@ -21,6 +21,7 @@ from starlette.routing import Route
 PUBLIC = None
 READ, PREDICT, TRAIN, ADMIN = frozenset({"read"}), frozenset({"predict"}), frozenset({"train"}), frozenset({"admin"})
 METADATA = PREDICT | READ  # the v2 metadata a Triton client reads before it infers
+ANY_KEY = READ | PREDICT | TRAIN | ADMIN
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -43,9 +44,7 @@ _M, _V = "/v1/models/{name}", "/v2/models/{name}"
 ROUTES: tuple[RouteSpec, ...] = (
     # The documentation and probes.
     RouteSpec("GET", "/openapi.json", PUBLIC),
-    RouteSpec("GET", "/docs", PUBLIC),
-    RouteSpec("GET", "/docs/oauth2-redirect", PUBLIC),
-    RouteSpec("GET", "/redoc", PUBLIC),
+    RouteSpec("GET", "/docs", PUBLIC),  # Swagger UI from Kiln's own copy of its assets (api.routers.ui)
     RouteSpec("GET", "/healthz", PUBLIC),
     RouteSpec("GET", "/readyz", PUBLIC),
     RouteSpec("GET", "/metrics", PUBLIC),
@@ -71,6 +70,17 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", f"{_V}/versions/{{version}}/ready", METADATA),
     RouteSpec("POST", f"{_V}/versions/{{version}}/infer", PREDICT, hot=True),
     RouteSpec("POST", f"{_V}/infer", PREDICT, hot=True),
+    # The web UI: pages and assets are public; the API calls they make carry the user's key.
+    RouteSpec("GET", "/ui/", PUBLIC),
+    RouteSpec("GET", "/ui/jobs/{job_id}", PUBLIC),
+    RouteSpec("GET", "/ui/studies/{study_id}", PUBLIC),
+    RouteSpec("GET", "/ui/models", PUBLIC),
+    RouteSpec("GET", "/ui/models/{name}", PUBLIC),
+    RouteSpec("GET", "/ui/models/{name}/versions/{version}", PUBLIC),
+    RouteSpec("GET", "/ui/datasets", PUBLIC),
+    RouteSpec("GET", "/ui/examples/{name}", PUBLIC),
+    RouteSpec("GET", "/ui/static/{name}", PUBLIC),
+    RouteSpec("GET", "/v1/whoami", ANY_KEY),
     # Jobs.
     RouteSpec("POST", "/v1/jobs", TRAIN),
     RouteSpec("GET", "/v1/jobs", READ),

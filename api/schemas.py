@@ -40,10 +40,15 @@ class JobSummary(BaseModel):
     finished_at: datetime | None
     study_id: uuid.UUID | None = Field(default=None, description="The study whose trial this job runs.")
     trial_number: int | None = Field(default=None, description="Which trial of that study.")
+    kind: str = Field(default="supervised", description="supervised, autoencoder or gan.")
+    epoch: int = Field(default=0, description="The last finished epoch; 0 until the first ends.")
+    epochs: int = Field(default=0, description="Epochs asked for.")
 
     @classmethod
     def of(cls, job: Job) -> JobSummary:
-        return cls(**{name: getattr(job, name) for name in cls.model_fields})
+        spec = job.spec
+        derived = {"kind": spec.get("kind", "supervised"), "epoch": job.epoch, "epochs": spec["training"]["epochs"]}
+        return cls(**{name: getattr(job, name) for name in cls.model_fields if name not in derived}, **derived)
 
 
 class JobPublic(JobSummary):
@@ -51,8 +56,6 @@ class JobPublic(JobSummary):
     lease_owner: str | None = Field(default=None, description="The worker running this attempt.")
     heartbeat_at: datetime | None = Field(default=None, description="When that worker last said it was alive.")
     checkpoint_epoch: int | None = Field(default=None, description="The epoch a re-delivered attempt resumes after.")
-    epoch: int = Field(description="The last finished epoch; 0 until the first ends.")
-    epochs: int = Field(description="Epochs asked for.")
     history: list[EpochPublic]
     warnings: list[WarningPublic] = Field(default_factory=list, description="What training noticed: a GAN's instability, "
                                           "a non-finite loss.")  # fmt: skip
@@ -65,7 +68,7 @@ class JobPublic(JobSummary):
                         image=f"/v1/jobs/{job.id}/epochs/{e.epoch}/image" if e.drawn else None)
             for e in job.history
         ]  # fmt: skip
-        return cls(**summary, epoch=job.epoch, epochs=job.spec["training"]["epochs"], history=history,
+        return cls(**summary, history=history,
                    cancel_requested=job.cancel_requested, lease_owner=job.lease_owner, heartbeat_at=job.heartbeat_at,
                    checkpoint_epoch=job.checkpoint_epoch, warnings=[WarningPublic(**w) for w in job.warnings])  # fmt: skip
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the PostgreSQL and Redis the tests use are up on 127.0.0.1, installing and starting them if not.
+# Make sure the PostgreSQL and Redis the tests use are up on 127.0.0.1, installing and starting them if not, and that
+# Prometheus and Chromium are installed.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -33,6 +34,12 @@ fi
 if ! have prometheus || ! have promtool; then
   echo "ensure-services: installing Prometheus"
   apt_install prometheus
+fi
+
+# The web UI's tests drive Debian's headless Chromium with Playwright (never `playwright install`, which downloads one).
+if ! have chromium; then
+  echo "ensure-services: installing Chromium"
+  apt_install chromium
 fi
 
 for _ in $(seq 1 60); do

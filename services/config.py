@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     database_url: str = ""  # default: sqlite:///<data_dir>/kiln.db
     broker_url: str = ""  # default: sqla+sqlite:///<data_dir>/broker.db
     artifact_dir: Path | None = None  # default: <data_dir>/artifacts
+    examples_dir: Path = Path("examples")  # the job specs the web UI offers to start from
 
     # API keys are required on every route but health, docs and metrics. Turning that off is for a
     # machine of your own only; the API says so loudly at start.

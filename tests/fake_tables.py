@@ -66,7 +66,7 @@ class JobRow:
         return self.heartbeat_at < silent_since or (self.lease_expires_at is not None and self.lease_expires_at < utcnow())
 
 
-_JOB_FIELDS = {f.name for f in fields(Job)} - {"history"}
+_JOB_FIELDS = {f.name for f in fields(Job)} - {"history", "last_epoch"}
 
 
 @dataclass

@@ -41,7 +41,8 @@ class FakeJobs:
 
     def _job(self, row: JobRow, *, with_history: bool) -> Job:
         history = self.history(row.id) if with_history else []
-        return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history)
+        last = None if with_history else max(self.t.epochs.get(row.id, {0: None}))
+        return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history, last_epoch=last)
 
     def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
             idempotency_key: str | None = None, request_hash: str | None = None,

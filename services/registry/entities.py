@@ -52,11 +52,12 @@ class Job:
     warnings: list[dict[str, Any]] = field(default_factory=list)  # [{"epoch": n, "message": ...}], in order
     study_id: uuid.UUID | None = None  # the study whose trial `trial_number` this job runs
     trial_number: int | None = None
+    last_epoch: int | None = None  # the last finished epoch, where the history was not loaded (a page of jobs)
 
     @property
     def epoch(self) -> int:
         """The last finished epoch (0 before the first ends)."""
-        return self.history[-1].epoch if self.history else 0
+        return self.history[-1].epoch if self.history else self.last_epoch or 0
 
 
 @dataclass(frozen=True)

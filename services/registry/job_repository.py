@@ -18,7 +18,7 @@ from services.registry.states import ACTIVE, FINAL, InvalidTransition, sources
 from services.registry.tables import JobEpochRow, JobRow, utcnow
 
 
-def _job(row: JobRow, history: list[EpochRecord]) -> Job:
+def _job(row: JobRow, history: list[EpochRecord], *, last_epoch: int | None = None) -> Job:
     return Job(
         id=row.id,
         model_name=row.model_name,
@@ -40,6 +40,7 @@ def _job(row: JobRow, history: list[EpochRecord]) -> Job:
         warnings=list(row.warnings or []),
         study_id=row.study_id,
         trial_number=row.trial_number,
+        last_epoch=last_epoch,
     )
 
 
@@ -100,8 +101,13 @@ class JobRepository:
         if state is not None:
             query = query.where(JobRow.state == state)
         count = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = self.session.scalars(query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
-        return [_job(r, []) for r in rows], count
+        rows = list(self.session.scalars(query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)))
+        listed = JobEpochRow.job_id.in_([r.id for r in rows])
+        found = self.session.execute(  # each listed job's last finished epoch, in one query (a page carries no history)
+            select(JobEpochRow.job_id, func.max(JobEpochRow.epoch)).where(listed).group_by(JobEpochRow.job_id)
+        )
+        last = {job_id: epoch for job_id, epoch in found.tuples()}
+        return [_job(r, [], last_epoch=last.get(r.id, 0)) for r in rows], count
 
     def count_by_state(self) -> dict[str, int]:
         rows = self.session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))

@@ -50,6 +50,19 @@ def test_job_is_claimed_once_then_finished(uow_factory) -> None:
     assert job.created_at <= job.started_at <= job.finished_at  # type: ignore[operator]
 
 
+def test_a_page_of_jobs_carries_each_ones_last_epoch_without_its_history(uow_factory) -> None:
+    trained, fresh = uuid.uuid4(), uuid.uuid4()
+    with uow_factory() as uow:
+        for job_id in (trained, fresh):
+            uow.jobs.add(job_id=job_id, model_name="m", spec={}, queue="cpu")
+        for epoch in (1, 2, 3):
+            uow.jobs.add_epoch(trained, EpochRecord(epoch, 0.5, None, {"loss": 0.5}, 0.01))
+        uow.commit()
+    with uow_factory() as uow:
+        jobs, count = uow.jobs.page(limit=10, offset=0)
+    assert count == 2 and {j.id: (j.epoch, j.history) for j in jobs} == {trained: (3, []), fresh: (0, [])}
+
+
 def test_uncommitted_work_is_rolled_back(uow_factory) -> None:
     with uow_factory() as uow:
         uow.jobs.add(job_id=uuid.uuid4(), model_name="m", spec={}, queue="cpu")

@@ -60,6 +60,8 @@ def test_the_hot_routes_are_the_routers_fast_routes_in_the_table_order() -> None
         ("PUT", "/v1/models/m/aliases/a", {"admin"}), ("PATCH", "/v1/models/m/versions/1", {"admin"}),
         ("GET", "/v1/models/m/versions/1/artifact", {"read"}), ("HEAD", "/v1/jobs", {"read"}),
         ("GET", "/nowhere", {"read"}), ("POST", "/nowhere", {"admin"}), ("GET", "/v2/repository", {"predict", "read"}),
+        ("GET", "/ui/", None), ("GET", "/ui/static/api.js", None), ("GET", "/ui/models/m/versions/3", None), ("HEAD", "/ui/datasets", None),
+        ("POST", "/ui/", None), ("GET", "/v1/whoami", {"read", "predict", "train", "admin"}), ("GET", "/redoc", {"read"}),
     ],
 )  # fmt: skip
 def test_concrete_paths_need_the_scopes_of_their_entry(method: str, path: str, scopes: set[str] | None) -> None:
