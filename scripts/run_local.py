@@ -124,7 +124,7 @@ def main() -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         if wait_ready(settings, url, procs):
-            print(f"\nKiln is running at {url}  (docs: {url}/docs, data: {settings.data_dir})", flush=True)
+            print(f"\nKiln is running at {url}  (web UI: {url}/ui/, docs: {url}/docs, data: {settings.data_dir})", flush=True)
             if key:
                 print(f"Admin API key (also in {settings.data_dir / 'api-key'}):\n  {key}\n"
                       f"Send it as: curl -H 'Authorization: Bearer {key}' {url}/v1/models", flush=True)  # fmt: skip

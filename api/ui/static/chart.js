@@ -14,10 +14,10 @@ export function lineChart(container, { title, xLabel = "epoch", series, width = 
   const plot = new window.uPlot({
     width, height,
     scales: { x: { time: false } },
-    axes: [{ label: xLabel }, {}],
+    axes: [{ label: xLabel, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, {}], // epochs and trials are whole numbers
     series: [{ label: xLabel }, ...series.map((s, i) => ({
-      label: s.label, stroke: s.colour || COLOURS[i % COLOURS.length], width: 2, dash: s.dash,
-      points: { show: points, size: 5 }, paths: s.paths,
+      label: s.label, stroke: s.colour || COLOURS[i % COLOURS.length], width: s.width ?? 2, dash: s.dash,
+      points: { show: points, size: s.pointSize || 5 },
     }))],
   }, [xs, ...ys], holder);
   return {

@@ -60,7 +60,7 @@ signIn(async () => {
   study = await api(path`/v1/studies/${studyId}`);
   for (const t of study.trials) trials.set(t.number, t);
   chart = lineChart($("#trial-chart"), { title: study.objective?.metric || "objective", xLabel: "trial",
-    series: [{ label: "trial value", paths: () => null }, { label: "best so far" }] });
+    series: [{ label: "trial value", width: 0, pointSize: 9 }, { label: "best so far" }] });
   showState(study.state, study.error);
   showImportances(study.importances);
   draw();
