@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from services.data.builtins import load_builtin
 from tests.conftest import ROOT
+from tests.datasets_factory import iris_csv, sentiment_csv
 from tests.e2e.helpers import mint_key, start_make_run, stop, wait_for_job
 from tests.factories import gan_body, job_body
 from tests.integration.test_studies import study_body
@@ -87,6 +89,14 @@ def sign_in(tab: Watched, key: str, path: str = "/ui/") -> Page:
     page.click("#signin-button")
     expect(page.locator("#signed-in")).to_be_visible()
     return page
+
+
+def signed_in(tab: Watched, key: str) -> None:
+    """The tab signed in, whether or not an earlier test did it (so each test can also run alone)."""
+    page = tab.open("/ui/")
+    page.locator("#signin-form:visible, #signed-in:visible").wait_for()
+    if page.locator("#signin-form").is_visible():
+        sign_in(tab, key)
 
 
 def chart_points(page: Page, title: str) -> int:
@@ -295,6 +305,84 @@ def test_a_study_submitted_from_the_page_shows_its_trials_against_the_objective(
     expect(page.locator('#trial-chart figure.chart[data-title="val_accuracy"]')).to_have_attribute("data-points", "2")
     expect(page.locator("[data-fact='best version'] a")).to_be_visible()
     tab.shot("study")
+
+
+def _train(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    created = http.post("/v1/jobs", json=body)
+    assert created.status_code == 202, created.text
+    job = wait_for_job(http, created.headers["location"], timeout=300)
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def _upload(http: httpx.Client, name: str, text: str, **fields: str) -> str:
+    uploaded = http.post("/v1/datasets", data=fields, files={"file": (name, text.encode())})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    return str(uploaded.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def other_kinds(ui: dict[str, Any]) -> dict[str, int]:
+    """A tabular classifier (iris), a text classifier with one sigmoid (an uploaded review CSV) and a digits autoencoder."""
+    http = ui["http"]
+    iris = _upload(http, "iris.csv", iris_csv(), target="species")
+    reviews = _upload(http, "reviews.csv", sentiment_csv(), format="text_csv")
+    tabular = {
+        "input_shape": [4],
+        "layers": [{"type": "Dense", "units": 16, "activation": "relu"}, {"type": "Dense", "units": 3, "activation": "softmax"}],
+    }
+    text = {"input_shape": [16], "layers": [{"type": "Embedding", "input_dim": 200, "output_dim": 16}, {"type": "LSTM", "units": 16},
+                                            {"type": "Dense", "units": 1, "activation": "sigmoid"}]}  # fmt: skip
+    autoencoder = json.loads((ROOT / "examples" / "anomaly_autoencoder_digits.json").read_text())
+    autoencoder["model_name"], autoencoder["training"]["epochs"] = "ui-ae", 4
+    jobs = {
+        "ui-iris": job_body(model_name="ui-iris", model=tabular, data={"dataset": iris, "validation_split": 0.2},
+                            training={"epochs": 60, "optimizer": {"name": "adam", "learning_rate": 0.03}}),
+        "ui-reviews": job_body(model_name="ui-reviews", model=text, data={"dataset": reviews, "validation_split": 0.1,
+                               "text": {"max_tokens": 200, "sequence_length": 16}},
+                               training={"optimizer": {"name": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy", "epochs": 8}),
+        "ui-ae": autoencoder,
+    }  # fmt: skip
+    return {name: _train(http, body)["version"] for name, body in jobs.items()}
+
+
+def test_the_playground_fits_a_row_a_text_and_an_autoencoder(ui: dict[str, Any], other_kinds: dict[str, int], tmp_path: Path) -> None:
+    tab = ui["tab"]
+    signed_in(tab, ui["key"])
+    page = tab.open(f"/ui/models/ui-iris/versions/{other_kinds['ui-iris']}")
+    fields = page.locator("#row-form input[data-feature]")
+    expect(fields).to_have_count(4)
+    for i, value in enumerate([5.1, 3.5, 1.4, 0.2]):  # iris' first row: a setosa
+        fields.nth(i).fill(str(value))
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text("setosa")
+    expect(page.locator("#probabilities li")).to_have_count(3)
+    tab.shot("playground-row")
+
+    page = tab.open(f"/ui/models/ui-reviews/versions/{other_kinds['ui-reviews']}")
+    page.fill("#text-input", "A wonderful film, I loved it")
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text("positive")
+    bars = page.locator("#probabilities li")
+    expect(bars).to_have_count(2)  # one sigmoid, both classes
+    p = [float(bars.nth(i).get_attribute("data-p") or -1) for i in range(2)]
+    assert abs(sum(p) - 1) < 1e-5 and p[1] > 0.5, p
+    tab.shot("playground-text")
+
+    digit = load_builtin("digits").x_test[0].reshape(8, 8)
+    png = tmp_path / "digit.png"
+    Image.fromarray((digit / 16 * 255).round().astype(np.uint8)).resize((64, 64), Image.Resampling.NEAREST).save(png)
+    page = tab.open(f"/ui/models/ui-ae/versions/{other_kinds['ui-ae']}")
+    before = int(page.locator("#playground").get_attribute("data-predictions") or 0)
+    page.set_input_files("#image-file", str(png))
+    expect(page.locator("#playground")).to_have_attribute("data-predictions", str(before + 1))
+    score = float(page.locator("#anomaly").get_attribute("data-score") or -1)
+    sent = np.asarray(tab.predict_bodies[-1]["inputs"][0], dtype=np.float64)
+    assert sent.shape == (64,) and np.abs(sent - digit.reshape(-1)).max() < 1.5  # the PNG, read at 8 x 8 in the range 0-16
+    detected = ui["http"].post(f"/v1/models/ui-ae/versions/{other_kinds['ui-ae']}/detect", json={"inputs": [sent.tolist()]}).json()
+    assert score == pytest.approx(detected["scores"][0], rel=1e-6)
+    assert int(page.locator("#reconstruction").get_attribute("width") or 0) > 0
+    tab.shot("playground-autoencoder")
 
 
 def test_hostile_dataset_names_and_labels_are_shown_as_text_and_nothing_runs(ui: dict[str, Any], tmp_path: Path) -> None:
