@@ -71,6 +71,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", f"{_V}/versions/{{version}}/infer", PREDICT, hot=True),
     RouteSpec("POST", f"{_V}/infer", PREDICT, hot=True),
     # The web UI: pages and assets are public; the API calls they make carry the user's key.
+    RouteSpec("GET", "/ui", PUBLIC),  # a redirect to /ui/
     RouteSpec("GET", "/ui/", PUBLIC),
     RouteSpec("GET", "/ui/jobs/{job_id}", PUBLIC),
     RouteSpec("GET", "/ui/studies/{study_id}", PUBLIC),

@@ -47,7 +47,8 @@ class JobSummary(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobSummary:
         spec = job.spec
-        derived = {"kind": spec.get("kind", "supervised"), "epoch": job.epoch, "epochs": spec["training"]["epochs"]}
+        epochs = (spec.get("training") or {}).get("epochs", 0)  # an odd stored spec spoils only its own row
+        derived = {"kind": spec.get("kind", "supervised"), "epoch": job.epoch, "epochs": epochs if isinstance(epochs, int) else 0}
         return cls(**{name: getattr(job, name) for name in cls.model_fields if name not in derived}, **derived)
 
 

@@ -12,6 +12,7 @@ It keeps the promises the SQL repositories keep, and the two-database tests hold
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -41,8 +42,7 @@ class FakeJobs:
 
     def _job(self, row: JobRow, *, with_history: bool) -> Job:
         history = self.history(row.id) if with_history else []
-        last = None if with_history else max(self.t.epochs.get(row.id, {0: None}))
-        return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history, last_epoch=last)
+        return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history)
 
     def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
             idempotency_key: str | None = None, request_hash: str | None = None,
@@ -81,7 +81,9 @@ class FakeJobs:
         rows = [r for r in self.t.jobs.values() if state is None or r.state == state]
         rows.sort(key=lambda r: str(r.id))
         rows.sort(key=lambda r: r.created_at, reverse=True)
-        return [self._job(r, with_history=False) for r in rows[offset : offset + limit]], len(rows)
+        listed = [self._job(r, with_history=False) for r in rows[offset : offset + limit]]
+        # as the real page: each one's last finished epoch, without its history
+        return [dataclasses.replace(j, last_epoch=max(self.t.epochs.get(j.id) or {}, default=0)) for j in listed], len(rows)
 
     def count_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}

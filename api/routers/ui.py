@@ -9,7 +9,6 @@ nothing a key could not do with curl. Every page is sent with a Content-Security
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.deps import ContextDep
@@ -29,6 +28,9 @@ PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosni
                 "X-Frame-Options": "DENY", "Cache-Control": "no-cache"}  # fmt: skip
 DOCS_HEADERS = PAGE_HEADERS | {"Content-Security-Policy": CSP + "; img-src 'self' data:"}  # Swagger UI's CSS draws its icons as data: SVGs
 _EXAMPLE = re.compile(r"^[a-z0-9_]{1,64}$")
+# By suffix, not by the host's mime.types (which a slim image lacks, and which says application/javascript on some).
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+               ".txt": "text/plain; charset=utf-8", ".png": "image/png"}  # fmt: skip
 
 router = APIRouter(include_in_schema=False)
 templates = Environment(loader=FileSystemLoader(UI / "templates"), autoescape=select_autoescape(default=True), auto_reload=False)
@@ -47,9 +49,7 @@ def _assets(folder: Path) -> dict[str, Asset]:
     for path in sorted(folder.iterdir()):
         if path.is_file():
             body = path.read_bytes()
-            media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if media.startswith("text/") or media in ("application/javascript", "text/javascript"):
-                media += "; charset=utf-8"
+            media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
             found[path.name] = Asset(body, media, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
     return found
 
@@ -59,6 +59,12 @@ ASSETS = _assets(UI / "static")
 
 def _page(template: str, headers: dict[str, str] = PAGE_HEADERS, **values: Any) -> HTMLResponse:
     return HTMLResponse(templates.get_template(template).render(**values), headers=headers)
+
+
+@router.get("/ui")
+def ui_root() -> RedirectResponse:
+    """/ui, as typed: the jobs page (the gate would otherwise refuse an unknown path without a key)."""
+    return RedirectResponse("/ui/", status_code=308)
 
 
 @router.get("/ui/", response_class=HTMLResponse)

@@ -106,7 +106,7 @@ class JobRepository:
         found = self.session.execute(  # each listed job's last finished epoch, in one query (a page carries no history)
             select(JobEpochRow.job_id, func.max(JobEpochRow.epoch)).where(listed).group_by(JobEpochRow.job_id)
         )
-        last = {job_id: epoch for job_id, epoch in found.tuples()}
+        last = {job_id: epoch for job_id, epoch in found}
         return [_job(r, [], last_epoch=last.get(r.id, 0)) for r in rows], count
 
     def count_by_state(self) -> dict[str, int]:

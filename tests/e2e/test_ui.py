@@ -445,6 +445,26 @@ def test_a_read_only_key_is_offered_nothing_it_may_not_do(ui: dict[str, Any], br
     assert tab.errors == [] and tab.dialogs == []
 
 
+def test_an_error_a_page_meets_is_shown_on_it_and_keeps_the_user_signed_in(ui: dict[str, Any], browser: Browser) -> None:
+    tab = ui["tab"]
+    signed_in(tab, ui["key"])
+    page = tab.open("/ui/jobs/00000000-0000-0000-0000-000000000000")
+    expect(page.locator("#page-error")).to_contain_text("00000000-0000-0000-0000-000000000000")  # the API's 404, as text
+    expect(page.locator("#signed-in")).to_be_visible()
+    trainer = mint_key(ui["kiln"]["env"], "train")["Authorization"].removeprefix("Bearer ")
+    context = browser.new_context()
+    other = Watched(context.new_page(), ui["kiln"]["url"])
+    try:
+        page = sign_in(other, trainer)  # a key that may train but not read: the list is refused, the form is offered
+        expect(page.locator("#jobs-error")).to_contain_text("read")
+        expect(page.locator("#submit")).to_be_visible()
+        expect(page.locator("#signed-in")).to_be_visible()
+        page.reload()
+        expect(page.locator("#signed-in")).to_be_visible()  # the key was kept
+    finally:
+        context.close()
+
+
 def test_the_docs_render_from_kilns_own_assets(ui: dict[str, Any]) -> None:
     tab = ui["tab"]
     page = tab.open("/docs")
@@ -473,6 +493,9 @@ def test_after_make_run_a_new_user_signs_in_with_the_printed_key_trains_and_draw
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         key = (tmp_path / "var" / "api-key").read_text().strip()
+        deadline = time.monotonic() + 60  # the banner follows the worker's announcement
+        while key not in (tmp_path / "make-run.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert key in (tmp_path / "make-run.log").read_text() and f"{url}/ui/" in (tmp_path / "make-run.log").read_text()
         tab = Watched(context.new_page(), url)
         page = sign_in(tab, key)

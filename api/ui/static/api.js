@@ -86,35 +86,56 @@ export async function follow(url, onEvent, { signal, retryMs = 1000 } = {}) {
   }
 }
 
+// JSON, or JSON with NaN or Infinity (Python's json.dumps writes them for a non-finite metric) read as null.
+function parseData(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return JSON.parse(text.replace(/-?\bInfinity\b|\bNaN\b/g, "null"));
+  }
+}
+
 async function readEvents(response, onEvent) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return false;
-    buffer += value.replace(/\r\n/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let id = null;
-      let name = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-        if (field === "id") id = text;
-        else if (field === "event") name = text;
-        else if (field === "data") data.push(text);
-      }
-      if (!data.length) continue;
-      onEvent(id, name, JSON.parse(data.join("\n")));
-      if (name === "end") {
-        reader.cancel().catch(() => {});
-        return true;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      buffer += value.replace(/\r\n/g, "\n");
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let id = null;
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "id") id = text;
+          else if (field === "event") name = text;
+          else if (field === "data") data.push(text);
+        }
+        if (!data.length) continue;
+        let parsed;
+        try {
+          parsed = parseData(data.join("\n"));
+        } catch (err) {
+          reportError(err); // one unreadable event is skipped, not retried forever
+          continue;
+        }
+        try {
+          onEvent(id, name, parsed);
+        } catch (err) {
+          reportError(err); // the page's bug: surfaced, and the stream goes on
+        }
+        if (name === "end") return true;
       }
     }
+  } finally {
+    reader.cancel().catch(() => {}); // never leave a connection open behind a retry
   }
 }
 
@@ -167,8 +188,10 @@ export function duration(start, end) {
   if (!start) return "";
   const seconds = Math.max(0, ((end ? new Date(end) : new Date()) - new Date(start)) / 1000);
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
-  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+  const whole = Math.round(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  const minutes = Math.round(whole / 60);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 export function number(value, digits = 4) {
@@ -197,15 +220,23 @@ export function bytes(size) {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
-// An image the API answers (it needs the key, so no <img src>) drawn on a canvas; CSP needs no blob: or data: URLs.
-export async function drawImage(canvas, url, { method = "GET", json, scale = 1 } = {}) {
+// An image the API answers (it needs the key, so no <img src>), decoded; CSP needs no blob: or data: URLs.
+export async function fetchImage(url, { method = "GET", json } = {}) {
   const response = await request(url, { method, json, accept: "image/png" });
-  const bitmap = await createImageBitmap(await response.blob());
+  return { bitmap: await createImageBitmap(await response.blob()), response };
+}
+
+export function paint(canvas, bitmap, scale = 1) {
   canvas.width = bitmap.width * scale;
   canvas.height = bitmap.height * scale;
   const context = canvas.getContext("2d");
   context.imageSmoothingEnabled = false;
   context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+}
+
+export async function drawImage(canvas, url, { method = "GET", json, scale = 1 } = {}) {
+  const { bitmap, response } = await fetchImage(url, { method, json });
+  paint(canvas, bitmap, scale);
   return response;
 }
 
@@ -229,25 +260,39 @@ function showSignedOut(message) {
   error.hidden = !message;
 }
 
+// An error the page's own work met (not the sign-in's): shown above the page, which stays signed in.
+export function pageError(err) {
+  const box = $("#page-error");
+  box.append(errorBlock(err));
+  box.hidden = false;
+}
+
 // Signs the page in (with the stored key, or the one typed), then calls start(who) once; who has name and scopes.
+// Only whoami's own 401 or 403 signs the page out; what start() meets is shown on the page.
 export function signIn(start) {
   let started = false;
   const begin = async () => {
+    const had = apiKey() !== null;
+    let who;
     try {
-      const who = await api("/v1/whoami");
-      showSignedIn(who);
-      $("#signin-error").hidden = true;
-      if (!started) {
-        started = true;
-        await start(who);
-      }
+      who = await api("/v1/whoami");
     } catch (err) {
       if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
         sessionStorage.removeItem(KEY);
-        showSignedOut(apiKey() === null && err.status === 401 && !$("#signin-key").dataset.tried ? "" : err.message);
+        showSignedOut(had ? err.message : "");
       } else {
-        showSignedOut(err.message);
+        showSignedOut(err.message); // Kiln cannot be reached: the key is kept for the next try
       }
+      return;
+    }
+    showSignedIn(who);
+    $("#signin-error").hidden = true;
+    if (started) return;
+    started = true;
+    try {
+      await start(who);
+    } catch (err) {
+      pageError(err);
     }
   };
   const submit = () => {

@@ -26,18 +26,29 @@ function studyRow(study) {
     el("td", {}, when(study.created_at)));
 }
 
+let asked = 0; // the latest load: an older answer that comes back after it is dropped
+
 async function loadJobs() {
-  const state = $("#state-filter").value;
-  const [jobs, studies] = await Promise.all([
-    api(`/v1/jobs?limit=100${state ? `&state=${encodeURIComponent(state)}` : ""}`),
-    api("/v1/studies?limit=20").catch(() => ({ data: [] })),
-  ]);
-  clear($("#jobs-table tbody"), jobs.data.map(jobRow));
-  $("#jobs-empty").hidden = jobs.data.length > 0;
-  clear($("#studies-table tbody"), studies.data.map(studyRow));
-  const busy = jobs.data.some((j) => ACTIVE.has(j.state)) || studies.data.some((s) => s.state === "running");
+  const seq = ++asked;
   clearTimeout(refresh);
-  refresh = setTimeout(() => loadJobs().catch(() => {}), busy ? 1500 : 5000);
+  let busy = false;
+  try {
+    const state = $("#state-filter").value;
+    const [jobs, studies] = await Promise.all([
+      api(`/v1/jobs?limit=100${state ? `&state=${encodeURIComponent(state)}` : ""}`),
+      api("/v1/studies?limit=20").catch(() => ({ data: [] })),
+    ]);
+    if (seq !== asked) return;
+    clear($("#jobs-table tbody"), jobs.data.map(jobRow));
+    $("#jobs-empty").hidden = jobs.data.length > 0;
+    clear($("#studies-table tbody"), studies.data.map(studyRow));
+    clear($("#jobs-error"));
+    busy = jobs.data.some((j) => ACTIVE.has(j.state)) || studies.data.some((s) => s.state === "running");
+  } catch (err) {
+    if (seq === asked) clear($("#jobs-error"), errorBlock(err)); // shown once, and the table keeps refreshing
+  } finally {
+    if (seq === asked) refresh = setTimeout(loadJobs, busy ? 1500 : 5000);
+  }
 }
 
 async function loadExample() {
@@ -58,12 +69,42 @@ function readSpecFile() {
   });
 }
 
-// The line of the pasted JSON where a field the server names sits, so an error can point at it.
+// Where the index-th element of the array that opens at or after `from` starts (strings skipped), or -1.
+function elementAt(text, from, index) {
+  let at = text.indexOf("[", from);
+  if (at < 0) return -1;
+  let depth = 0;
+  let count = 0;
+  for (; at < text.length; at += 1) {
+    const c = text[at];
+    if (c === '"') {
+      for (at += 1; at < text.length && text[at] !== '"'; at += text[at] === "\\" ? 2 : 1);
+    } else if (c === "[" || c === "{") {
+      depth += 1;
+      if (depth === 2 && count === index) return at;
+    } else if (c === "]" || c === "}") {
+      depth -= 1;
+      if (depth === 0) return -1;
+    } else if (c === "," && depth === 1) {
+      count += 1;
+    } else if (depth === 1 && count === index && !/\s/.test(c)) {
+      return at; // a scalar element
+    }
+  }
+  return -1;
+}
+
+// The line of the pasted JSON where a field the server names sits (model.layers[3].units, or .3.), so an error can
+// point at it; null when the path is not found.
 function lineOf(text, field) {
-  const last = String(field || "").split(".").filter((p) => !/^\d+$/.test(p)).pop();
-  if (!last) return null;
-  const at = text.indexOf(`"${last}"`);
-  return at < 0 ? null : text.slice(0, at).split("\n").length;
+  const parts = String(field || "").replace(/\[(\d+)\]/g, ".$1").split(".").filter(Boolean);
+  let at = 0;
+  for (const part of parts) {
+    const next = /^\d+$/.test(part) ? elementAt(text, at, Number(part)) : text.indexOf(`"${part}"`, at);
+    if (next < 0) break;
+    at = next;
+  }
+  return parts.length && at > 0 ? text.slice(0, at).split("\n").length : null;
 }
 
 function showSpecErrors(err, text) {
@@ -78,6 +119,8 @@ function showSpecErrors(err, text) {
     })));
 }
 
+let sent = { text: null, key: null }; // one Idempotency-Key per spec text: a second click on the same spec trains once
+
 async function submit() {
   const text = $("#spec").value;
   const status = $("#submit-status");
@@ -90,20 +133,23 @@ async function submit() {
     return;
   }
   const study = body && typeof body === "object" && "search_space" in body;
+  if (sent.text !== text) sent = { text, key: crypto.randomUUID() };
   status.textContent = "submitting…";
+  $("#submit-button").disabled = true;
   try {
     const created = await api(study ? "/v1/studies" : "/v1/jobs", {
-      method: "POST", json: body, headers: study ? {} : { "Idempotency-Key": crypto.randomUUID() },
+      method: "POST", json: body, headers: study ? {} : { "Idempotency-Key": sent.key },
     });
     location.assign(study ? path`/ui/studies/${created.id}` : path`/ui/jobs/${created.id}`);
   } catch (err) {
     status.textContent = "";
+    $("#submit-button").disabled = false;
     showSpecErrors(err, text);
   }
 }
 
 signIn(async () => {
-  $("#state-filter").addEventListener("change", () => loadJobs().catch((err) => $("#jobs").append(errorBlock(err))));
+  $("#state-filter").addEventListener("change", loadJobs);
   $("#example").addEventListener("change", () => loadExample().catch((err) => clear($("#spec-errors"), errorBlock(err))));
   $("#spec-file").addEventListener("change", readSpecFile);
   $("#submit-button").addEventListener("click", submit);

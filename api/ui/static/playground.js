@@ -1,6 +1,6 @@
 // A version's playground: draw or upload an image, type text, fill a row, or generate; the answer as bars.
 // Everything goes through the public predict, detect and generate routes with the signed-in key.
-import { $, api, bar, clear, drawImage, el, errorBlock, number, path } from "./api.js";
+import { api, bar, clear, el, errorBlock, fetchImage, number, paint, path } from "./api.js";
 
 const PAD = 280; // the drawing canvas' side, in CSS pixels
 
@@ -286,9 +286,11 @@ class Playground {
       if (label && label.value !== "") body.labels = Array(body.n).fill(Number(label.value));
       const seq = this.ask();
       try {
-        const response = await drawImage(grid, `${this.base}/generate`, { method: "POST", json: body, scale: 3 });
+        const { bitmap, response } = await fetchImage(`${this.base}/generate`, { method: "POST", json: body });
+        if (!this.counted(seq)) return; // a newer grid was asked for
+        paint(grid, bitmap, 3);
         grid.dataset.seed = response.headers.get("X-Kiln-Seed") || "";
-        if (this.counted(seq)) clear(this.result, el("p", { class: "hint" }, `${body.n} samples drawn with seed ${grid.dataset.seed}: the same seed draws the same grid.`));
+        clear(this.result, el("p", { class: "hint" }, `${body.n} samples drawn with seed ${grid.dataset.seed}: the same seed draws the same grid.`));
       } catch (err) {
         if (this.counted(seq)) this.fail(err);
       }
