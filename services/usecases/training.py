@@ -184,6 +184,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
         return watch()
 
     resume = _resume_point(job_id, attempt, written_by, ctx)
+    epochs = spec.training.epochs  # after the last, a trial is not judged
     onnx_path, weights_path = ctx.store.temp_path(), ctx.store.temp_path(".safetensors")
     try:
         outcome = train_and_export(
@@ -192,7 +193,7 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             device=ctx.device,
             onnx_path=onnx_path,
             parity=ctx.parity,
-            on_epoch_end=lambda r: _epoch_ended(job_id, attempt, spec.model_name, r, ctx, prune),
+            on_epoch_end=lambda r: _epoch_ended(job_id, attempt, spec.model_name, r, ctx, prune if r.epoch < epochs else None),
             should_stop=should_stop,
             checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
             weights_path=weights_path,
@@ -260,7 +261,8 @@ def _warnings(epoch: int, messages: tuple[str, ...] | list[str]) -> list[dict[st
 
 def _epoch_ended(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext,
                  prune: PruneWatch | None) -> None:  # fmt: skip
-    """Record the epoch; then, for a study's trial, ask its pruner (which raises Pruned to stop it)."""
+    """Record the epoch; then, for a study's trial, ask its pruner (which raises Pruned to stop it). After the last epoch
+    it is not asked: stopping then would save no time and throw a finished trial away."""
     _record_epoch(job_id, attempt, model_name, result, ctx)
     if prune is not None:
         prune(result.epoch)

@@ -130,6 +130,18 @@ def test_a_hopeless_trial_is_pruned_after_an_epoch_and_registers_nothing(ctx: Wo
     assert study.state == StudyState.SUCCEEDED and study.best_trial == next(t.number for t in study.trials if t.job_id == good)
 
 
+def test_a_trial_is_not_pruned_after_its_last_epoch(ctx: WorkerContext, terms: StudyTerms) -> None:
+    """Stopping it then would save no time and throw a finished trial away: the hopeless one-epoch trial completes."""
+    study = submit(terms, pruner={"type": "median", "n_startup_trials": 1}, job=job_body(model_name="digits-study",
+                                                                                        training={"epochs": 1}))  # fmt: skip
+    good, bad = sorted(sent(terms), key=lambda j: lr_of(j, ctx) == BAD_LR)
+    run_trial(good, ctx, terms)
+    run_trial(bad, ctx, terms)
+    study = get_study(study.id, uow_factory=ctx.uow_factory)
+    assert {t.job_id: trial_state(t) for t in study.trials} == {good: "complete", bad: "complete"}
+    assert get_job(bad, uow_factory=ctx.uow_factory).state == JobState.SUCCEEDED
+
+
 def test_successive_halving_keeps_its_rungs_in_the_trial_rows(ctx: WorkerContext, terms: StudyTerms) -> None:
     study = submit(terms, pruner={"type": "successive_halving", "min_resource": 1, "reduction_factor": 2})
     for job_id in sent(terms):
