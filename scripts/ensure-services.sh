@@ -36,17 +36,28 @@ if ! have prometheus || ! have promtool; then
   apt_install prometheus
 fi
 
+# RabbitMQ, the other broker Kiln supports (tests/e2e/test_rabbitmq.py).
+rabbit_up() { (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! have rabbitmq-server; then
+  echo "ensure-services: installing RabbitMQ"
+  apt_install rabbitmq-server
+fi
+if ! rabbit_up; then
+  echo "ensure-services: starting RabbitMQ"
+  rabbitmq-server -detached
+fi
+
 # The web UI's tests drive Debian's headless Chromium with Playwright (never `playwright install`, which downloads one).
 if ! have chromium; then
   echo "ensure-services: installing Chromium"
   apt_install chromium
 fi
 
-for _ in $(seq 1 60); do
-  if postgres_up && redis_up; then
+for _ in $(seq 1 120); do  # RabbitMQ takes a while to boot
+  if postgres_up && redis_up && rabbit_up; then
     exit 0
   fi
   sleep 0.5
 done
-echo "ensure-services: PostgreSQL or Redis did not come up on 127.0.0.1" >&2
+echo "ensure-services: PostgreSQL, Redis or RabbitMQ did not come up on 127.0.0.1" >&2
 exit 1

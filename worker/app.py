@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from services.config import Settings
 
 RUN_JOB_TASK = "kiln.run_job"
+QUEUES = ("cpu", "gpu")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 class KilnCelery(Celery):
@@ -32,10 +35,27 @@ def queue_lengths(app: KilnCelery) -> dict[str, int]:
     prefix = app.settings.queue_prefix
     try:
         with app.connection_for_read() as conn:
+            if app.settings.broker_url.startswith(AMQP_SCHEMES):
+                return {queue: _amqp_ready(conn, prefix + queue) for queue in QUEUES}
             channel = conn.default_channel
-            return {queue: int(channel._size(prefix + queue)) for queue in ("cpu", "gpu")}  # kombu's virtual transports
+            return {queue: int(channel._size(prefix + queue)) for queue in QUEUES}  # kombu's virtual transports
     except Exception:
         return {}
+
+
+def _amqp_ready(conn: object, name: str) -> int:
+    """A RabbitMQ queue's ready messages, by a passive declare on a channel of its own (a queue not yet declared by any
+    worker closes that channel, and has none)."""
+    channel = conn.channel()  # type: ignore[attr-defined]
+    try:
+        return int(channel.queue_declare(queue=name, passive=True).message_count)
+    except Exception:
+        return 0
+    finally:
+        try:
+            channel.close()
+        except Exception:
+            pass
 
 
 def create_celery(settings: Settings) -> KilnCelery:
@@ -62,4 +82,15 @@ def create_celery(settings: Settings) -> KilnCelery:
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # Only Redis reads this; kombu's SQLAlchemy transport passes its options on to create_engine.
         app.conf.broker_transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    elif settings.broker_url.startswith(AMQP_SCHEMES):
+        # RabbitMQ: quorum queues (durable, replicated across a cluster's nodes, poison messages capped by the broker's
+        # delivery limit) and publisher confirms, so a job the API answered 202 for is on the broker's disk. An unacked
+        # message goes back to its queue the moment its consumer's connection drops: no visibility timeout to wait out.
+        app.conf.task_queues = [
+            Queue(settings.queue_prefix + name, Exchange(settings.queue_prefix + name, type="direct"),
+                  routing_key=settings.queue_prefix + name, queue_arguments={"x-queue-type": "quorum"}, durable=True)
+            for name in QUEUES
+        ]  # fmt: skip
+        app.conf.broker_transport_options = {"confirm_publish": True}
+        app.conf.task_create_missing_queues = False
     return app
