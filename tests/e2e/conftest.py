@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import migrate, postgres_database
+from tests.e2e.browser import browser, ui  # noqa: F401 (fixtures: headless Chromium, and a signed-in user's tab on `kiln`)
 from tests.e2e.helpers import kiln_env, mint_key, spawn, spawn_api, stop, wait_until_ready
 from tests.e2e.stacks import stack_on  # noqa: F401 (a fixture: an API and workers of a test's own)
 

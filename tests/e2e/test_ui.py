@@ -8,99 +8,20 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from services.data.builtins import load_builtin
-from tests.conftest import ROOT
-from tests.datasets_factory import iris_csv, sentiment_csv
-from tests.e2e.helpers import mint_key, start_make_run, stop, wait_for_job
+from tests.e2e.browser import EXAMPLE, Watched, chart_points, draw, held_out_digit, sign_in, signed_in
+from tests.e2e.helpers import mint_key, wait_for_job
 from tests.factories import gan_body, job_body
 from tests.integration.test_studies import study_body
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = ROOT / "build" / "screenshots"
-EXAMPLE = json.loads((ROOT / "examples" / "cnn_digits.json").read_text())
 pytestmark = pytest.mark.timeout(900)
-
-
-class Watched:
-    """A browser page that records every request it makes, its console errors, uncaught errors and dialogs."""
-
-    def __init__(self, page: Page, url: str) -> None:
-        self.page, self.url = page, url
-        self.requests: list[str] = []
-        self.console: list[str] = []
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.predict_bodies: list[Any] = []
-        page.on("request", self._request)
-        page.on("console", lambda m: self.console.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-
-    def _request(self, request: Any) -> None:
-        self.requests.append(request.url)
-        if request.method == "POST" and request.url.endswith("/predict"):
-            self.predict_bodies.append(request.post_data_json)
-
-    def open(self, path: str) -> Page:
-        self.page.goto(self.url + path)
-        return self.page
-
-    def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture(scope="module")
-def ui(kiln: dict, browser: Browser) -> Iterator[dict[str, Any]]:
-    """One signed-in tab shared by the module's tests (as one user clicking through), and what they leave for the next."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    watched = Watched(context.new_page(), kiln["url"])
-    key = kiln["headers"]["Authorization"].removeprefix("Bearer ")
-    yield {"tab": watched, "key": key, "kiln": kiln, "http": httpx.Client(base_url=kiln["url"], headers=kiln["headers"], timeout=60)}
-    context.close()
-
-
-def sign_in(tab: Watched, key: str, path: str = "/ui/") -> Page:
-    page = tab.open(path)
-    expect(page.locator("#signin-form")).to_be_visible()
-    expect(page.locator("#jobs")).to_be_hidden()  # nothing but the sign-in without a key
-    page.fill("#signin-key", key)
-    page.click("#signin-button")
-    expect(page.locator("#signed-in")).to_be_visible()
-    return page
-
-
-def signed_in(tab: Watched, key: str) -> None:
-    """The tab signed in, whether or not an earlier test did it (so each test can also run alone)."""
-    page = tab.open("/ui/")
-    page.locator("#signin-form:visible, #signed-in:visible").wait_for()
-    if page.locator("#signin-form").is_visible():
-        sign_in(tab, key)
-
-
-def chart_points(page: Page, title: str) -> int:
-    return int(page.locator(f'figure.chart[data-title="{title}"]').get_attribute("data-points") or 0)
 
 
 def test_sign_in_and_submit_the_digits_cnn_from_examples(ui: dict[str, Any]) -> None:
@@ -180,43 +101,6 @@ def test_a_spec_error_is_shown_beside_the_field_it_names_as_text(ui: dict[str, A
     page.click("#submit-button")
     expect(page.locator('#spec-errors .field-error[data-field="body"]')).to_contain_text("not valid JSON")
     tab.shot("jobs-spec-errors")
-
-
-def held_out_digit(http: httpx.Client, model: str, version: int) -> tuple[np.ndarray, int]:
-    """A test-split digit drawn as the page will (runs of bright cells become strokes, at full brightness), that the model
-    reads confidently: the held-out rows the job never trained on."""
-    data = load_builtin("digits")
-    for image, label in zip(data.x_test, data.y_test, strict=True):
-        strokes = np.where(image.reshape(8, 8) >= 7, 16.0, 0.0)
-        answer = http.post(f"/v1/models/{model}/versions/{version}/predict", json={"inputs": [strokes[..., None].tolist()]}).json()
-        if answer["labels"][0] == str(int(label)) and max(answer["outputs"][0]) > 0.9:
-            return strokes, int(label)
-    raise AssertionError("no held-out digit survives being drawn as strokes")
-
-
-def draw(page: Page, strokes: np.ndarray) -> int:
-    """Each row's runs of bright cells as mouse strokes on the canvas; the number of strokes."""
-    box = page.locator("#draw").bounding_box()
-    assert box is not None
-    cell_h, cell_w = box["height"] / strokes.shape[0], box["width"] / strokes.shape[1]
-    count = 0
-    for row, line in enumerate(strokes):
-        col = 0
-        while col < len(line):
-            if line[col] == 0:
-                col += 1
-                continue
-            end = col
-            while end + 1 < len(line) and line[end + 1] > 0:
-                end += 1
-            y = box["y"] + (row + 0.5) * cell_h
-            page.mouse.move(box["x"] + (col + 0.5) * cell_w, y)
-            page.mouse.down()
-            page.mouse.move(box["x"] + (end + 0.5) * cell_w, y, steps=4)
-            page.mouse.up()
-            count += 1
-            col = end + 1
-    return count
 
 
 def test_the_version_page_shows_its_record_and_reads_a_drawn_digit(ui: dict[str, Any]) -> None:
@@ -305,84 +189,6 @@ def test_a_study_submitted_from_the_page_shows_its_trials_against_the_objective(
     expect(page.locator('#trial-chart figure.chart[data-title="val_accuracy"]')).to_have_attribute("data-points", "2")
     expect(page.locator("[data-fact='best version'] a")).to_be_visible()
     tab.shot("study")
-
-
-def _train(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    created = http.post("/v1/jobs", json=body)
-    assert created.status_code == 202, created.text
-    job = wait_for_job(http, created.headers["location"], timeout=300)
-    assert job["state"] == "succeeded", job
-    return job
-
-
-def _upload(http: httpx.Client, name: str, text: str, **fields: str) -> str:
-    uploaded = http.post("/v1/datasets", data=fields, files={"file": (name, text.encode())})
-    assert uploaded.status_code in (200, 201), uploaded.text
-    return str(uploaded.json()["id"])
-
-
-@pytest.fixture(scope="module")
-def other_kinds(ui: dict[str, Any]) -> dict[str, int]:
-    """A tabular classifier (iris), a text classifier with one sigmoid (an uploaded review CSV) and a digits autoencoder."""
-    http = ui["http"]
-    iris = _upload(http, "iris.csv", iris_csv(), target="species")
-    reviews = _upload(http, "reviews.csv", sentiment_csv(), format="text_csv")
-    tabular = {
-        "input_shape": [4],
-        "layers": [{"type": "Dense", "units": 16, "activation": "relu"}, {"type": "Dense", "units": 3, "activation": "softmax"}],
-    }
-    text = {"input_shape": [16], "layers": [{"type": "Embedding", "input_dim": 200, "output_dim": 16}, {"type": "LSTM", "units": 16},
-                                            {"type": "Dense", "units": 1, "activation": "sigmoid"}]}  # fmt: skip
-    autoencoder = json.loads((ROOT / "examples" / "anomaly_autoencoder_digits.json").read_text())
-    autoencoder["model_name"], autoencoder["training"]["epochs"] = "ui-ae", 4
-    jobs = {
-        "ui-iris": job_body(model_name="ui-iris", model=tabular, data={"dataset": iris, "validation_split": 0.2},
-                            training={"epochs": 60, "optimizer": {"name": "adam", "learning_rate": 0.03}}),
-        "ui-reviews": job_body(model_name="ui-reviews", model=text, data={"dataset": reviews, "validation_split": 0.1,
-                               "text": {"max_tokens": 200, "sequence_length": 16}},
-                               training={"optimizer": {"name": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy", "epochs": 8}),
-        "ui-ae": autoencoder,
-    }  # fmt: skip
-    return {name: _train(http, body)["version"] for name, body in jobs.items()}
-
-
-def test_the_playground_fits_a_row_a_text_and_an_autoencoder(ui: dict[str, Any], other_kinds: dict[str, int], tmp_path: Path) -> None:
-    tab = ui["tab"]
-    signed_in(tab, ui["key"])
-    page = tab.open(f"/ui/models/ui-iris/versions/{other_kinds['ui-iris']}")
-    fields = page.locator("#row-form input[data-feature]")
-    expect(fields).to_have_count(4)
-    for i, value in enumerate([5.1, 3.5, 1.4, 0.2]):  # iris' first row: a setosa
-        fields.nth(i).fill(str(value))
-    page.click("#predict")
-    expect(page.locator("#predicted-label")).to_have_text("setosa")
-    expect(page.locator("#probabilities li")).to_have_count(3)
-    tab.shot("playground-row")
-
-    page = tab.open(f"/ui/models/ui-reviews/versions/{other_kinds['ui-reviews']}")
-    page.fill("#text-input", "A wonderful film, I loved it")
-    page.click("#predict")
-    expect(page.locator("#predicted-label")).to_have_text("positive")
-    bars = page.locator("#probabilities li")
-    expect(bars).to_have_count(2)  # one sigmoid, both classes
-    p = [float(bars.nth(i).get_attribute("data-p") or -1) for i in range(2)]
-    assert abs(sum(p) - 1) < 1e-5 and p[1] > 0.5, p
-    tab.shot("playground-text")
-
-    digit = load_builtin("digits").x_test[0].reshape(8, 8)
-    png = tmp_path / "digit.png"
-    Image.fromarray((digit / 16 * 255).round().astype(np.uint8)).resize((64, 64), Image.Resampling.NEAREST).save(png)
-    page = tab.open(f"/ui/models/ui-ae/versions/{other_kinds['ui-ae']}")
-    before = int(page.locator("#playground").get_attribute("data-predictions") or 0)
-    page.set_input_files("#image-file", str(png))
-    expect(page.locator("#playground")).to_have_attribute("data-predictions", str(before + 1))
-    score = float(page.locator("#anomaly").get_attribute("data-score") or -1)
-    sent = np.asarray(tab.predict_bodies[-1]["inputs"][0], dtype=np.float64)
-    assert sent.shape == (64,) and np.abs(sent - digit.reshape(-1)).max() < 1.5  # the PNG, read at 8 x 8 in the range 0-16
-    detected = ui["http"].post(f"/v1/models/ui-ae/versions/{other_kinds['ui-ae']}/detect", json={"inputs": [sent.tolist()]}).json()
-    assert score == pytest.approx(detected["scores"][0], rel=1e-6)
-    assert int(page.locator("#reconstruction").get_attribute("width") or 0) > 0
-    tab.shot("playground-autoencoder")
 
 
 def test_hostile_dataset_names_and_labels_are_shown_as_text_and_nothing_runs(ui: dict[str, Any], tmp_path: Path) -> None:
@@ -485,37 +291,3 @@ def test_no_page_asked_another_host_and_the_key_stayed_out_of_urls_and_logs(ui: 
     assert tab.errors == [] and tab.dialogs == []
     stored = tab.page.evaluate("() => [sessionStorage.getItem('kiln.apiKey'), localStorage.length, document.cookie]")
     assert stored == [key, 0, ""]
-
-
-def test_after_make_run_a_new_user_signs_in_with_the_printed_key_trains_and_draws(browser: Browser, tmp_path: Path) -> None:
-    """The issue's first promise, on make run's embedded stack (SQLite registry and broker)."""
-    proc, url = start_make_run(tmp_path / "var", tmp_path / "make-run.log")
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        key = (tmp_path / "var" / "api-key").read_text().strip()
-        deadline = time.monotonic() + 60  # the banner follows the worker's announcement
-        while key not in (tmp_path / "make-run.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert key in (tmp_path / "make-run.log").read_text() and f"{url}/ui/" in (tmp_path / "make-run.log").read_text()
-        tab = Watched(context.new_page(), url)
-        page = sign_in(tab, key)
-        page.select_option("#example", "cnn_digits")
-        expect(page.locator("#spec")).to_have_value(re.compile("cnn-digits"))
-        page.click("#submit-button")
-        page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f-]{36}$"))
-        expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=180_000)
-        expect(page.locator('figure.chart[data-title="accuracy"]')).to_have_attribute("data-points", "20")
-        page.click("[data-fact=version] a")
-        expect(page.locator("#draw")).to_be_visible()
-        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        strokes, label = held_out_digit(http, "cnn-digits", int(page.locator("#version").get_attribute("data-version") or 0))
-        drawn = draw(page, strokes)
-        page.click("#predict")
-        expect(page.locator("#playground")).to_have_attribute("data-predictions", str(drawn + 1))
-        expect(page.locator("#predicted-label")).to_have_text(str(label))
-        assert tab.errors == [] and [u for u in tab.requests if not u.startswith(url + "/")] == []
-    finally:
-        context.close()
-        stop(proc, sig=signal.SIGINT, timeout=60)
-    logged = (tmp_path / "make-run.log").read_text(errors="replace").splitlines()  # the API's and worker's logs too
-    assert [line for line in logged if key in line and line.strip() != key and not line.startswith("Send it as:")] == []

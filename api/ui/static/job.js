@@ -17,7 +17,7 @@ function facts(job) {
 }
 
 function showState(job) {
-  $("#job-model").textContent = job.model_name;
+  $("#job-name").textContent = job.model_name;
   const badge = $("#job-state");
   badge.textContent = job.state;
   badge.className = `state ${job.state}`;
