@@ -74,6 +74,8 @@ def create_celery(settings: Settings) -> KilnCelery:
         # A pool child warms torch up before it reports ready; Celery's 4 s default is too tight.
         worker_proc_alive_timeout=60,
         broker_connection_retry_on_startup=True,
+        # A job keeps training through a broker outage (its lease is in SQL, not on the broker); Celery 6 would cancel it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_soft_time_limit=settings.job_soft_time_limit_s,

@@ -85,6 +85,31 @@ def wait_for_job(client: httpx.Client, location: str, timeout: float = 180) -> d
     raise AssertionError(f"job did not finish in {timeout}s: {job}")
 
 
+def job_now(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/jobs/{job_id}").json()
+
+
+def wait_job_until(client: httpx.Client, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
+    """The job as soon as `until(job)` holds, polled every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = job_now(client, job_id)
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job never reached the expected point: {job}")
+
+
+def one_version_each(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
+    """Every job registered exactly one version, each with its artifact."""
+    for name in {j["model_name"] for j in jobs}:
+        versions = client.get(f"/v1/models/{name}/versions").json()["data"]
+        mine = [v for v in versions if v["job_id"] in {j["id"] for j in jobs}]
+        assert sorted(v["job_id"] for v in mine) == sorted(j["id"] for j in jobs if j["model_name"] == name)
+        for v in mine:
+            assert client.get(f"/v1/models/{name}/versions/{v['version']}/artifact").status_code == 200
+
+
 def api_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port", str(port)]
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import migrate
-from tests.e2e.helpers import kiln_env, spawn, spawn_on_free_ports, wait_for_job
+from tests.e2e.helpers import job_now, kiln_env, one_version_each, spawn, spawn_on_free_ports, wait_for_job, wait_job_until
 from tests.e2e.private_postgres import private_postgres
 from tests.e2e.stacks import Stack
 from tests.factories import gan_body, job_body, tiny_job
@@ -24,37 +24,13 @@ SLOW_JOB = job_body(model_name="slow", training={"epochs": 40, "batch_size": 4})
 OUTAGE_JOB = job_body(model_name="slow", training={"epochs": 12, "batch_size": 4})  # outlasts a restart
 
 
-def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    return client.get(f"/v1/jobs/{job_id}").json()
-
-
-def _wait(client: httpx.Client, job_id: str, until: Any, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = _job(client, job_id)
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job never reached the expected point: {job}")
-
-
-def _one_version_each(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
-    """Every job registered exactly one version, each with its artifact."""
-    for name in {j["model_name"] for j in jobs}:
-        versions = client.get(f"/v1/models/{name}/versions").json()["data"]
-        mine = [v for v in versions if v["job_id"] in {j["id"] for j in jobs}]
-        assert sorted(v["job_id"] for v in mine) == sorted(j["id"] for j in jobs if j["model_name"] == name)
-        for v in mine:
-            assert client.get(f"/v1/models/{name}/versions/{v['version']}/artifact").status_code == 200
-
-
 def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_checkpoint(stack_on: Any, redis_url: str) -> None:
     stack = stack_on(redis_url)
     with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
-        before = _wait(client, job_id, lambda j: j["epoch"] >= 5)
+        before = wait_job_until(client, job_id, lambda j: j["epoch"] >= 5)
         stack.kill_worker()  # mid-epoch: an epoch takes about 0.15 s and ended just now
-        killed_at = _job(client, job_id)
+        killed_at = job_now(client, job_id)
         assert killed_at["state"] == "running" and killed_at["attempt"] == 1
         stack.start_worker()  # as a supervisor would
         job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=120)
@@ -66,7 +42,7 @@ def test_a_worker_killed_mid_epoch_is_resumed_by_its_restart_from_the_last_check
         # The epochs up to the checkpoint were not trained again: their records are the first attempt's.
         assert job["history"][:kept] == killed_at["history"][:kept]
         assert f"resumes after epoch {kept}" in stack.logs(tail=10**8)
-        _one_version_each(client, [job])
+        one_version_each(client, [job])
 
 
 def test_a_killed_gan_job_resumes_bit_for_bit(stack_on: Any, redis_url: str) -> None:
@@ -76,9 +52,9 @@ def test_a_killed_gan_job_resumes_bit_for_bit(stack_on: Any, redis_url: str) -> 
     body = gan_body(epochs=60, training={"batch_size": 16, "label_noise": 0.1, "label_smoothing": 0.1})
     with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=body | {"model_name": "killed-gan"}).json()["id"]
-        _wait(client, job_id, lambda j: j["epoch"] >= 3)
+        wait_job_until(client, job_id, lambda j: j["epoch"] >= 3)
         stack.kill_worker()
-        killed_at = _job(client, job_id)
+        killed_at = job_now(client, job_id)
         assert killed_at["state"] == "running" and killed_at["epoch"] < 60
         stack.start_worker()
         job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=240)
@@ -104,7 +80,7 @@ def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: 
         with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
             running = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
             queued = [client.post("/v1/jobs", json=tiny_job(model_name=f"queued{i}")).json()["id"] for i in range(3)]
-            _wait(client, running, lambda j: j["state"] == "running")
+            wait_job_until(client, running, lambda j: j["state"] == "running")
             redis.send_signal(signal.SIGKILL)  # no persistence: every queued message is gone
             redis.wait()
             redis = spawn(redis_cmd(port), kiln_env(), log)  # the same port, just released
@@ -112,7 +88,7 @@ def test_jobs_queued_and_running_through_a_redis_restart_all_complete(stack_on: 
             jobs = [wait_for_job(client, f"/v1/jobs/{j}", timeout=120) for j in [running, *queued]]
             assert [j["state"] for j in jobs] == ["succeeded"] * 4, stack.logs()
             assert "message was lost; sent again" in stack.logs(tail=10**8)
-            _one_version_each(client, jobs)
+            one_version_each(client, jobs)
     finally:
         redis.kill()
         redis.wait()
@@ -150,7 +126,7 @@ def test_a_postgresql_restart_mid_training_fails_readiness_then_resumes_the_job_
         stack = stack_on(redis_url, database)
         with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
             job_id = client.post("/v1/jobs", json=OUTAGE_JOB).json()["id"]
-            before = _wait(client, job_id, lambda j: j["epoch"] >= 1)  # an epoch row is in: 11 of 12 remain
+            before = wait_job_until(client, job_id, lambda j: j["epoch"] >= 1)  # an epoch row is in: 11 of 12 remain
             assert before["state"] == "running" and before["epoch"] < 12
             cluster.stop()
             try:
@@ -176,7 +152,7 @@ def test_a_postgresql_restart_mid_training_fails_readiness_then_resumes_the_job_
             assert job["attempt"] >= 2  # stopped by the outage, taken back by the sweeper and resumed
             assert [e["epoch"] for e in job["history"]] == list(range(1, 13))
             assert client.get("/v1/jobs", params={"limit": 100}).json()["count"] == 1  # the refused job left no row
-            _one_version_each(client, [job])
+            one_version_each(client, [job])
             stack.close()  # before its database goes
 
 
@@ -185,12 +161,12 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack_o
     with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
         job_id = client.post("/v1/jobs", json=SLOW_JOB).json()["id"]
         for attempt in (1, 2, 3):  # each attempt's training process dies as soon as it starts
-            job = _wait(client, job_id, lambda j, a=attempt: j["state"] == "running" and j["attempt"] == a and j["lease_owner"])
+            job = wait_job_until(client, job_id, lambda j, a=attempt: j["state"] == "running" and j["attempt"] == a and j["lease_owner"])
             os.kill(int(job["lease_owner"].rsplit(":", 1)[1]), signal.SIGKILL)  # Celery starts a new pool child
         job = wait_for_job(client, f"/v1/jobs/{job_id}", timeout=60)
         assert job["state"] == "failed" and job["attempt"] == 3, stack.logs()
         assert "gave up after 3 attempts" in job["error"]
         assert client.get("/v1/models/slow/versions").status_code == 404
         time.sleep(2)  # and it stays failed: no further attempt
-        assert _job(client, job_id)["attempt"] == 3
+        assert job_now(client, job_id)["attempt"] == 3
     assert not list((stack.tmp / "checkpoints").glob("*.pt"))

@@ -16,6 +16,7 @@ def test_rabbitmq_gets_quorum_queues_and_publisher_confirms() -> None:
         assert queue.exchange.name == name and queue.routing_key == name
     assert app.conf.broker_transport_options == {"confirm_publish": True}
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost and app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is False  # a broker outage cancels no training
 
 
 def test_redis_keeps_its_visibility_timeout_and_sqlite_gets_no_transport_options() -> None:
