@@ -11,9 +11,10 @@ from sqlalchemy import Engine
 from services.config import Settings
 from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
-from services.registry.artifacts import LocalArtifactStore
+from services.registry.artifacts import ArtifactStore
 from services.serving.sessions import OnnxSessionCache
 from services.usecases.jobs import UowFactory
+from services.usecases.mirror import Mirror
 from services.usecases.serve import Predictor
 from worker.app import CeleryDispatcher, KilnCelery
 
@@ -28,8 +29,9 @@ class ApiContext:
     sessions: OnnxSessionCache
     metrics: ApiMetrics
     datasets: DatasetStore
-    store: LocalArtifactStore
+    store: ArtifactStore
     predictor: Predictor
+    mirror: Mirror
 
 
 def context(request: Request) -> ApiContext:

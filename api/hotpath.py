@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import DATABASE_UNAVAILABLE, error_response, internal_error_response
 from services.errors import InvalidInput, KilnError
+from services.registry.entities import ModelVersion
+from services.usecases.rollouts import ROUTING_KEY, Target
 
 
 async def read_inputs_body(request: Request) -> tuple[dict[str, Any], bytes]:
@@ -52,6 +54,11 @@ async def read_body(request: Request) -> bytes:
             raise ClientDisconnect()
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
+
+
+def served_version(request: Request, target: Target) -> ModelVersion:
+    """The version that serves this request: by weight, sticky by its X-Kiln-Routing-Key (headers read only for a split)."""
+    return target.pick(request.headers.get(ROUTING_KEY)) if len(target.versions) > 1 else target.primary
 
 
 class HotRoutes:

@@ -21,14 +21,14 @@ from api.middleware import RequestMiddleware
 from api.routers import datasets, detect, generate, health, jobs, keys, models, predict, studies, ui, v2
 from api.routes import hot_routes
 from services.config import Settings
-from services.data.store import DatasetStore
 from services.logs import RequestLog, configure_logging
 from services.metrics import ApiMetrics
-from services.registry.artifacts import LocalArtifactStore
 from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
+from services.storage import open_storage
 from services.usecases.jobs import count_jobs_by_state
 from services.usecases.keys import KeyCache
+from services.usecases.mirror import Mirror
 from services.usecases.serve import BatchingDefaults, Predictor
 from worker.app import create_celery, queue_lengths
 
@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     settings.ensure_dirs()
     engine, uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     celery = create_celery(settings)
-    store = LocalArtifactStore(settings.artifacts)
+    storage = open_storage(settings)
+    store = storage.artifacts
     metrics = ApiMetrics(lambda: count_jobs_by_state(uow_factory=uow_factory), lambda: queue_lengths(celery))
     sessions = OnnxSessionCache(capacity=settings.max_loaded_models, path_for=store.path_for, on_size=metrics.models_loaded.set)
     # onnxruntime releases the GIL, so batched runs proceed on these threads while the event loop reads requests.
@@ -52,12 +53,14 @@ def create_app(settings: Settings | None = None) -> KilnApp:
     )  # fmt: skip
     context = ApiContext(
         settings=settings, engine=engine, uow_factory=uow_factory, celery=celery, dispatcher=CeleryDispatcher(celery),
-        sessions=sessions, metrics=metrics, datasets=DatasetStore(settings.datasets), store=store, predictor=predictor,
+        sessions=sessions, metrics=metrics, datasets=storage.datasets, store=store, predictor=predictor,
+        mirror=Mirror(load=predictor.model, metrics=metrics),  # shadow traffic, on threads of its own
     )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        context.mirror.close()
         executor.shutdown(wait=False)
         engine.dispose()
 

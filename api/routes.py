@@ -111,6 +111,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", f"{_M}/versions/{{version}}/weights", READ),
     RouteSpec("GET", f"{_M}/versions/{{version}}/lineage", READ),
     RouteSpec("GET", f"{_M}/versions/{{version}}/keras", READ),
+    RouteSpec("GET", f"{_M}/aliases/{{alias}}", READ),
     RouteSpec("PUT", f"{_M}/aliases/{{alias}}", ADMIN),
     RouteSpec("DELETE", f"{_M}/aliases/{{alias}}", ADMIN),
 )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.v2_codec import DATATYPES, MAX_RANK
 from services.data.catalogue import DatasetInfo
-from services.registry.entities import DatasetRecord, Job, JobState, ModelSummary, ModelVersion
+from services.registry.entities import DatasetRecord, Job, JobState, ModelSummary, ModelVersion, Rollout
 
 
 class EpochPublic(BaseModel):
@@ -79,17 +79,42 @@ class JobsPublic(BaseModel):
     count: int
 
 
+class WeightPublic(BaseModel):
+    version: int
+    weight: int = Field(description="Relative: the version takes weight / total of the alias's requests.")
+    share: float = Field(description="weight / total, from 0 to 1.")
+
+
+class RolloutPublic(BaseModel):
+    versions: list[WeightPublic] = Field(description="The versions the alias splits its requests between (one for a plain alias).")
+    mirror: int | None = Field(description="The version that gets a copy of each request; its answers are never returned.")
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> RolloutPublic:
+        total = sum(weight for _, weight in rollout.weights)
+        return cls(versions=[WeightPublic(version=v, weight=w, share=w / total) for v, w in rollout.weights], mirror=rollout.mirror)
+
+
+class AliasPublic(RolloutPublic):
+    model: str
+    alias: str
+    version: int = Field(description="The version taking the most requests; the only one for a plain alias.")
+
+
 class ModelPublic(BaseModel):
     name: str
     created_at: datetime
     latest_version: int | None
     version_count: int
-    aliases: dict[str, int] | None = None
+    aliases: dict[str, int] | None = Field(default=None, description="Each alias's version (a split alias: the one taking the "
+                                           "most requests); `rollouts` has the split and the mirror.")  # fmt: skip
+    rollouts: dict[str, RolloutPublic] | None = None
 
     @classmethod
-    def of(cls, model: ModelSummary, aliases: dict[str, int] | None = None) -> ModelPublic:
+    def of(cls, model: ModelSummary, aliases: dict[str, int] | None = None, rollouts: dict[str, Rollout] | None = None) -> ModelPublic:
         return cls(name=model.name, created_at=model.created_at, latest_version=model.latest_version,
-                   version_count=model.version_count, aliases=aliases)  # fmt: skip
+                   version_count=model.version_count, aliases=aliases,
+                   rollouts={a: RolloutPublic.of(r) for a, r in rollouts.items()} if rollouts is not None else None)  # fmt: skip
 
 
 class ModelsPublic(BaseModel):
@@ -156,6 +181,12 @@ class VersionPublic(BaseModel):
             aliases=sorted(alias for alias, number in aliases.items() if number == v.version),
             created_at=v.created_at,
         )
+
+
+class AliasedVersionPublic(VersionPublic):
+    """What moving an alias answers: the version it now points at (a split: the one taking the most requests), and its split."""
+
+    rollout: RolloutPublic
 
 
 class VersionsPublic(BaseModel):

@@ -18,6 +18,7 @@ BENCHMARKS = [
     "big_dataset.py",
     "serve.py",
     "load.py",
+    "scale.py",
 ]
 
 if __name__ == "__main__":

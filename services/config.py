@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from services.spec.budget import Budget
 
 
 def _half_of_memory_mb() -> int:
@@ -27,7 +30,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite:///<data_dir>/kiln.db
     broker_url: str = ""  # default: sqla+sqlite:///<data_dir>/broker.db
-    artifact_dir: Path | None = None  # default: <data_dir>/artifacts
+    artifact_dir: Path | None = None  # default: <data_dir>/artifacts (with an S3 store: this host's cache of it)
+    # s3://bucket/prefix keeps artifacts, weights, uploaded datasets and checkpoints in S3 (credentials from the
+    # standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); empty: all of them on local disk.
+    artifact_url: str = ""
+    s3_endpoint_url: str = ""  # an S3 API other than AWS' (SeaweedFS, MinIO, Ceph): http://host:port
+    artifact_cache_mb: int = Field(default=4096, ge=1)  # each process' local copies of S3 artifacts, by hash
+    s3_part_mb: int = Field(default=16, ge=5, le=5120)  # files larger than this are uploaded in parts of this size
     examples_dir: Path = Path("examples")  # the job specs the web UI offers to start from
 
     # API keys are required on every route but health, docs and metrics. Turning that off is for a
@@ -105,6 +114,9 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=100_000_000, ge=1)
     # Weights, gradients, optimizer state and one batch's activations; default: half of this machine's memory.
     max_training_memory_mb: int = Field(default_factory=lambda: _half_of_memory_mb(), ge=1)
+    # Processes one job may train with (its `distributed.processes`); default: this machine's CPUs. Set it to the GPU
+    # count of the GPU hosts, on the API too: the API checks it at submission, each worker again before it starts.
+    max_training_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     @model_validator(mode="after")
     def _time_limits_rise(self) -> Settings:
@@ -118,6 +130,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"need KILN_JOB_STALE_AFTER_S >= 3 x KILN_JOB_HEARTBEAT_S, got {self.job_stale_after_s:g} and {self.job_heartbeat_s:g}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _artifact_url_parses(self) -> Settings:
+        if self.artifact_url:
+            from services.registry.s3 import S3Location
+
+            S3Location.parse(self.artifact_url)
         return self
 
     @model_validator(mode="after")
@@ -152,6 +172,13 @@ class Settings(BaseSettings):
         """Where running jobs keep their last epoch's checkpoint, always set after validation."""
         assert self.checkpoint_dir is not None
         return self.checkpoint_dir
+
+    def budget(self) -> Budget:
+        """The most one job may ask for, as these settings have it: checked at submission and by the worker."""
+        from services.spec.budget import Budget
+
+        return Budget(max_parameters=self.max_parameters, max_training_memory_mb=self.max_training_memory_mb,
+                      max_training_processes=self.max_training_processes)  # fmt: skip
 
     def ensure_dirs(self) -> None:
         """Create the local folders the embedded defaults write to."""

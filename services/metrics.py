@@ -122,6 +122,15 @@ class ApiMetrics:
             "kiln_models_loaded", "onnxruntime sessions loaded.", registry=self.registry, multiprocess_mode="livesum"
         )
         self.study_trials = study_trials_counter(self.registry)
+        # Copies of requests run on an alias's mirror version, off the request path (services.usecases.mirror).
+        self.mirror_requests = Counter(
+            "kiln_mirror_requests", "Copies of requests run on a mirror version, by outcome: ok, error, or dropped (queue full).",
+            ["model", "version", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.mirror_duration = Histogram(
+            "kiln_mirror_duration_seconds", "A mirror version's run of a copied request (checks and compute).", ["model", "version"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
         # The hot path's updates are tallied and folded in when read (see services.metric_tally); with several
         # processes, another may serve the scrape, so each update is folded in at once (only what changed is visited).
         self._tallies, self._write_through = Tallies(), multiprocess()
@@ -165,6 +174,13 @@ class ApiMetrics:
             tally.inc()
         if self._write_through:
             self._tallies.flush()
+
+    def observe_mirror(self, version: ModelVersion, outcome: str, seconds: float | None = None) -> None:
+        """One copy a mirror ran (`seconds` it took) or dropped; called from the mirror's threads, never the request path."""
+        labels = (version.model_name, str(version.version))
+        self.mirror_requests.labels(*labels, outcome).inc()
+        if seconds is not None:
+            self.mirror_duration.labels(*labels).observe(seconds)
 
     def observe_inference(self, version: ModelVersion, result: BatchResult) -> None:
         key = (version.model_name, version.version)

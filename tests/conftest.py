@@ -22,6 +22,7 @@ from services.config import Settings
 from services.registry.db import make_engine
 from services.registry.tables import Base
 from services.registry.unit_of_work import SqlUnitOfWork, connect_registry
+from tests.s3_server import WeedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -149,3 +150,12 @@ def _ephemeral_low() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A real S3 server (SeaweedFS' `weed mini`) on loopback for the session; each test takes a bucket of its own."""
+    server = WeedServer(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.stop()

@@ -16,6 +16,7 @@ from services.registry.entities import (
     Job,
     JobState,
     ModelVersion,
+    Rollout,
 )
 from services.registry.states import sources
 from services.registry.tables import utcnow
@@ -78,7 +79,7 @@ class Tables:
     images: dict[tuple[uuid.UUID, int], bytes | None] = field(default_factory=dict)  # job_epochs.image, read apart
     models: dict[str, datetime] = field(default_factory=dict)  # name -> created_at
     versions: dict[str, dict[int, ModelVersion]] = field(default_factory=dict)
-    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    aliases: dict[str, dict[str, Rollout]] = field(default_factory=dict)  # a plain alias is a Rollout of one version
     workers: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)  # name -> (queue, gpus, last_seen)
     datasets: dict[uuid.UUID, DatasetRecord] = field(default_factory=dict)
     keys: dict[uuid.UUID, tuple[ApiKey, str]] = field(default_factory=dict)  # id -> (key, secret_sha256)

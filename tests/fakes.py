@@ -30,6 +30,7 @@ from services.registry.entities import (
     ModelSummary,
     ModelVersion,
     NewVersion,
+    Rollout,
 )
 from services.registry.states import ACTIVE, FINAL, InvalidTransition
 from services.registry.tables import utcnow
@@ -230,15 +231,27 @@ class FakeModels:
         return max(self.t.versions.get(name, {}), default=None)
 
     def alias_version(self, name: str, alias: str) -> int | None:
-        return self.t.aliases.get(name, {}).get(alias)
+        rollout = self.t.aliases.get(name, {}).get(alias)
+        return rollout.primary if rollout else None
 
     def aliases(self, name: str) -> dict[str, int]:
-        return dict(self.t.aliases.get(name, {}))
+        return {alias: rollout.primary for alias, rollout in self.t.aliases.get(name, {}).items()}
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
-        if self.get_version(name, version) is None:
-            raise _integrity(f"model_aliases -> {name} version {version}")
-        self.t.aliases.setdefault(name, {})[alias] = version
+        self.set_rollout(name, alias, Rollout.single(version))
+
+    def alias_rollout(self, name: str, alias: str) -> Rollout | None:
+        return self.t.aliases.get(name, {}).get(alias)
+
+    def rollouts(self, name: str) -> dict[str, Rollout]:
+        return dict(self.t.aliases.get(name, {}))
+
+    def set_rollout(self, name: str, alias: str, rollout: Rollout) -> None:
+        named = [version for version, _ in rollout.weights] + ([rollout.mirror] if rollout.mirror is not None else [])
+        for version in named:
+            if self.get_version(name, version) is None:
+                raise _integrity(f"model_aliases -> {name} version {version}")
+        self.t.aliases.setdefault(name, {})[alias] = rollout if rollout.split else Rollout.single(rollout.primary, mirror=rollout.mirror)
 
     def delete_alias(self, name: str, alias: str) -> bool:
         return self.t.aliases.get(name, {}).pop(alias, None) is not None

@@ -15,7 +15,7 @@ from celery import signals
 from services.config import Settings
 from services.logs import configure_logging
 from services.registry.unit_of_work import connect_registry
-from services.spec import Budget
+from services.storage import open_storage
 from services.usecases.studies import StudyTerms
 from services.usecases.sweeper import SweepPolicy, sweep
 from services.usecases.workers import record_worker_heartbeat, remove_worker
@@ -78,7 +78,8 @@ class Sweeper:
         self.celery = create_celery(settings)
         self.settings = settings
         self.policy = SweepPolicy(max_attempts=settings.max_attempts, stale_after_s=settings.job_stale_after_s,
-                                  redispatch_after_s=settings.redispatch_after_s, checkpoints=settings.checkpoints)  # fmt: skip
+                                  redispatch_after_s=settings.redispatch_after_s, checkpoints=settings.checkpoints,
+                                  copies=open_storage(settings).checkpoints)  # fmt: skip
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -87,7 +88,7 @@ class Sweeper:
         dispatcher = CeleryDispatcher(self.celery)
         settings, metrics = self.settings, WorkerMetrics()
         studies = StudyTerms(uow_factory=self.uow_factory, dispatcher=dispatcher, stale_after_s=settings.worker_stale_after_s,
-                             budget=Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb),
+                             budget=settings.budget(),
                              count_trial=lambda outcome: metrics.study_trials.labels(outcome).inc())  # fmt: skip
         while not self.stop.wait(self.settings.sweep_interval_s):
             try:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ContextDep
 from api.schemas import JobPublic, JobsPublic, JobSummary
 from services.registry.entities import JobState
-from services.spec import Budget, JobSpec
+from services.spec import JobSpec
 from services.usecases.jobs import cancel_job, epoch_image, get_job, list_jobs, submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -27,7 +27,7 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JobPublic:  # fmt: skip
     """Queue a training job; poll the `Location` it returns. A repeated `Idempotency-Key` with the same body returns the same job."""
-    budget = Budget(max_parameters=ctx.settings.max_parameters, max_training_memory_mb=ctx.settings.max_training_memory_mb)
+    budget = ctx.settings.budget()
     job, created = submit_job(spec, uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher, budget=budget,
                               stale_after_s=ctx.settings.worker_stale_after_s, idempotency_key=idempotency_key)  # fmt: skip
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -7,25 +7,38 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep
-from api.schemas import ModelPublic, ModelsPublic, VersionPublic, VersionsPublic
+from api.schemas import AliasedVersionPublic, AliasPublic, ModelPublic, ModelsPublic, RolloutPublic, VersionPublic, VersionsPublic
 from api.uploads import receive_upload
 from services.errors import Conflict, InvalidInput
 from services.registry.entities import MAX_VERSION
 from services.usecases.byo import register_onnx
 from services.usecases.models import get_version, keras_architecture, list_models, list_versions, model_aliases
-from services.usecases.versions import delete_alias, lineage, set_alias, set_serving
+from services.usecases.rollouts import MAX_SPLIT, MAX_WEIGHT, model_rollouts, read_rollout, rollout_of, rollout_versions, set_rollout
+from services.usecases.versions import delete_alias, lineage, set_serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 AliasName = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 
 
+class WeightedVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: StrictInt = Field(ge=1, le=MAX_VERSION)
+    weight: StrictInt = Field(ge=1, le=MAX_WEIGHT, description="Relative: 90 and 10, or 9 and 1, split alike.")
+
+
 class AliasUpdate(BaseModel):
-    version: int = Field(ge=1, le=MAX_VERSION)
+    """`{"version": 3}`, or a split by weight, `{"versions": [{"version": 3, "weight": 90}, {"version": 4, "weight": 10}]}`;
+    either may add `"mirror": 5`, a version that gets a copy of each request."""
+
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+    versions: list[WeightedVersion] | None = Field(default=None, min_length=1, max_length=MAX_SPLIT)
+    mirror: StrictInt | None = Field(default=None, ge=1, le=MAX_VERSION)
 
 
 class ServingUpdate(BaseModel):
@@ -51,7 +64,7 @@ def read_models(ctx: ContextDep) -> ModelsPublic:
 def read_model(name: str, ctx: ContextDep) -> ModelPublic:
     """One model: its latest version and its aliases."""
     summary, aliases = model_aliases(name, uow_factory=ctx.uow_factory)
-    return ModelPublic.of(summary, aliases)
+    return ModelPublic.of(summary, aliases, model_rollouts(name, uow_factory=ctx.uow_factory))
 
 
 @router.get("/{name}/versions", response_model=VersionsPublic)
@@ -144,14 +157,27 @@ def read_keras(name: str, version: VersionNumber, ctx: ContextDep) -> dict[str, 
     return keras_architecture(name, version, uow_factory=ctx.uow_factory)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=VersionPublic)
-def update_alias(name: str, alias: AliasName, body: AliasUpdate, ctx: ContextDep) -> VersionPublic:
-    """Point an alias at a version; its session is loaded and warmed before the alias moves."""
-    target = get_version(name, body.version, uow_factory=ctx.uow_factory)
-    ctx.predictor.model(target)  # load and warm up now, so the first request through the alias is not slow
-    set_alias(name, alias, body.version, uow_factory=ctx.uow_factory)
+@router.get("/{name}/aliases/{alias}", response_model=AliasPublic)
+def read_alias(name: str, alias: AliasName, ctx: ContextDep) -> AliasPublic:
+    """An alias: its version, or the versions it splits requests between with their weights, and its mirror."""
+    rollout = read_rollout(name, alias, uow_factory=ctx.uow_factory)
+    return AliasPublic(model=name, alias=alias, version=rollout.primary, **dict(RolloutPublic.of(rollout)))
+
+
+@router.put("/{name}/aliases/{alias}", response_model=AliasedVersionPublic)
+def update_alias(name: str, alias: AliasName, body: AliasUpdate, ctx: ContextDep) -> AliasedVersionPublic:
+    """Point an alias at a version, or split its requests between versions by weight, optionally with a mirror; every
+    session is loaded and warmed before the alias moves."""
+    versions = [(v.version, v.weight) for v in body.versions] if body.versions is not None else None
+    rollout, fields = rollout_of(version=body.version, versions=versions, mirror=body.mirror)
+    named = rollout_versions(name, rollout, fields=fields, uow_factory=ctx.uow_factory)
+    for found in named:
+        ctx.predictor.model(found)  # load and warm up now, so the first request through the alias is not slow
+    set_rollout(name, alias, rollout, fields=fields, uow_factory=ctx.uow_factory)
     ctx.predictor.forget(name)
-    return VersionPublic.of(target, model_aliases(name, uow_factory=ctx.uow_factory)[1])
+    primary = next(found for found in named if found.version == rollout.primary)
+    aliases = model_aliases(name, uow_factory=ctx.uow_factory)[1]
+    return AliasedVersionPublic(**dict(VersionPublic.of(primary, aliases)), rollout=RolloutPublic.of(rollout))
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ApiContext, ContextDep
 from api.study_schemas import StudiesPublic, StudyPublic, StudySummary
 from services.registry.entities import StudyState
-from services.spec import Budget
 from services.tuning.spec import StudySpec
 from services.usecases.studies import StudyTerms, cancel_study, get_study, list_studies, submit_study
 
@@ -25,7 +24,7 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
 def _terms(ctx: ApiContext) -> StudyTerms:
     settings = ctx.settings
     return StudyTerms(uow_factory=ctx.uow_factory, dispatcher=ctx.dispatcher, stale_after_s=settings.worker_stale_after_s,
-                      budget=Budget(max_parameters=settings.max_parameters, max_training_memory_mb=settings.max_training_memory_mb),
+                      budget=settings.budget(),
                       count_trial=lambda outcome: ctx.metrics.study_trials.labels(outcome).inc())  # fmt: skip
 
 

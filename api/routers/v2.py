@@ -12,12 +12,13 @@ from starlette.routing import Route
 
 from api.deps import ContextDep, context
 from api.errors import error_response
-from api.hotpath import read_body
+from api.hotpath import read_body, served_version
 from api.schemas import V2_INFER_OPENAPI
 from api.v2_codec import HEADER_LENGTH, check_names, datatype, encode_response, parse_request
 from services.errors import KilnError, NotFound
 from services.registry.entities import MAX_VERSION, ModelVersion
 from services.usecases.models import list_versions
+from services.usecases.rollouts import SERVED_VERSION, Target
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -33,8 +34,8 @@ def _resolve(ctx: ContextDep, name: str, version: str | None) -> ModelVersion:
     return ctx.predictor.resolve(name, version=_version_number(version) if version is not None else None)
 
 
-async def _resolve_async(ctx: ContextDep, name: str, version: str | None) -> ModelVersion:
-    return await ctx.predictor.resolve_async(name, version=_version_number(version) if version is not None else None)
+async def _target_async(ctx: ContextDep, name: str, version: str | None) -> Target:
+    return await ctx.predictor.target_async(name, version=_version_number(version) if version is not None else None)
 
 
 @router.get("")
@@ -95,11 +96,15 @@ def read_model_version_ready(name: str, version: str, ctx: ContextDep) -> Respon
     return Response(status_code=200)
 
 
-async def _infer(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
-    return await ctx.metrics.counting_failures(found, _infer_counted(request, ctx, found))
+async def _infer(request: Request, ctx: ContextDep, target: Target) -> Response:
+    """Infer with the version picked for this request (the default alias may split traffic), then copy it to a mirror."""
+    found = served_version(request, target)
+    response, feeds = await ctx.metrics.counting_failures(found, _infer_counted(request, ctx, found))
+    ctx.mirror.copy(target.mirror, lambda mirror, model: feeds)  # once the answer is ready
+    return response
 
 
-async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion) -> Response:
+async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion) -> tuple[Response, dict[str, Any]]:
     header, feeds = parse_request(await read_body(request), request.headers.get(HEADER_LENGTH))
     model = await ctx.predictor.model_async(found)
     check_names(header, model.signature)
@@ -108,18 +113,18 @@ async def _infer_counted(request: Request, ctx: ContextDep, found: ModelVersion)
     names = [t.name for t in model.signature.outputs]
     reply = {"model_name": found.model_name, "model_version": str(found.version)} | ({"id": header["id"]} if "id" in header else {})
     body, headers = encode_response(reply, dict(zip(names, result.outputs, strict=True)), header)
-    return Response(body, headers=headers)
+    return Response(body, headers=headers | {SERVED_VERSION: reply["model_version"]}), feeds
 
 
 @router.post("/models/{name}/infer", openapi_extra=V2_INFER_OPENAPI)
 async def infer(name: str, request: Request, ctx: ContextDep) -> Response:
     """Infer with the default version: JSON tensors, or the binary tensor extension."""
-    return await _infer(request, ctx, await _resolve_async(ctx, name, None))
+    return await _infer(request, ctx, await _target_async(ctx, name, None))
 
 
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra=V2_INFER_OPENAPI)
 async def infer_version(name: str, version: str, request: Request, ctx: ContextDep) -> Response:
-    return await _infer(request, ctx, await _resolve_async(ctx, name, version))
+    return await _infer(request, ctx, await _target_async(ctx, name, version))
 
 
 def _fast(path: str, versioned: bool) -> Route:
@@ -128,8 +133,8 @@ def _fast(path: str, versioned: bool) -> Route:
     async def endpoint(request: Request) -> Response:
         ctx, params = context(request), request.path_params
         try:
-            found = await _resolve_async(ctx, params["name"], params["version"] if versioned else None)
-            return await _infer(request, ctx, found)
+            target = await _target_async(ctx, params["name"], params["version"] if versioned else None)
+            return await _infer(request, ctx, target)
         except (KilnError, HTTPException) as exc:
             return error_response(request.scope, exc)
 

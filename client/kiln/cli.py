@@ -157,10 +157,24 @@ def versions(name: str, output: Output = "table") -> None:
 
 
 @app.command()
-def alias(name: str, alias_: Annotated[str, typer.Argument(metavar="ALIAS")], version: int, output: Output = "table") -> None:
-    """Point an alias (production, staging, …) at a version."""
-    found = _client().set_alias(name, alias_, version)
-    _emit(found.raw, output, f"{name}@{alias_} -> version {found.version}")
+def alias(
+    name: str, alias_: Annotated[str, typer.Argument(metavar="ALIAS")],
+    versions: Annotated[list[str], typer.Argument(metavar="VERSION[=WEIGHT]...", help="one version, or several with relative "
+                                                  "weights to split requests: 3=90 4=10")],
+    mirror: Annotated[int | None, typer.Option(help="a version that gets a copy of each request")] = None, output: Output = "table",
+) -> None:  # fmt: skip
+    """Point an alias (production, staging, …) at a version, or split it between versions by weight."""
+    try:
+        pairs = [(int(v), int(w)) for v, _, w in (item.partition("=") for item in versions if "=" in item)]
+        plain = [int(item) for item in versions if "=" not in item]
+    except ValueError:
+        raise typer.BadParameter("expected VERSION or VERSION=WEIGHT, e.g. 3=90 4=10") from None
+    if plain and (pairs or len(plain) > 1):
+        raise typer.BadParameter("name one version, or give every version a weight: 3=90 4=10")
+    found = _client().set_alias(name, alias_, plain[0] if plain else None, weights=None if plain else dict(pairs), mirror=mirror)
+    split = ", ".join(f"version {w['version']} ({w['share']:.0%})" for w in found.raw.get("rollout", {}).get("versions", []))
+    shown = split if pairs else f"version {found.version}"
+    _emit(found.raw, output, f"{name}@{alias_} -> {shown}" + (f"; mirrored to version {mirror}" if mirror else ""))
 
 
 @app.command()

@@ -79,8 +79,15 @@ class Client:
                 raise KilnError(f"model '{name}' has {'no alias ' + repr(alias) if alias else 'no versions'}", code="not_found")
         return Version.of(self.http.json("GET", f"/v1/models/{name}/versions/{version}"))
 
-    def set_alias(self, name: str, alias: str, version: int) -> Version:
-        return Version.of(self.http.json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version}))
+    def set_alias(self, name: str, alias: str, version: int | None = None, *, weights: dict[int, int] | None = None,
+                  mirror: int | None = None) -> Version:  # fmt: skip
+        """Point an alias at `version`, or split it by relative `weights` ({3: 90, 4: 10}); `mirror` gets a copy of each
+        request. Returns the version taking the most requests (its `raw["rollout"]` has the split)."""
+        body: dict[str, Any] = {"version": version} if weights is None else {
+            "versions": [{"version": v, "weight": w} for v, w in weights.items()]}  # fmt: skip
+        if mirror is not None:
+            body["mirror"] = mirror
+        return Version.of(self.http.json("PUT", f"/v1/models/{name}/aliases/{alias}", json=body))
 
     def download(self, name: str, version: int, path: str | Path) -> Path:
         """The version's ONNX file, written to `path` (through a temporary file, so a cut download leaves nothing)."""
@@ -100,8 +107,8 @@ class Client:
     def predict(self, model: str, x: Any, *, version: int | None = None, alias: str | None = None) -> Prediction:
         """Predict rows: a numpy array or list, a string of text, or a path to a .npy, .csv or image file (resized and scaled
         to the model's input as training saw it). The outputs come back as an array, with label names for a classifier."""
-        target = self.version(model, version, alias)
-        raw = self.http.json("POST", f"/v1/models/{model}/versions/{target.version}/predict", json={"inputs": rows_of(x, target)},
+        target = self.version(model, version, alias)  # how to read `x`; a split alias may be served by another version
+        raw = self.http.json("POST", f"{_served_by(model, version, alias)}/predict", json={"inputs": rows_of(x, target)},
                              idempotent=True)  # fmt: skip
         return Prediction.of(raw, target.labels)
 
@@ -109,7 +116,7 @@ class Client:
                threshold: float | None = None) -> dict[str, Any]:  # fmt: skip
         target = self.version(model, version, alias)
         body = {"inputs": rows_of(x, target)} | ({"threshold": threshold} if threshold is not None else {})
-        return dict(self.http.json("POST", f"/v1/models/{model}/versions/{target.version}/detect", json=body, idempotent=True))
+        return dict(self.http.json("POST", f"{_served_by(model, version, alias)}/detect", json=body, idempotent=True))
 
     def generate(self, model: str, *, n: int = 16, seed: int | None = None, labels: list[int | str] | None = None,
                  version: int | None = None, png: bool = False) -> np.ndarray | bytes:  # fmt: skip
@@ -167,3 +174,10 @@ class _Counting:
 
     def fileno(self) -> int:
         return int(self.raw.fileno())
+
+
+def _served_by(model: str, version: int | None, alias: str | None) -> str:
+    """The path a call goes to: a version, or an alias (or the default), so the server picks within a split."""
+    if version is not None:
+        return f"/v1/models/{model}/versions/{version}"
+    return f"/v1/models/{model}/aliases/{alias}" if alias else f"/v1/models/{model}"

@@ -1,4 +1,7 @@
-"""Content-addressed artifact files: written to a temp file, fsynced, renamed under their sha256."""
+"""Content-addressed artifacts (ONNX files, weights): an ArtifactStore, on local disk here or in S3 (services.registry.s3_artifacts).
+
+The local store writes a temp file, fsyncs it and renames it under its sha256.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -16,6 +20,23 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class StoredArtifact:
     sha256: str
     size: int
+
+
+class ArtifactStore(Protocol):
+    """Where versions' files live, by sha256. `path_for` is a local file with the artifact's bytes: the file itself on
+    local disk, a checked copy in a bounded local cache for S3."""
+
+    def temp_path(self, suffix: str = ".onnx") -> Path: ...
+    def put(self, temp_file: Path) -> StoredArtifact: ...
+    def path_for(self, sha256: str) -> Path: ...
+    def exists(self, sha256: str) -> bool: ...
+    def delete(self, sha256: str) -> None: ...
+    def read_bytes(self, sha256: str) -> bytes: ...
+
+
+def check_sha256(sha256: str) -> None:
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
 
 
 class LocalArtifactStore:
@@ -33,8 +54,7 @@ class LocalArtifactStore:
         return Path(name)
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        check_sha256(sha256)
         path = (self.root / sha256[:2] / f"{sha256}.onnx").resolve()
         if not path.is_relative_to(self.root):
             raise ValueError("artifact path escapes the artifact root")

@@ -119,6 +119,28 @@ class ModelVersion(NewVersion):
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Where an alias sends predictions: one version, or several by relative weight, and optionally a `mirror` version that
+    gets a copy of each request (its answers are recorded, never returned)."""
+
+    weights: tuple[tuple[int, int], ...]  # (version, weight), by version number; weights are relative positive integers
+    mirror: int | None = None
+
+    @classmethod
+    def single(cls, version: int, *, mirror: int | None = None) -> Rollout:
+        return cls(((version, 100),), mirror)
+
+    @property
+    def primary(self) -> int:
+        """The version taking the most traffic (the lowest number among equals): the one `aliases()` reports."""
+        return max(self.weights, key=lambda pair: (pair[1], -pair[0]))[0]
+
+    @property
+    def split(self) -> bool:
+        return len(self.weights) > 1
+
+
+@dataclass(frozen=True)
 class DatasetRecord:
     """An uploaded dataset as the registry knows it; the arrays live in the dataset store under `id`."""
 

@@ -16,8 +16,18 @@ from services.registry.entities import (
     ModelSummary,
     ModelVersion,
     NewVersion,
+    Rollout,
 )
-from services.registry.tables import ApiKeyRow, DatasetRow, ModelAliasRow, ModelRow, ModelVersionRow, WorkerRow, utcnow
+from services.registry.tables import (
+    ApiKeyRow,
+    DatasetRow,
+    ModelAliasRow,
+    ModelAliasWeightRow,
+    ModelRow,
+    ModelVersionRow,
+    WorkerRow,
+    utcnow,
+)
 
 
 def _version(row: ModelVersionRow, model_name: str) -> ModelVersion:
@@ -86,18 +96,57 @@ class ModelRepository:
         return {alias: version for alias, version in rows}
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point `alias` at one version, ending any split or mirror it had."""
+        self.set_rollout(name, alias, Rollout.single(version))
+
+    def alias_rollout(self, name: str, alias: str) -> Rollout | None:
+        return self._rollouts(name, only=alias).get(alias)
+
+    def rollouts(self, name: str) -> dict[str, Rollout]:
+        """Every alias of `name` with its versions and weights, and its mirror."""
+        return self._rollouts(name, only=None)
+
+    def _rollouts(self, name: str, *, only: str | None) -> dict[str, Rollout]:
+        aliases = select(ModelAliasRow.alias, ModelAliasRow.version, ModelAliasRow.mirror).join(ModelRow).where(ModelRow.name == name)
+        row = ModelAliasWeightRow
+        weights = (
+            select(row.alias, row.version, row.weight).join(ModelRow, ModelRow.id == row.model_id)
+            .where(ModelRow.name == name).order_by(row.alias, row.version)
+        )  # fmt: skip
+        if only is not None:
+            aliases, weights = aliases.where(ModelAliasRow.alias == only), weights.where(row.alias == only)
+        split: dict[str, list[tuple[int, int]]] = {}
+        for alias, version, weight in self.session.execute(weights):
+            split.setdefault(alias, []).append((version, weight))
+        return {alias: Rollout(tuple(split[alias]), mirror) if alias in split else Rollout.single(version, mirror=mirror)
+                for alias, version, mirror in self.session.execute(aliases)}  # fmt: skip
+
+    def set_rollout(self, name: str, alias: str, rollout: Rollout) -> None:
+        """Create or replace `alias`: its primary version, its weights when it splits traffic, and its mirror."""
         model_id = self._model_id(name)
         row = self.session.get(ModelAliasRow, (model_id, alias))
         if row is None:
-            self.session.add(ModelAliasRow(model_id=model_id, alias=alias, version=version, updated_at=utcnow()))
+            row = ModelAliasRow(model_id=model_id, alias=alias, version=rollout.primary, mirror=rollout.mirror, updated_at=utcnow())
+            self.session.add(row)
         else:
-            row.version, row.updated_at = version, utcnow()
+            row.version, row.mirror, row.updated_at = rollout.primary, rollout.mirror, utcnow()
+            self._delete_weights(model_id, alias)
         self.session.flush()
+        if rollout.split:
+            self.session.add_all(ModelAliasWeightRow(model_id=model_id, alias=alias, version=version, weight=weight)
+                                 for version, weight in rollout.weights)  # fmt: skip
+            self.session.flush()
 
     def delete_alias(self, name: str, alias: str) -> bool:
         model_id = self._model_id(name)
+        self._delete_weights(model_id, alias)
         result = self.session.execute(delete(ModelAliasRow).where(ModelAliasRow.model_id == model_id, ModelAliasRow.alias == alias))
         return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def _delete_weights(self, model_id: int | None, alias: str) -> None:
+        self.session.execute(
+            delete(ModelAliasWeightRow).where(ModelAliasWeightRow.model_id == model_id, ModelAliasWeightRow.alias == alias)
+        )
 
     def set_serving(self, name: str, version: int, serving: dict[str, Any]) -> None:
         model_id = self._model_id(name)

@@ -139,12 +139,32 @@ class ModelAliasRow(Base):
     __table_args__ = (
         ForeignKeyConstraint(["model_id", "version"], ["model_versions.model_id", "model_versions.version"],
                              name="fk_model_aliases_version"),
+        ForeignKeyConstraint(["model_id", "mirror"], ["model_versions.model_id", "model_versions.version"],
+                             name="fk_model_aliases_mirror"),
     )  # fmt: skip
 
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)  # a split alias: the version with the largest weight
+    mirror: Mapped[int | None] = mapped_column(Integer)  # a version that gets a copy of each request, answering no one
     updated_at: Mapped[datetime]
+
+
+class ModelAliasWeightRow(Base):
+    """One version of a split alias and its relative weight; a plain alias has none (its one version takes everything)."""
+
+    __tablename__ = "model_alias_weights"
+    __table_args__ = (
+        ForeignKeyConstraint(["model_id", "alias"], ["model_aliases.model_id", "model_aliases.alias"],
+                             name="fk_model_alias_weights_alias", ondelete="CASCADE"),
+        ForeignKeyConstraint(["model_id", "version"], ["model_versions.model_id", "model_versions.version"],
+                             name="fk_model_alias_weights_version"),
+    )  # fmt: skip
+
+    model_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer)
 
 
 class DatasetRow(Base):

@@ -6,6 +6,7 @@ from services.spec.graph import Graph, GraphInput, Node, resolve
 from services.spec.job import (
     AugmentationSpec,
     DataSpec,
+    DistributedSpec,
     EarlyStoppingSpec,
     GanSpec,
     JobSpec,
@@ -58,7 +59,7 @@ from services.spec.shapes import (
 
 __all__ = [
     "ConcatenateLayer", "NoiseSpec", "Graph", "GraphInput", "InputSpec", "MergeLayer", "Node", "resolve",
-    "AugmentationSpec", "Budget", "Footprint", "TextSpec", "check_budget", "infer_layers",
+    "AugmentationSpec", "Budget", "DistributedSpec", "Footprint", "TextSpec", "check_budget", "infer_layers",
     "ActivationLayer", "BatchNormalizationLayer", "BidirectionalLayer", "Conv1DLayer", "Conv2DLayer",
     "Conv2DTransposeLayer", "DataSpec", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec", "EmbeddingLayer",
     "FlattenLayer", "GRULayer", "GanSpec", "GlobalPooling1DLayer", "GlobalPooling2DLayer", "JobSpec", "LSTMLayer", "Layer",

@@ -22,10 +22,11 @@ BYTES_PER_VALUE = 4  # float32 weights, gradients, optimizer state and activatio
 
 @dataclass(frozen=True)
 class Budget:
-    """The most a job may need: KILN_MAX_PARAMETERS and KILN_MAX_TRAINING_MEMORY_MB."""
+    """The most a job may need: KILN_MAX_PARAMETERS, KILN_MAX_TRAINING_MEMORY_MB and KILN_MAX_TRAINING_PROCESSES."""
 
     max_parameters: int
     max_training_memory_mb: int
+    max_training_processes: int = 1  # where no setting is given: one process, in the worker's own
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,9 @@ def footprints(spec: JobSpec) -> list[Footprint]:
 
 
 def check_budget(spec: JobSpec, budget: Budget) -> Footprint:
-    """The whole job's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit."""
+    """The whole job's footprint; InvalidSpec naming the layer that first crosses a limit, its figure and the limit (or
+    `distributed.processes`, when the job asks for more processes than the limit, or for several where it cannot)."""
+    check_processes(spec, budget)
     running = footprints(spec)
     layers = [(layer, f"{field}.layers[{index}]", index) for model, field, _ in networks(spec) for index, layer in enumerate(model.layers)]
     for position, ((layer, field, index), reached) in enumerate(zip(layers, running, strict=True)):
@@ -88,9 +91,22 @@ def check_budget(spec: JobSpec, budget: Budget) -> Footprint:
             own = reached.parameters - (running[position - 1].parameters if position else 0)
             message = f"{name}: {_parameters(own, reached.parameters, budget)}, over KILN_MAX_PARAMETERS={budget.max_parameters:,}"
             raise InvalidSpec(message, field=field)
-        if reached.memory_mb > budget.max_training_memory_mb:
+        if reached.memory_mb * spec.processes > budget.max_training_memory_mb:  # each process holds a whole copy
             raise InvalidSpec(f"{name}: {_memory(spec, reached, budget)}", field=field)
     return running[-1]
+
+
+def check_processes(spec: JobSpec, budget: Budget) -> None:
+    """`distributed.processes` within KILN_MAX_TRAINING_PROCESSES, and only where every process can train the same network."""
+    processes, field = spec.processes, "distributed.processes"
+    if processes > budget.max_training_processes:
+        raise InvalidSpec(f"{processes} training processes asked, over KILN_MAX_TRAINING_PROCESSES={budget.max_training_processes}",
+                          field=field)  # fmt: skip
+    if processes > 1 and spec.kind == "gan":
+        raise InvalidSpec("a GAN trains in one process: drop distributed, or set processes to 1", field=field)
+    if processes > 1 and spec.training.fine_tune is not None:  # DDP syncs only the parameters that train from the start
+        raise InvalidSpec("training.fine_tune unfreezes layers mid-training, which several processes cannot share: "
+                          "drop distributed, or set processes to 1", field=field)  # fmt: skip
 
 
 def _parameters(own: int, reached: int, budget: Budget) -> str:
@@ -100,8 +116,9 @@ def _parameters(own: int, reached: int, budget: Budget) -> str:
 
 def _memory(spec: JobSpec, reached: Footprint, budget: Budget) -> str:
     optimizer, batch = spec.training.optimizer.name, spec.training.batch_size
+    each = f" in each of {spec.processes} processes ({reached.memory_mb * spec.processes:,} MB in all)" if spec.processes > 1 else ""
     return (
-        f"training needs about {reached.memory_mb:,} MB by this layer (weights, gradients and {optimizer} state "
+        f"training needs about {reached.memory_mb:,} MB by this layer{each} (weights, gradients and {optimizer} state "
         f"of {reached.parameters:,} parameters, activations of a batch of {batch}), "
         f"over KILN_MAX_TRAINING_MEMORY_MB={budget.max_training_memory_mb:,}"
     )

@@ -150,6 +150,14 @@ class TrainingSpec(Strict):
         return list(self.metrics) if self.metrics is not None else ["mae" if self.is_regression else "accuracy"]
 
 
+class DistributedSpec(Strict):
+    """`distributed`: train with several processes on one host, one shard of each epoch's rows apiece (PyTorch DDP:
+    NCCL between GPUs, gloo on CPUs). Each process takes batches of `training.batch_size`, so one step sees
+    `processes` x `batch_size` rows. At most KILN_MAX_TRAINING_PROCESSES."""
+
+    processes: int = Field(default=1, ge=1, le=1024)
+
+
 class GanSpec(Strict):
     """`model` of a `"kind": "gan"` job, after Keras' DCGAN example: a generator that draws samples from latent vectors z,
     and a discriminator that maps a sample to one logit (real or generated). Both are ordinary Kiln models.
@@ -207,6 +215,7 @@ class JobSpec(Strict):
     training: TrainingSpec
     device: DeviceName = "auto"
     kind: Literal["supervised", "autoencoder", "gan"] = "supervised"  # "autoencoder" learns to reproduce its inputs
+    distributed: DistributedSpec | None = None  # None: one process, as {"processes": 1}
 
     @model_validator(mode="before")
     @classmethod
@@ -220,6 +229,11 @@ class JobSpec(Strict):
     def network(self) -> ModelSpec:
         """The one network of a supervised or autoencoder job (a GAN's: its generator, which is what serving runs)."""
         return self.model.generator if isinstance(self.model, GanSpec) else self.model
+
+    @property
+    def processes(self) -> int:
+        """How many training processes the job runs on its worker's host (1: in the worker's own)."""
+        return self.distributed.processes if self.distributed is not None else 1
 
     @property
     def gan(self) -> GanSpec:

@@ -10,12 +10,15 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from services.data.arrays import RowView
+
+if TYPE_CHECKING:
+    from services.training.distributed import Distributed
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,8 @@ class Split:
         return self.x.shape[0]
 
     def batches(self, order: torch.Tensor | None, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) batches in `order` (None: as stored); in-memory batches are views of one gather."""
-        n = len(self)
+        """(x, y) batches of the rows in `order` (None: all, as stored); in-memory batches are views of one gather."""
+        n = len(self) if order is None else len(order)
         if isinstance(self.x, torch.Tensor):
             xs, ys = (self.x, self.y) if order is None else (self.x[order], self.y[order])
             for start in range(0, n, size):
@@ -69,6 +72,7 @@ class FitOptions:
     deadline: float | None = None  # time.monotonic() past which training gives up
     max_duration_s: float | None = None  # the budget `deadline` came from, for the message
     on_epoch_end: tuple[Callable[[EpochResult], None], ...] = ()  # called in turn after each epoch (checkpoint, then report)
+    distributed: Distributed | None = None  # one rank of several: it trains its shard, and figures are summed over ranks
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,10 @@ def fit(trainer: Trainer, *, train: Split, val: Split | None, options: FitOption
 
 
 def _train_epoch(trainer: Trainer, data: Split, options: FitOptions, epoch: int) -> dict[str, float]:
-    n, size = len(data), options.batch_size
-    order = torch.randperm(n, generator=options.generator).to(data.y.device)
+    size, ranks = options.batch_size, options.distributed
+    order = ranks.shard(len(data), epoch) if ranks is not None else torch.randperm(len(data), generator=options.generator)
+    order = order.to(data.y.device)
+    n = len(order)
     figures = torch.empty((n + size - 1) // size, len(trainer.figures), device=data.y.device)
     for batch, (x, y) in enumerate(data.batches(order, size)):
         if options.should_stop is not None and options.should_stop():
@@ -154,15 +160,20 @@ def _train_epoch(trainer: Trainer, data: Split, options: FitOptions, epoch: int)
         if options.deadline is not None and time.monotonic() > options.deadline:
             raise OutOfTime(f"stopped at epoch {epoch}, batch {batch + 1}: training.max_duration_s of {options.max_duration_s:g} s reached")
         figures[batch] = trainer.step(x, y)
+    counts = torch.full((len(figures), 1), float(size), device=figures.device)
+    counts[-1] = n - size * (len(figures) - 1)
     # Checked once per epoch, not per batch: a per-batch check would stall a GPU on every step.
     bad = torch.nonzero(~torch.isfinite(figures))
+    sums, rows, elsewhere = (figures * counts).sum(dim=0), float(n), False
+    if ranks is not None:  # every rank's rows, and whether any rank diverged (all raise together, none waits on another)
+        totals = ranks.sum(torch.cat([sums, torch.tensor([rows, float(len(bad))], device=sums.device)]))
+        sums, rows, elsewhere = totals[:-2], float(totals[-2]), bool(totals[-1] > 0)
     if len(bad):
         row, column = (int(i) for i in bad[0])
         raise Diverged(f"diverged at epoch {epoch}, batch {row + 1}: {_the(trainer.figures[column])} is not finite", epoch)
-    counts = torch.full((len(figures), 1), float(size), device=figures.device)
-    counts[-1] = n - size * (len(figures) - 1)
-    means = (figures * counts).sum(dim=0) / n
-    return dict(zip(trainer.figures, means.tolist(), strict=True))
+    if elsewhere:
+        raise Diverged(f"diverged at epoch {epoch} in another training process: a figure is not finite", epoch)
+    return dict(zip(trainer.figures, (sums / rows).tolist(), strict=True))
 
 
 def _the(figure: str) -> str:

@@ -18,6 +18,7 @@ from services.data.builtins import LoadedDataset
 from services.errors import TrainingFailed
 from services.spec import JobSpec
 from services.training import checkpoint
+from services.training.distributed import Distributed
 from services.training.kinds import BaseWeights, JobKind, ParityCheck, build_kind
 from services.training.loop import EpochResult, FitOptions, fit
 
@@ -48,13 +49,14 @@ def train_and_export(
     spec: JobSpec, data: LoadedDataset, *, device: torch.device, onnx_path: Path, parity: ParityCheck,
     on_epoch_end: Callable[[EpochResult], None], should_stop: Callable[[], bool] | None = None,
     checkpointing: Checkpointing | None = None, weights_path: Path | None = None,
-    base_weights: BaseWeights | None = None,
+    base_weights: BaseWeights | None = None, distributed: Distributed | None = None,
 ) -> TrainingOutcome:  # fmt: skip
     """Train `spec` on `data`, write its ONNX export to `onnx_path` (and its state dict, as safetensors, to
     `weights_path`), and return the version's metrics. `base_weights`: the state dict of `spec`'s base version, whose
-    layers the network starts from (transfer learning)."""
+    layers the network starts from (transfer learning). `distributed`: this process is one rank of several; only
+    rank 0 checkpoints, reports epochs, tests and exports (the others' outcome holds their history alone)."""
     torch.manual_seed(spec.training.seed)
-    kind = build_kind(spec, data, device, base_weights.vocabulary if base_weights is not None else None)
+    kind = build_kind(spec, data, device, base_weights.vocabulary if base_weights is not None else None, distributed)
     base = spec.network.base if spec.kind != "gan" else None
     if (base_weights is None) != (base is None):
         raise TrainingFailed("a model on a base needs the base's weights" if base else "weights given for a model with no base")
@@ -63,15 +65,19 @@ def train_and_export(
     shuffle = torch.Generator().manual_seed(spec.training.seed)
     resume = checkpointing.resume if checkpointing else None
     done = checkpoint.restore(resume, kind, shuffle) if resume else []
+    writer = distributed is None or distributed.is_writer
     hooks = (_checkpointer(checkpointing.path, kind, shuffle, done), on_epoch_end) if checkpointing else (on_epoch_end,)
     deadline, budget = None, spec.training.max_duration_s
     if budget is not None:  # the budget covers earlier attempts' epochs too
         deadline = time.monotonic() + budget - sum(r.duration_s for r in done)
     options = FitOptions(epochs=spec.training.epochs, batch_size=spec.training.batch_size, generator=shuffle,
-                         should_stop=should_stop, deadline=deadline, max_duration_s=budget, on_epoch_end=hooks)  # fmt: skip
+                         should_stop=should_stop, deadline=deadline, max_duration_s=budget, on_epoch_end=hooks if writer else (),
+                         distributed=distributed)  # fmt: skip
     started = time.perf_counter()
     history = fit(kind.trainer, train=kind.train, val=kind.val, options=options, done=done)
     train_seconds = time.perf_counter() - started
+    if not writer:
+        return TrainingOutcome(history, history[-1].metrics if history else {})
     tested = kind.test()
     started = time.perf_counter()
     exported = kind.export(onnx_path, parity)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 class LeaseTerms:
     heartbeat_s: float = 5.0  # how often a running attempt renews its claim
     lease_s: float = 6 * 3600 + 1800  # the longest an attempt may hold a job, whatever its heartbeat
+    max_attempts: int = 3  # KILN_MAX_ATTEMPTS: a multi-process job whose training processes die this often fails
 
 
 class LeaseLost(RuntimeError):

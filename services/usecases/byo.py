@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import uses_external_data
 
 from services.errors import InvalidInput
-from services.registry.artifacts import LocalArtifactStore
+from services.registry.artifacts import ArtifactStore
 from services.registry.entities import ModelVersion, NewVersion
 from services.serving.onnx_probe import probe_onnx, unknown_op
 from services.usecases.datasets import ReceivedFile
@@ -50,7 +50,7 @@ def check_onnx(path: Path) -> onnx.ModelProto:
 
 
 def register_onnx(name: str, received: ReceivedFile, *, labels: list[str] | None, uow_factory: UowFactory,
-                  store: LocalArtifactStore, load_timeout_s: float) -> ModelVersion:  # fmt: skip
+                  store: ArtifactStore, load_timeout_s: float) -> ModelVersion:  # fmt: skip
     """Check, prove servable, store and register an uploaded ONNX file as the next version of `name`.
 
     Blocking (a child process loads and runs the model, for up to `load_timeout_s`): call it off the event loop.

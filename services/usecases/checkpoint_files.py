@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Protocol
+
+
+class CheckpointCopies(Protocol):
+    """Checkpoint files kept where every host reaches them (S3), beside the local ones."""
+
+    def upload(self, path: Path) -> None: ...
+    def fetch(self, path: Path) -> bool: ...
+    def remove_job(self, job_id: uuid.UUID) -> None: ...
 
 
 def attempt_file(root: Path, job_id: uuid.UUID, attempt: int) -> Path:

@@ -138,3 +138,17 @@ def delete_dataset(key: str, *, uow_factory: UowFactory, store: DatasetStore) ->
         uow.datasets.delete(dataset_id)
         uow.commit()
     store.remove(dataset_id)
+
+
+# The values an image's pixels take in the built-in image datasets (uploaded images are scaled to 0-1), so a client
+# turning a PNG into a model's input scales it as training saw it, never guessing.
+IMAGE_RANGES = {"digits": [0.0, 16.0], "digits28": [0.0, 1.0], "shapes": [0.0, 1.0]}
+
+
+def input_range(name: str, dataset_id: uuid.UUID | None, uow_factory: UowFactory) -> list[float] | None:
+    """The range of an image dataset's pixel values, as a version records it (None: not images)."""
+    if dataset_id is None:
+        return IMAGE_RANGES.get(name)
+    with uow_factory() as uow:
+        record = uow.datasets.get(dataset_id)
+    return [0.0, 1.0] if record is not None and record.format == "image_zip" else None

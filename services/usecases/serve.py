@@ -24,8 +24,8 @@ from services.serving.batcher import BatchResult, DynamicBatcher, QueueBudget
 from services.serving.sessions import LoadedModel, OnnxSessionCache
 from services.serving.signature import check_input
 from services.usecases.jobs import UowFactory
+from services.usecases.rollouts import Target, resolve_target
 from services.usecases.single_flight import SingleFlight
-from services.usecases.versions import resolve
 
 Call = tuple[str, int | None, str | None]  # name, version, alias
 MAX_RESOLUTIONS = 10_000
@@ -51,25 +51,30 @@ class Predictor:
                  ttl_s: float, blocking: Executor | None = None) -> None:  # fmt: skip
         self.uow_factory, self.sessions, self.executor, self.defaults, self.ttl_s = uow_factory, sessions, executor, defaults, ttl_s
         self.blocking = blocking
-        self._resolved: dict[Call, tuple[float, ModelVersion | NotFound]] = {}
+        self._resolved: dict[Call, tuple[float, Target | NotFound]] = {}
         self._batchers: OrderedDict[tuple[Any, ...], DynamicBatcher] = OrderedDict()  # least recently used first
         self._budgets: weakref.WeakValueDictionary[str, QueueBudget] = weakref.WeakValueDictionary()  # per artifact
         self._flights = SingleFlight(blocking)
         self._lock = threading.Lock()
 
     def resolve(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
-        """The version a call names, from the cache or the registry (this blocks: call it off the event loop)."""
+        """The version a call names (a split alias: its primary), from the cache or the registry (this blocks)."""
         call = (name, version, alias)
         cached = self._cached(call)
-        return cached if cached is not None else self._lookup(call)
+        return (cached if cached is not None else self._lookup(call)).primary
 
     async def resolve_async(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
-        """`resolve` for the event loop: a hit is a dict lookup, a miss a query on a thread."""
+        """`resolve` for the event loop."""
+        return (await self.target_async(name, version=version, alias=alias)).primary
+
+    async def target_async(self, name: str, *, version: int | None = None, alias: str | None = None) -> Target:
+        """The versions a call may be served by, with their weights and mirror: a hit is a dict lookup, a miss a query on a
+        thread. Pick one per request with `Target.pick`."""
         call = (name, version, alias)
         cached = self._cached(call)
         return cached if cached is not None else await self._flights.run(("resolve", call), self._lookup, call)
 
-    def _cached(self, call: Call) -> ModelVersion | None:
+    def _cached(self, call: Call) -> Target | None:
         """The cached answer while fresh; a remembered miss is raised again as a new NotFound."""
         cached = self._resolved.get(call)
         if cached is None or time.monotonic() - cached[0] >= self.ttl_s:
@@ -79,19 +84,19 @@ class Predictor:
             raise NotFound(found.message, field=found.field)
         return found
 
-    def _lookup(self, call: Call) -> ModelVersion:
+    def _lookup(self, call: Call) -> Target:
         """Ask the registry, and remember the answer (a missing name or version too) for `ttl_s`."""
         now = time.monotonic()
         name, version, alias = call
         try:
-            found = resolve(name, version=version, alias=alias, uow_factory=self.uow_factory)
+            found = resolve_target(name, version=version, alias=alias, uow_factory=self.uow_factory)
         except NotFound as missing:
             self._remember(call, now, NotFound(missing.message, field=missing.field))  # a copy: no traceback kept
             raise
         self._remember(call, now, found)
         return found
 
-    def _remember(self, call: Call, now: float, answer: ModelVersion | NotFound) -> None:
+    def _remember(self, call: Call, now: float, answer: Target | NotFound) -> None:
         with self._lock:
             if len(self._resolved) >= MAX_RESOLUTIONS:
                 self._resolved.clear()

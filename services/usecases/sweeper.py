@@ -30,7 +30,7 @@ from services.registry.entities import JobState, LostJob
 from services.registry.protocols import UowFactory
 from services.registry.states import ACTIVE
 from services.registry.tables import utcnow
-from services.usecases.checkpoint_files import files_by_job, remove_job_files
+from services.usecases.checkpoint_files import CheckpointCopies, files_by_job, remove_job_files
 from services.usecases.jobs import JobDispatcher
 from services.usecases.studies import StudyTerms, advance_running
 
@@ -44,6 +44,7 @@ class SweepPolicy:
     stale_after_s: float
     redispatch_after_s: float
     checkpoints: Path
+    copies: CheckpointCopies | None = None  # checkpoints also kept in S3
 
 
 @dataclass
@@ -95,6 +96,7 @@ def _take_back(job: LostJob, silent_since: datetime, uow_factory: UowFactory, di
     outcome.append(job.id)
     if state != JobState.QUEUED:
         remove_job_files(policy.checkpoints, job.id)
+        _remove_copies(policy, job.id)
         log.error("job %s %s: %s", job.id, state, reason, extra=event | {"state": state.value})
         return
     log.warning("job %s attempt %d: its worker was lost; queued again", job.id, job.attempt, extra=event | {"state": "queued"})
@@ -142,6 +144,15 @@ def _remove_orphan_checkpoints(root: Path, uow_factory: UowFactory, report: Swee
                     report.removed_checkpoints.append(path)
             except FileNotFoundError:
                 pass
+
+
+def _remove_copies(policy: SweepPolicy, job_id: uuid.UUID) -> None:
+    if policy.copies is None:
+        return
+    try:
+        policy.copies.remove_job(job_id)
+    except Exception:
+        log.warning("job %s: its checkpoint copies could not be removed from the store", job_id, exc_info=True)
 
 
 def _send(dispatcher: JobDispatcher, job_id: uuid.UUID, queue: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,19 +14,24 @@ import torch
 from services.data.builtins import LoadedDataset, load_builtin, load_upload
 from services.data.store import DatasetStore
 from services.errors import KilnError
-from services.registry.artifacts import LocalArtifactStore, StoredArtifact
+from services.registry.artifacts import ArtifactStore, StoredArtifact
 from services.registry.db import database_unavailable
 from services.registry.entities import EpochRecord, JobState, NewVersion
+from services.registry.s3 import store_unavailable
 from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import Budget, DataSpec, JobSpec, ModelSpec, check_budget
 from services.training import checkpoint
+from services.training.distributed import Distributed
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import BaseWeights, Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
 from services.usecases.attempts import CancelWatch, JobLease, LeaseLost, LeaseTerms
-from services.usecases.checkpoint_files import attempt_file, remove_job_files
-from services.usecases.jobs import UowFactory
+from services.usecases.checkpoint_files import CheckpointCopies, attempt_file, remove_job_files
+from services.usecases.datasets import input_range
+from services.usecases.jobs import JobDispatcher, UowFactory
+from services.usecases.ranks import RankDied, RankLauncher, RankRequest, requeue_dead_attempt, supervise_ranks
 from services.usecases.studies import StudyTerms
+from services.usecases.transfer import parent_record
 from services.usecases.trials import Pruned, PruneWatch
 from services.usecases.versions import discard_if_unreferenced, register_version
 
@@ -41,7 +47,7 @@ class WorkerContext:
     """What a worker process holds for the jobs it runs."""
 
     uow_factory: UowFactory
-    store: LocalArtifactStore
+    store: ArtifactStore
     device: torch.device
     parity: ParityCheck
     datasets: DatasetStore
@@ -52,6 +58,9 @@ class WorkerContext:
     worker_name: str = ""
     lease: LeaseTerms = field(default_factory=lambda: LeaseTerms())
     studies: StudyTerms | None = None  # where a trial's job, once it ends, starts the study's next trial
+    checkpoint_copies: CheckpointCopies | None = None  # with an S3 store: each checkpoint copied there too
+    dispatcher: JobDispatcher | None = None  # sends a job again (a multi-process attempt retried); None: retried in place
+    launch_ranks: RankLauncher | None = None  # starts a multi-process job's ranks (worker/launch.py); None: one process only
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
@@ -75,6 +84,12 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
     except LeaseLost as lost:
         log.warning("job %s attempt %d stopped: %s", job_id, attempt, lost, extra=event)
         return  # the attempt that holds the job now owns its checkpoints too
+    except RankDied as died:  # one of the job's training processes died: another attempt at once, from the last checkpoint
+        if (reason := requeue_dead_attempt(job_id, attempt, died, ctx)) is None:
+            log.warning("job %s attempt %d: %s; trying again", job_id, attempt, died, extra=event)
+            return run_job(job_id, ctx) if ctx.dispatcher is None else None  # else sent again: a task of its own, limits anew
+        _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason, event=event)
+        return
     except Stopped as stop:
         _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(stop), event=event)
         return
@@ -83,9 +98,10 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
         _end(job_id, attempt, ctx, state=JobState.CANCELLED, error=str(pruned), event=event, pruned=(job.study_id, job.trial_number))
         return
     except Exception as exc:
-        if database_unavailable(exc):  # not the job's fault: leave it running, for the sweeper to take back and resume
-            log.error("job %s attempt %d stopped: the registry database cannot be reached (%s); it will be resumed",
-                      job_id, attempt, type(exc).__name__, extra=event)  # fmt: skip
+        if database_unavailable(exc) or store_unavailable(exc):  # not the job's fault: left running, for the sweeper to
+            what = "registry database" if database_unavailable(exc) else "artifact store"  # take back and resume
+            log.error("job %s attempt %d stopped: the %s cannot be reached (%s); it will be resumed",
+                      job_id, attempt, what, type(exc).__name__, extra=event)  # fmt: skip
             return
         readable = isinstance(exc, Diverged | OutOfTime)
         reason = exc.message if isinstance(exc, KilnError) else str(exc) if readable else f"{type(exc).__name__}: {exc}"
@@ -94,7 +110,7 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> None:
         warnings = _warnings(exc.epoch, [reason]) if isinstance(exc, Diverged) else []  # the job is told, as of other warnings
         _end(job_id, attempt, ctx, state=JobState.FAILED, error=reason, event=event, warnings=warnings)
         return
-    remove_job_files(ctx.checkpoints, job_id)
+    _remove_checkpoints(job_id, ctx)
     log.info("job %s succeeded: %s version %d", job_id, job.model_name, version, extra=event | {"state": "succeeded", "version": version})
     _count(ctx, "succeeded")
 
@@ -114,12 +130,21 @@ def _end(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, state: JobState
     if not ended:
         log.warning("job %s attempt %d: %s, but the job was no longer this attempt's", job_id, attempt, error, extra=event)
         return
-    remove_job_files(ctx.checkpoints, job_id)
+    _remove_checkpoints(job_id, ctx)
     if warnings and ctx.metrics is not None:
         ctx.metrics.warnings.labels(event.get("model", "")).inc(len(warnings))
     log.log(logging.ERROR if state == JobState.FAILED else logging.INFO, "job %s %s: %s", job_id, state, error,
             extra=event | {"state": state.value})  # fmt: skip
     _count(ctx, state.value)
+
+
+def _remove_checkpoints(job_id: uuid.UUID, ctx: WorkerContext) -> None:
+    remove_job_files(ctx.checkpoints, job_id)
+    if ctx.checkpoint_copies is not None:
+        try:
+            ctx.checkpoint_copies.remove_job(job_id)
+        except Exception:  # the job has ended either way; the copies are only checkpoints
+            log.warning("job %s: its checkpoint copies could not be removed from the store", job_id, exc_info=True)
 
 
 def _count(ctx: WorkerContext, outcome: str) -> None:
@@ -145,6 +170,8 @@ def _load(data: DataSpec, ctx: WorkerContext) -> tuple[LoadedDataset, uuid.UUID 
 def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: WorkerContext) -> dict[str, Any] | None:
     """The checkpoint of attempt `written_by` (the last to record one), with the epoch history in SQL made to match it."""
     path = attempt_file(ctx.checkpoints, job_id, written_by) if written_by else None
+    if path is not None and ctx.checkpoint_copies is not None:
+        ctx.checkpoint_copies.fetch(path)  # written on another host, perhaps
     if path is None or not path.exists():
         if attempt > 1:
             log.info("job %s attempt %d: no checkpoint, starting over", job_id, attempt)
@@ -175,7 +202,6 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
 def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None, spec: JobSpec, ctx: WorkerContext,
                         lease: JobLease, prune: PruneWatch | None) -> int:  # fmt: skip
     check_budget(spec, ctx.budget)  # an InvalidSpec fails the job for good: another attempt would need the same
-    data, dataset_id = _load(spec.data, ctx)
     watch = CancelWatch(job_id, ctx.uow_factory)
 
     def should_stop() -> bool:
@@ -183,7 +209,43 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             raise LeaseLost(f"attempt {attempt} no longer holds the job")
         return watch()
 
+    if spec.processes > 1:  # the ranks train and register (train_rank); this process holds the lease and watches them
+        state = _resume_point(job_id, attempt, written_by, ctx)  # SQL's history made to match the checkpoint the ranks restore
+        resume_from = attempt_file(ctx.checkpoints, job_id, written_by) if state and written_by else None
+        outcomes = ctx.checkpoints / f"{job_id}.{attempt}.ranks"
+        return supervise_ranks(RankRequest(job_id, attempt, spec.processes, str(ctx.device), resume_from, outcomes), ctx, should_stop)
+    loaded = _load(spec.data, ctx)
     resume = _resume_point(job_id, attempt, written_by, ctx)
+    version = _train_and_store(job_id, attempt, spec, loaded, ctx, resume=resume, base=_base_weights(spec, ctx), should_stop=should_stop,
+                               prune=prune)  # fmt: skip
+    assert version is not None
+    return version
+
+
+def train_rank(job_id: uuid.UUID, attempt: int, ctx: WorkerContext, *, resume: Path | None, rank: int, world_size: int) -> None:
+    """One rank of a multi-process attempt (worker.ddp, under torchrun, its process group initialised): every rank trains
+    its shard; rank 0 alone records the epochs, checkpoints, exports and registers the version, as a single process does."""
+    with ctx.uow_factory() as uow:
+        job = uow.jobs.get(job_id, with_history=False)
+    if job is None or job.state != JobState.RUNNING or job.attempt != attempt:
+        raise LeaseLost(f"attempt {attempt} no longer holds the job")
+    spec = JobSpec.model_validate(job.spec)
+    distributed, writer = Distributed(rank, world_size, seed=spec.training.seed), rank == 0
+    study, trial = job.study_id, job.trial_number
+    prune = PruneWatch(study, trial, ctx.uow_factory) if writer and study and trial is not None else None
+    for turn in (True, False):  # rank 0 fetches first: the others then find the store's local copies made
+        if writer == turn:
+            loaded, base = _load(spec.data, ctx), _base_weights(spec, ctx)
+        distributed.barrier()
+    state = checkpoint.load(resume) if resume is not None else None
+    _train_and_store(job_id, attempt, spec, loaded, ctx, resume=state, base=base, should_stop=None, prune=prune, distributed=distributed)
+
+
+def _train_and_store(job_id: uuid.UUID, attempt: int, spec: JobSpec, loaded: tuple[LoadedDataset, uuid.UUID | None], ctx: WorkerContext,
+                     *, resume: dict[str, Any] | None, base: BaseWeights | None, should_stop: Callable[[], bool] | None,
+                     prune: PruneWatch | None, distributed: Distributed | None = None) -> int | None:  # fmt: skip
+    """Train, export, store the files and register the version (None from a rank that does not write)."""
+    (data, dataset_id), watch = loaded, CancelWatch(job_id, ctx.uow_factory)
     epochs = spec.training.epochs  # after the last, a trial is not judged
     onnx_path, weights_path = ctx.store.temp_path(), ctx.store.temp_path(".safetensors")
     try:
@@ -197,8 +259,11 @@ def _train_and_register(job_id: uuid.UUID, attempt: int, written_by: int | None,
             should_stop=should_stop,
             checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
             weights_path=weights_path,
-            base_weights=_base_weights(spec, ctx),
+            base_weights=base,
+            distributed=distributed,
         )
+        if distributed is not None and not distributed.is_writer:
+            return None
         signature = read_signature(load_session(onnx_path)).to_dict()
         stored = [ctx.store.put(onnx_path)]
         try:
@@ -232,22 +297,13 @@ def _base_weights(spec: JobSpec, ctx: WorkerContext) -> BaseWeights | None:
     return BaseWeights(load_weights(ctx.store.path_for(parent.weights_sha256)), parent_inputs, vocabulary)
 
 
-def _parent(spec: JobSpec, outcome: TrainingOutcome) -> dict[str, Any] | None:
-    """What the version keeps of its base: which version, which layers it copied, and which of them trained."""
-    base = spec.network.base if spec.kind != "gan" else None
-    if base is None or base.layers is None:
-        return None
-    trainable = {str(layer.name): layer.trainable for layer in spec.network.layers}
-    thawed = set(outcome.unfrozen or [])  # unfrozen by training.fine_tune, if training reached its second phase
-    frozen = [name for name in base.layers if not trainable.get(name, False) and name not in thawed]
-    return {"model": base.model, "version": base.version, "alias": base.alias, "until": base.until, "layers": base.layers,
-            "frozen": frozen, "unfrozen": [name for name in base.layers if name not in frozen]}  # fmt: skip
-
-
 def _discard(stored: list[StoredArtifact], ctx: WorkerContext) -> None:
     """Remove what this attempt stored and no version points to: a failed registration leaves no orphan file."""
     for item in stored:
-        discard_if_unreferenced(item.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
+        try:
+            discard_if_unreferenced(item.sha256, uow_factory=ctx.uow_factory, store=ctx.store)
+        except Exception:  # the store or the registry is away: the error that brought us here is the one to report
+            log.warning("artifact %s could not be discarded; it is left unreferenced", item.sha256, exc_info=True)
 
 
 def _epoch_record(result: EpochResult) -> EpochRecord:
@@ -263,6 +319,8 @@ def _epoch_ended(job_id: uuid.UUID, attempt: int, model_name: str, result: Epoch
                  prune: PruneWatch | None) -> None:  # fmt: skip
     """Record the epoch; then, for a study's trial, ask its pruner (which raises Pruned to stop it). After the last epoch
     it is not asked: stopping then would save no time and throw a finished trial away."""
+    if ctx.checkpoint_copies is not None:  # the checkpoint hook ran first: the file is complete
+        ctx.checkpoint_copies.upload(attempt_file(ctx.checkpoints, job_id, attempt))
     _record_epoch(job_id, attempt, model_name, result, ctx)
     if prune is not None:
         prune(result.epoch)
@@ -298,19 +356,6 @@ def _gpu_figures(ctx: WorkerContext) -> None:
         log.debug("GPU utilisation unavailable", exc_info=True)
 
 
-# The values an image's pixels take in the built-in image datasets (uploaded images are scaled to 0-1), so a client
-# turning a PNG into a model's input scales it as training saw it, never guessing.
-IMAGE_RANGES = {"digits": [0.0, 16.0], "digits28": [0.0, 1.0], "shapes": [0.0, 1.0]}
-
-
-def _input_range(name: str, dataset_id: uuid.UUID | None, ctx: WorkerContext) -> list[float] | None:
-    if dataset_id is None:
-        return IMAGE_RANGES.get(name)
-    with ctx.uow_factory() as uow:
-        record = uow.datasets.get(dataset_id)
-    return [0.0, 1.0] if record is not None and record.format == "image_zip" else None
-
-
 def _register(
     job_id: uuid.UUID,
     attempt: int,
@@ -339,7 +384,7 @@ def _register(
             "train_rows": len(data.x_train),
             "test_rows": len(data.x_test),
             "spec": spec.data.model_dump(mode="json"),
-            "input_range": _input_range(data.info.name, dataset_id, ctx),
+            "input_range": input_range(data.info.name, dataset_id, ctx.uow_factory),
         },  # fmt: skip
         dataset_id=dataset_id,
         labels=outcome.labels,
@@ -347,7 +392,7 @@ def _register(
         task=outcome.task or spec.task,
         anomaly=outcome.anomaly,
         generation=outcome.generation,
-        parent=_parent(spec, outcome),
+        parent=parent_record(spec, outcome.unfrozen),
         weights_sha256=weights.sha256,
         weights_size=weights.size,
     )

@@ -134,3 +134,16 @@ def _head(model: ModelSpec, *, taken: set[str], until: str) -> tuple[list[dict[s
             body["inputs"] = [until]
         head.append(body)
     return head, renamed
+
+
+def parent_record(spec: JobSpec, unfrozen: list[str] | None) -> dict[str, Any] | None:
+    """What a trained version keeps of its base: which version, which layers it copied, and which of them trained
+    (`unfrozen`: the base layers training.fine_tune unfroze, if training reached its second phase)."""
+    base = spec.network.base if spec.kind != "gan" else None
+    if base is None or base.layers is None:
+        return None
+    trainable = {str(layer.name): layer.trainable for layer in spec.network.layers}
+    thawed = set(unfrozen or [])
+    frozen = [name for name in base.layers if not trainable.get(name, False) and name not in thawed]
+    return {"model": base.model, "version": base.version, "alias": base.alias, "until": base.until, "layers": base.layers,
+            "frozen": frozen, "unfrozen": [name for name in base.layers if name not in frozen]}  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from services.errors import KilnError, NotFound
-from services.registry.artifacts import LocalArtifactStore
+from services.registry.artifacts import ArtifactStore
 from services.registry.entities import JobState, ModelVersion, NewVersion
 from services.registry.protocols import UnitOfWork, UowFactory
 
@@ -97,7 +97,7 @@ def _version(uow: UnitOfWork, name: str, version: int) -> ModelVersion:
     raise NotFound(f"model '{name}' has no version {version}", field="version")
 
 
-def discard_if_unreferenced(sha256: str, *, uow_factory: UowFactory, store: LocalArtifactStore) -> None:
+def discard_if_unreferenced(sha256: str, *, uow_factory: UowFactory, store: ArtifactStore) -> None:
     """Remove an artifact no version points to, so a failed registration leaves no orphan file."""
     with uow_factory() as uow:
         in_use = uow.models.artifact_in_use(sha256)

@@ -144,6 +144,7 @@ def test_predict_runs_the_registered_onnx_file(client: TestClient) -> None:
         "version_count": 1,
         "created_at": None,
         "aliases": None,
+        "rollouts": None,
     }
     version = client.get("/v1/models/double/versions/1").json()
     assert version["signature"]["inputs"][0]["shape"] == [-1, 4]

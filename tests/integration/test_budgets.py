@@ -57,3 +57,15 @@ def test_the_worker_fails_a_job_over_its_budget_before_loading_anything(ctx: Wor
     assert [p for p in ctx.store.root.rglob("*") if p.is_file()] == []
     run_job(job_id, strict)  # a second delivery of the message does not try again
     assert get_job(job_id, uow_factory=ctx.uow_factory).attempt == 1
+
+
+def test_more_training_processes_than_the_cap_is_a_422_naming_the_field_and_the_cap(tmp_path: Path) -> None:
+    with kiln_client(embedded_settings(tmp_path, max_training_processes=2)) as client:
+        response = client.post("/v1/jobs", json=job_body(distributed={"processes": 3}))
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_spec", "distributed.processes")
+        assert error["message"] == "3 training processes asked, over KILN_MAX_TRAINING_PROCESSES=2"
+        response = client.post("/v1/jobs", json=job_body(distributed={"processes": 0}))
+        assert response.status_code == 422 and response.json()["error"]["field"] == "distributed.processes", response.text
+        assert client.get("/v1/jobs").json()["count"] == 0

@@ -10,7 +10,7 @@ from sqlalchemy import insert, inspect, update
 
 from services.registry.db import make_engine
 from services.registry.entities import DatasetRecord
-from services.registry.tables import Base, DatasetRow, ModelRow, ModelVersionRow, utcnow
+from services.registry.tables import Base, DatasetRow, ModelAliasRow, ModelRow, ModelVersionRow, utcnow
 from services.registry.unit_of_work import connect_registry
 from tests.conftest import migrate
 
@@ -48,9 +48,7 @@ def test_sizes_are_64_bit_and_the_upgrade_keeps_rows_other_tables_point_to(datab
             model_id=1, version=1, job_id=None, artifact_sha256="a" * 64, artifact_size=123, signature={}, metrics={}, spec={},
             hyperparameters={}, dataset={}, dataset_id=dataset.id, labels=None, preprocessing=None, serving=None,
             created_at=utcnow()))  # fmt: skip
-    with uow_factory() as uow:
-        uow.models.set_alias("m", "production", 1)
-        uow.commit()
+        conn.execute(insert(ModelAliasRow.__table__).values(model_id=1, alias="production", version=1, updated_at=utcnow()))
     migrate(database_url)
     big = 5 * 2**30
     with engine.begin() as conn:

@@ -102,6 +102,7 @@ def test_an_unexpected_failure_is_a_json_500_with_the_request_id_logged_once(
 
     monkeypatch.setattr(client.app.state.kiln.predictor, "resolve", broken)  # type: ignore[attr-defined]
     monkeypatch.setattr(client.app.state.kiln.predictor, "resolve_async", broken_async)  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state.kiln.predictor, "target_async", broken_async)  # type: ignore[attr-defined]
     monkeypatch.setattr("api.routers.models.list_models", broken)
     body: Any = {"inputs": [[1, 2, 3, 4]]} if shape == "v1" else {"inputs": [GOOD_INPUT]}
     with caplog.at_level(logging.ERROR):

@@ -26,6 +26,7 @@ def _exposed() -> set[str]:
     version = ModelVersion(model_name="m", job_id=None, artifact_sha256="a" * 64, artifact_size=1, signature={}, metrics={}, spec={},
                            hyperparameters={}, dataset={}, version=1, created_at=utcnow())  # fmt: skip
     api.observe_inference(version, BatchResult([np.zeros(1)], 0.001, 0.002, 4))
+    api.observe_mirror(version, "ok", 0.003)
     worker = WorkerMetrics()
     worker.epoch("m", seconds=0.5, samples=100, metrics={"loss": 0.3, "val_loss": 0.4})
     worker.epoch("gan", seconds=0.5, samples=100, metrics={"loss": 0.9, "d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4})

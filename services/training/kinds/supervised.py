@@ -19,6 +19,7 @@ from services.spec.transfer import fine_tuned_layers
 from services.training.augment import Augmenter
 from services.training.builder import Normalize, build_network, parameter_count, thaw
 from services.training.callbacks import EarlyStopping
+from services.training.distributed import Distributed
 from services.training.export import example_input, export_onnx, onnx_parity
 from services.training.kinds.base import Exported, ParityCheck, autocast_dtype
 from services.training.loop import EpochEnd, Split, autocast
@@ -37,10 +38,15 @@ class SupervisedTrainer:
                  schedule: LrSchedule, clip: Callable[[], None] | None = None, stopper: EarlyStopping | None = None,
                  autocast: torch.dtype | None = None, transforms: tuple[Transform, ...] = (),
                  penalty: Callable[[], torch.Tensor | None] | None = None,
-                 constrain: Callable[[], None] | None = None, epoch_start: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 constrain: Callable[[], None] | None = None, epoch_start: Callable[[int], None] | None = None,
+                 distributed: Distributed | None = None) -> None:  # fmt: skip
         self.model, self.objective, self.optimizer, self.metrics, self.schedule = model, objective, optimizer, metrics, schedule
         self.clip, self.stopper, self.autocast, self.transforms = clip, stopper, autocast, transforms
         self.penalty, self.constrain, self.epoch_start = penalty, constrain, epoch_start
+        self.distributed = distributed
+        # Steps run through DDP where several processes train (it averages the gradients); everything else, evaluation
+        # and early stopping's copies included, uses the model itself, so no rank waits on another outside a step.
+        self.step_model = distributed.wrap(model) if distributed is not None else model
         self.figures: tuple[str, ...] = ("loss", "regularization_loss") if penalty is not None else ("loss",)
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
@@ -49,14 +55,14 @@ class SupervisedTrainer:
     def begin_epoch(self, epoch: int) -> None:
         if self.epoch_start is not None:  # a phase change (fine-tuning) comes before the epoch's mode and learning rate
             self.epoch_start(epoch)
-        self.model.train()
+        self.step_model.train()
         self._outputs, self._targets, self._learning_rate = [], [], self.schedule.learning_rate
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         for transform in self.transforms:  # training batches only, never validation or test
             x = transform(x)
         with autocast(x, self.autocast):
-            output = self.model(x)
+            output = self.step_model(x)
             loss = self.objective.loss(output.float(), y)
         penalty = self.penalty() if self.penalty is not None else None
         if penalty is not None:
@@ -79,11 +85,16 @@ class SupervisedTrainer:
         metrics = dict(means)
         if "regularization_loss" in metrics:  # Keras' loss includes the regularizers; their share and the data's are reported apart
             metrics["data_loss"] = metrics["loss"] - metrics["regularization_loss"]
-        metrics |= compute_metrics(self.objective, self.metrics, torch.cat(self._outputs).float(), torch.cat(self._targets))
+        outputs, targets = torch.cat(self._outputs).float(), torch.cat(self._targets)
+        if self.distributed is not None:  # the training figures cover every rank's shard (the means are summed by the loop)
+            outputs, targets = self.distributed.gather(outputs), self.distributed.gather(targets)
+        metrics |= compute_metrics(self.objective, self.metrics, outputs, targets)
         self._outputs, self._targets = [], []
-        if val is not None and len(val):
+        if val is not None and len(val) and (self.distributed is None or self.distributed.is_writer):  # the whole split, once
             metrics |= {f"val_{k}": v for k, v in evaluate(self.model, self.objective, val, self.metrics, self.autocast).items()}
         metrics["learning_rate"] = self._learning_rate
+        if self.distributed is not None:  # rank 0's figures everywhere: every rank's schedule and stopper decide alike
+            metrics = self.distributed.from_writer(metrics)
         self.schedule.after_epoch(metrics)
         stop = self.stopper.update(epoch, metrics, self.model) if self.stopper else False
         return EpochEnd(metrics, stop)
@@ -109,7 +120,8 @@ def evaluate(network: nn.Module, objective: Objective, data: Split, metrics: lis
 class Supervised:
     """One network, trained on (input, target) pairs; exported with its output activation, labels and preprocessing."""
 
-    def __init__(self, spec: JobSpec, data: LoadedDataset, device: torch.device, vocabulary: list[str] | None = None) -> None:
+    def __init__(self, spec: JobSpec, data: LoadedDataset, device: torch.device, vocabulary: list[str] | None = None,
+                 distributed: Distributed | None = None) -> None:  # fmt: skip
         self.spec, self.task = spec, spec.task
         training = spec.training
         self.network = network = build_network(spec.network, fuse_output_activation=not training.is_regression)
@@ -130,15 +142,16 @@ class Supervised:
         self.optimizer = make_optimizer(training.optimizer, [p for p in network.parameters() if p.requires_grad])
         self.labels = (list(data.info.class_names) or None) if self.task == "classifier" else None
         self.transforms = self._transforms()
+        rows = distributed.shard_size(len(self.train)) if distributed is not None else len(self.train)
         self.trainer = SupervisedTrainer(
             network.trainable(), objective, self.optimizer, metrics=training.metric_names,
             schedule=LrSchedule(training.lr_schedule, self.optimizer, epochs=training.epochs,
-                                batches_per_epoch=math.ceil(len(self.train) / training.batch_size)),
+                                batches_per_epoch=math.ceil(rows / training.batch_size)),
             clip=make_clipper(training.optimizer, list(network.parameters())),
             stopper=EarlyStopping(training.early_stopping) if training.early_stopping else None,
             autocast=autocast_dtype(device), transforms=self.transforms,
             penalty=network.penalty if network.regularized else None, constrain=network.constrain if network.constrained else None,
-            epoch_start=self._fine_tune if training.fine_tune is not None else None,
+            epoch_start=self._fine_tune if training.fine_tune is not None else None, distributed=distributed,
         )  # fmt: skip
         self.phase = 0  # 1 once fine-tuning has unfrozen the base
         self.unfrozen: list[str] = []  # the base layers fine-tuning unfroze
