@@ -31,7 +31,8 @@ def open_storage(settings: Settings) -> Storage:
     objects = S3Objects(s3_client(settings.s3_endpoint_url), S3Location.parse(settings.artifact_url),
                         part_bytes=settings.s3_part_mb << 20)  # fmt: skip
     return Storage(
-        S3ArtifactStore(objects, settings.artifacts, cache_bytes=settings.artifact_cache_mb << 20),
+        # a folder of its own: the local store's files beside it (from before S3) are never taken for cache entries
+        S3ArtifactStore(objects, settings.artifacts / "s3-cache", cache_bytes=settings.artifact_cache_mb << 20),
         S3DatasetStore(settings.datasets, objects),
         S3Checkpoints(objects),
     )

@@ -71,8 +71,8 @@ def test_a_job_on_an_uploaded_dataset_trains_registers_and_serves_through_s3(
     assert not any(key.startswith("e2e/checkpoints/") for key in keys)  # removed when the jobs ended
     worker_host = tmp_path / "worker-host"
     assert (worker_host / "dataset" / dataset["id"]).is_dir()  # fetched from S3: the upload went to the API's host
-    assert list((worker_host / "artifact").glob(f"??/{version['artifact']['sha256']}"))  # the worker's own cache
-    assert list((stack.tmp / "artifacts").glob(f"??/{version['artifact']['sha256']}"))  # the API's, fetched to serve
+    assert list((worker_host / "artifact" / "s3-cache").glob(f"??/{version['artifact']['sha256']}"))  # the worker's own cache
+    assert list((stack.tmp / "artifacts" / "s3-cache").glob(f"??/{version['artifact']['sha256']}"))  # the API's, fetched to serve
 
 
 def test_an_s3_server_killed_while_a_job_trains_costs_an_attempt_and_nothing_else(stack_on: Any, redis_url: str, tmp_path: Path,
