@@ -39,6 +39,15 @@ def check_sha256(sha256: str) -> None:
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
 
 
+def temp_file_in(root: Path, suffix: str) -> Path:
+    """A fresh file under `root/tmp`, on the same filesystem as the store, so the final rename is atomic."""
+    tmp = root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=tmp)
+    os.close(fd)
+    return Path(name)
+
+
 class LocalArtifactStore:
     """Artifacts under one root folder; paths are derived from hashes, never from user input."""
 
@@ -46,12 +55,7 @@ class LocalArtifactStore:
         self.root = root.resolve()
 
     def temp_path(self, suffix: str = ".onnx") -> Path:
-        """A fresh path on the store's filesystem, so the final rename is atomic."""
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=suffix, dir=tmp)
-        os.close(fd)
-        return Path(name)
+        return temp_file_in(self.root, suffix)
 
     def path_for(self, sha256: str) -> Path:
         check_sha256(sha256)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import uuid
 from pathlib import Path
 
-from services.registry.artifacts import StoredArtifact, check_sha256
+from services.registry.artifacts import StoredArtifact, check_sha256, temp_file_in
 from services.registry.s3 import ArtifactCorrupt, S3Objects, sha256_of
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,7 @@ class S3ArtifactStore:
         return self.cache / sha256[:2] / sha256
 
     def temp_path(self, suffix: str = ".onnx") -> Path:
-        tmp = self.cache / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=suffix, dir=tmp)
-        os.close(fd)
-        return Path(name)
+        return temp_file_in(self.cache, suffix)
 
     def put(self, temp_file: Path) -> StoredArtifact:
         """Upload a finished temp file under its hash, then keep it as the cache's copy (the temp file is consumed)."""
