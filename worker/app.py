@@ -8,6 +8,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from services.config import Settings
+from worker import embedded_broker
 
 RUN_JOB_TASK = "kiln.run_job"
 QUEUES = ("cpu", "gpu")
@@ -59,6 +60,7 @@ def _amqp_ready(conn: object, name: str) -> int:
 
 
 def create_celery(settings: Settings) -> KilnCelery:
+    embedded_broker.install()  # sqla+ URLs: kombu's SQL transport, woken by each publish rather than polled once a second
     app = KilnCelery("kiln", broker=settings.broker_url, include=["worker.tasks"], set_as_current=False)
     app.settings = settings
     app.conf.update(
@@ -82,7 +84,7 @@ def create_celery(settings: Settings) -> KilnCelery:
         task_time_limit=settings.job_time_limit_s,
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        # Only Redis reads this; kombu's SQLAlchemy transport passes its options on to create_engine.
+        # Only Redis reads this.
         app.conf.broker_transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s}
     elif settings.broker_url.startswith(AMQP_SCHEMES):
         # RabbitMQ: quorum queues (durable, replicated across a cluster's nodes, poison messages capped by the broker's
@@ -95,4 +97,6 @@ def create_celery(settings: Settings) -> KilnCelery:
         ]  # fmt: skip
         app.conf.broker_transport_options = {"confirm_publish": True}
         app.conf.task_create_missing_queues = False
+    elif settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        app.conf.broker_transport_options = {"polling_interval": settings.broker_poll_s}
     return app

@@ -22,10 +22,6 @@ def test_soft_limit_then_hard_limit_then_visibility_timeout_then_lease() -> None
     assert conf.task_soft_time_limit < conf.task_time_limit < visibility < settings.job_lease_s
 
 
-def test_embedded_broker_gets_no_transport_options() -> None:
-    assert not create_celery(Settings(broker_url="sqla+sqlite:////tmp/x.db")).conf.broker_transport_options
-
-
 def test_time_limits_out_of_order_are_refused() -> None:
     with pytest.raises(ValidationError, match="KILN_JOB_SOFT_TIME_LIMIT_S < KILN_JOB_TIME_LIMIT_S"):
         Settings(job_time_limit_s=60, job_soft_time_limit_s=120)
