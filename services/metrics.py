@@ -249,6 +249,12 @@ class WorkerMetrics:
             if figure in metrics:
                 self.gan_figure.labels(model, figure).set(metrics[figure])
 
+    def gpu(self, worker: str, memory_bytes: int, utilization: float | None) -> None:
+        """A training process's GPU after an epoch: memory in use and, where NVML can say, its utilisation (0 to 1)."""
+        self.gpu_memory.labels(worker).set(memory_bytes)
+        if utilization is not None:
+            self.gpu_utilization.labels(worker).set(utilization)
+
     def render(self) -> bytes:
         return exposition(self.registry, [])
 

@@ -10,10 +10,12 @@ the previous checkpoint or the new one, never half of one. It is read with
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -70,11 +72,38 @@ def history(state: dict[str, Any]) -> list[EpochResult]:
 
 def save(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically: a temporary file in the same folder, flushed, then renamed."""
+    _write(path, lambda out: torch.save(state, out))
+
+
+def snapshot(state: dict[str, Any]) -> bytes:
+    """`state` serialised now, as `save` would write it: the tensors it refers to may change after this returns."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def write(data: bytes, path: Path) -> None:
+    """A `snapshot` written to `path` atomically, as `save` writes."""
+    _write(path, lambda out: out.write(data))
+
+
+def size(state: dict[str, Any]) -> int:
+    """The bytes of the tensors in `state`, about what its checkpoint weighs."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(size(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(size(v) for v in state)
+    return 0
+
+
+def _write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique across hosts sharing the folder
     try:
         with open(temporary, "wb") as out:
-            torch.save(state, out)
+            fill(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

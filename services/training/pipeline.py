@@ -17,8 +17,11 @@ import torch
 from services.data.builtins import LoadedDataset
 from services.errors import TrainingFailed
 from services.spec import JobSpec
+from services.spec.budget import footprints
 from services.training import checkpoint
+from services.training.device import cpu_threads_for
 from services.training.distributed import Distributed
+from services.training.epoch_writer import EpochWriter
 from services.training.kinds import BaseWeights, JobKind, ParityCheck, build_kind
 from services.training.loop import EpochResult, FitOptions, fit
 
@@ -37,12 +40,18 @@ class TrainingOutcome:
     unfrozen: list[str] | None = None  # the base layers fine-tuning unfroze (none if training ended first)
 
 
+# A checkpoint up to this size is written behind training (a snapshot in memory meanwhile); a bigger one, as it is taken.
+BACKGROUND_CHECKPOINT_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where each epoch's checkpoint goes, and the checkpoint of an earlier attempt to resume from."""
+    """Where each epoch's checkpoint goes, the checkpoint of an earlier attempt to resume from, and the writer that writes
+    it behind training (None: written before the next epoch starts)."""
 
     path: Path
     resume: dict[str, Any] | None = None
+    writer: EpochWriter | None = None
 
 
 def train_and_export(
@@ -66,7 +75,7 @@ def train_and_export(
     resume = checkpointing.resume if checkpointing else None
     done = checkpoint.restore(resume, kind, shuffle) if resume else []
     writer = distributed is None or distributed.is_writer
-    hooks = (_checkpointer(checkpointing.path, kind, shuffle, done), on_epoch_end) if checkpointing else (on_epoch_end,)
+    hooks = (_checkpointer(checkpointing, kind, shuffle, done), on_epoch_end) if checkpointing else (on_epoch_end,)
     deadline, budget = None, spec.training.max_duration_s
     if budget is not None:  # the budget covers earlier attempts' epochs too
         deadline = time.monotonic() + budget - sum(r.duration_s for r in done)
@@ -74,7 +83,8 @@ def train_and_export(
                          should_stop=should_stop, deadline=deadline, max_duration_s=budget, on_epoch_end=hooks if writer else (),
                          distributed=distributed)  # fmt: skip
     started = time.perf_counter()
-    history = fit(kind.trainer, train=kind.train, val=kind.val, options=options, done=done)
+    with cpu_threads_for(_footprint(spec), device):  # a small network trains faster, and cheaper, on one thread
+        history = fit(kind.trainer, train=kind.train, val=kind.val, options=options, done=done)
     train_seconds = time.perf_counter() - started
     if not writer:
         return TrainingOutcome(history, history[-1].metrics if history else {})
@@ -92,6 +102,13 @@ def train_and_export(
                            exported.generation, list(getattr(kind, "unfrozen", [])))  # fmt: skip
 
 
+def _footprint(spec: JobSpec) -> int | None:
+    try:
+        return footprints(spec)[-1].memory_bytes
+    except Exception:  # a spec the estimate cannot read: the process's own thread count
+        return None
+
+
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """A state dict as safetensors: tensors only, no pickled code; every tensor its own contiguous copy on the CPU."""
     from safetensors.torch import save_file
@@ -106,12 +123,19 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _checkpointer(path: Path, kind: JobKind, shuffle: torch.Generator, done: list[EpochResult]) -> Callable[[EpochResult], None]:
+def _checkpointer(to: Checkpointing, kind: JobKind, shuffle: torch.Generator, done: list[EpochResult]) -> Callable[[EpochResult], None]:
     """The hook that saves a checkpoint after every epoch, before the epoch is reported (so SQL never runs ahead of it)."""
     history = list(done)
 
     def save(result: EpochResult) -> None:
         history.append(result)
-        checkpoint.save(checkpoint.capture(result.epoch, history, kind, shuffle), path)
+        state = checkpoint.capture(result.epoch, history, kind, shuffle)
+        if to.writer is None or checkpoint.size(state) > BACKGROUND_CHECKPOINT_BYTES:
+            if to.writer is not None:
+                to.writer.flush()  # the writes already given come first
+            checkpoint.save(state, to.path)
+            return
+        data = checkpoint.snapshot(state)
+        to.writer.submit(lambda: checkpoint.write(data, to.path))
 
     return save

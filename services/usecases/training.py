@@ -22,7 +22,9 @@ from services.serving.sessions import load_session
 from services.serving.signature import read_signature
 from services.spec import Budget, DataSpec, JobSpec, ModelSpec, check_budget
 from services.training import checkpoint
+from services.training.device import gpu_figures
 from services.training.distributed import Distributed
+from services.training.epoch_writer import EpochWriter
 from services.training.loop import Diverged, EpochResult, OutOfTime, Stopped
 from services.training.pipeline import BaseWeights, Checkpointing, ParityCheck, TrainingOutcome, load_weights, train_and_export
 from services.usecases.attempts import CancelWatch, JobLease, LeaseLost, LeaseTerms
@@ -249,19 +251,23 @@ def _train_and_store(job_id: uuid.UUID, attempt: int, spec: JobSpec, loaded: tup
     epochs = spec.training.epochs  # after the last, a trial is not judged
     onnx_path, weights_path = ctx.store.temp_path(), ctx.store.temp_path(".safetensors")
     try:
-        outcome = train_and_export(
-            spec,
-            data,
-            device=ctx.device,
-            onnx_path=onnx_path,
-            parity=ctx.parity,
-            on_epoch_end=lambda r: _epoch_ended(job_id, attempt, spec.model_name, r, ctx, prune if r.epoch < epochs else None),
-            should_stop=should_stop,
-            checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume),
-            weights_path=weights_path,
-            base_weights=base,
-            distributed=distributed,
-        )
+        with EpochWriter() as writer:  # each epoch's checkpoint and record are written while the next one trains
+            outcome = train_and_export(
+                spec,
+                data,
+                device=ctx.device,
+                onnx_path=onnx_path,
+                parity=ctx.parity,
+                on_epoch_end=lambda r: _epoch_ended(
+                    job_id, attempt, spec.model_name, r, ctx, prune if r.epoch < epochs else None, writer
+                ),  # fmt: skip
+                should_stop=should_stop,
+                checkpointing=Checkpointing(attempt_file(ctx.checkpoints, job_id, attempt), resume, writer),
+                weights_path=weights_path,
+                base_weights=base,
+                distributed=distributed,
+            )
+            writer.flush()  # every epoch recorded (and the last checkpoint written) before the version is
         if distributed is not None and not distributed.is_writer:
             return None
         signature = read_signature(load_session(onnx_path)).to_dict()
@@ -316,13 +322,17 @@ def _warnings(epoch: int, messages: tuple[str, ...] | list[str]) -> list[dict[st
 
 
 def _epoch_ended(job_id: uuid.UUID, attempt: int, model_name: str, result: EpochResult, ctx: WorkerContext,
-                 prune: PruneWatch | None) -> None:  # fmt: skip
-    """Record the epoch; then, for a study's trial, ask its pruner (which raises Pruned to stop it). After the last epoch
-    it is not asked: stopping then would save no time and throw a finished trial away."""
-    if ctx.checkpoint_copies is not None:  # the checkpoint hook ran first: the file is complete
-        ctx.checkpoint_copies.upload(attempt_file(ctx.checkpoints, job_id, attempt))
-    _record_epoch(job_id, attempt, model_name, result, ctx)
+                 prune: PruneWatch | None, writer: EpochWriter) -> None:  # fmt: skip
+    """Record the epoch behind the next one's training; a trial's pruner (prune: None after the last epoch) waits for it."""
+
+    def store() -> None:
+        if ctx.checkpoint_copies is not None:  # the checkpoint's write was given first: the file is complete
+            ctx.checkpoint_copies.upload(attempt_file(ctx.checkpoints, job_id, attempt))
+        _record_epoch(job_id, attempt, model_name, result, ctx)
+
+    writer.submit(store)
     if prune is not None:
+        writer.flush()
         prune(result.epoch)
 
 
@@ -344,16 +354,7 @@ def _record_epoch(job_id: uuid.UUID, attempt: int, model_name: str, result: Epoc
         if result.warnings:
             ctx.metrics.warnings.labels(model_name).inc(len(result.warnings))
         if ctx.device.type == "cuda":
-            _gpu_figures(ctx)
-
-
-def _gpu_figures(ctx: WorkerContext) -> None:
-    assert ctx.metrics is not None
-    ctx.metrics.gpu_memory.labels(ctx.worker_name).set(torch.cuda.memory_allocated(ctx.device))
-    try:
-        ctx.metrics.gpu_utilization.labels(ctx.worker_name).set(torch.cuda.utilization(ctx.device) / 100)
-    except Exception:  # needs NVML (pynvml); memory is still reported
-        log.debug("GPU utilisation unavailable", exc_info=True)
+            ctx.metrics.gpu(ctx.worker_name, *gpu_figures(ctx.device))
 
 
 def _register(
