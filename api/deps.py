@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from api.job_watch import JobWatch
 from services.config import Settings
 from services.data.store import DatasetStore
 from services.metrics import ApiMetrics
@@ -32,6 +33,7 @@ class ApiContext:
     store: ArtifactStore
     predictor: Predictor
     mirror: Mirror
+    jobs: JobWatch  # event streams, woken when their job changes
 
 
 def context(request: Request) -> ApiContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -17,12 +18,14 @@ from api.auth import AuthGate, required_scopes
 from api.deps import ApiContext, CeleryDispatcher
 from api.errors import install_error_handlers
 from api.hotpath import HotRoutes
+from api.job_watch import JobWatch
 from api.middleware import RequestMiddleware
 from api.routers import datasets, detect, generate, health, jobs, keys, models, predict, studies, ui, v2
 from api.routes import hot_routes
 from services.config import Settings
 from services.logs import RequestLog, configure_logging
 from services.metrics import ApiMetrics
+from services.registry.changes import ChangeListener
 from services.registry.unit_of_work import connect_registry
 from services.serving.sessions import OnnxSessionCache
 from services.storage import open_storage
@@ -55,11 +58,15 @@ def create_app(settings: Settings | None = None) -> KilnApp:
         settings=settings, engine=engine, uow_factory=uow_factory, celery=celery, dispatcher=CeleryDispatcher(celery),
         sessions=sessions, metrics=metrics, datasets=storage.datasets, store=store, predictor=predictor,
         mirror=Mirror(load=predictor.model, metrics=metrics),  # shadow traffic, on threads of its own
+        jobs=JobWatch(),
     )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        context.jobs.bind(asyncio.get_running_loop())
+        changes = ChangeListener(settings.database_url, context.jobs.changed).start()
         yield
+        changes.close()
         context.mirror.close()
         executor.shutdown(wait=False)
         engine.dispose()

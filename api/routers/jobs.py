@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -86,30 +85,36 @@ async def stream_job_events(
     the stream then closes. Each event has an id; a client that reconnects with it as `Last-Event-ID` gets only what came
     after.
 
-    Progress is read from SQL, so it works with any broker and any number of API replicas.
+    Progress is read from SQL, so it works with any broker and any number of API replicas. A stream looks again as soon as
+    the database says the job changed (PostgreSQL's NOTIFY, or on SQLite a wake-up from the writer), or every
+    `KILN_EVENTS_POLL_S` otherwise.
     """
     await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
         sent, warned, state = _resume_point(last_event_id)
-        while True:
-            job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
-            public = JobPublic.of(job)
-            for epoch in public.history[sent:]:
-                sent += 1
-                yield _event("epoch", epoch.model_dump(), f"{sent}.{warned}.{state or ''}")
-            for warning in public.warnings[warned:]:
-                warned += 1
-                yield _event("warning", warning.model_dump(), f"{sent}.{warned}.{state or ''}")
-            if job.state != state:
-                state = job.state
-                yield _event("state", {"state": state, "error": job.error, "version": job.version}, f"{sent}.{warned}.{state}")
-            if job.state in FINAL_STATES:
-                yield _event("end", JobPublic.of(job).model_dump(mode="json"), f"{sent}.{warned}.{state}")
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(ctx.settings.events_poll_s)
+        follower = ctx.jobs.follow(job_id)  # before the first look: a change from then on wakes it
+        try:
+            while True:
+                job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
+                public = JobPublic.of(job)
+                for epoch in public.history[sent:]:
+                    sent += 1
+                    yield _event("epoch", epoch.model_dump(), f"{sent}.{warned}.{state or ''}")
+                for warning in public.warnings[warned:]:
+                    warned += 1
+                    yield _event("warning", warning.model_dump(), f"{sent}.{warned}.{state or ''}")
+                if job.state != state:
+                    state = job.state
+                    yield _event("state", {"state": state, "error": job.error, "version": job.version}, f"{sent}.{warned}.{state}")
+                if job.state in FINAL_STATES:
+                    yield _event("end", JobPublic.of(job).model_dump(mode="json"), f"{sent}.{warned}.{state}")
+                    return
+                if await request.is_disconnected():
+                    return
+                await follower.next_look(ctx.settings.events_poll_s)  # the job changed, or the poll's interval passed
+        finally:
+            ctx.jobs.leave(job_id, follower)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

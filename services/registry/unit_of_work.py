@@ -11,6 +11,7 @@ from types import TracebackType
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.registry.changes import announce_commits
 from services.registry.db import make_engine, make_session_factory
 from services.registry.job_repository import JobRepository
 from services.registry.protocols import UnitOfWork
@@ -54,6 +55,7 @@ def connect_registry(url: str, *, sqlite_busy_timeout_ms: int = 10_000) -> tuple
     """An engine for `url` and a factory of units of work on it (nothing connects yet)."""
     engine = make_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
     sessions = make_session_factory(engine)
+    announce_commits(sessions, url)  # a job's event stream answers at once (services/registry/changes.py)
     return engine, lambda: SqlUnitOfWork(sessions)
 
 
