@@ -34,24 +34,27 @@ def count_gpus() -> int:
 
 def plan_worker(settings: Settings) -> WorkerPlan:
     gpus = count_gpus()
-    if gpus:
-        return WorkerPlan(settings, "gpu", gpus)
-    return WorkerPlan(settings, "cpu", settings.worker_concurrency)
+    queue, concurrency = ("gpu", gpus) if gpus else ("cpu", settings.worker_concurrency)
+    return WorkerPlan(settings, queue, concurrency, name=f"{queue}@{socket.gethostname()}:{os.getpid()}")
 
 
 class Heartbeat:
-    """Keeps this worker's row fresh in SQL while it runs, and removes it on a clean shutdown."""
+    """Keeps this worker's row fresh in SQL while it runs, and removes it on a clean shutdown.
+
+    The row first appears when a pool child is ready to train (announce_ready, after its torch warm-up), not when Celery
+    says the worker is ready: that comes first, and a job sent then would wait out the warm-up. This thread's first beat,
+    an interval later, announces the worker anyway.
+    """
 
     def __init__(self, plan: WorkerPlan) -> None:
         settings = plan.settings
         _, self.uow_factory = connect_registry(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-        self.name = f"{plan.queue}@{socket.gethostname()}:{os.getpid()}"
+        self.name = plan.name
         self.plan = plan
         self.stop = threading.Event()
 
     def beat(self) -> None:
-        gpus = self.plan.concurrency if self.plan.queue == "gpu" else 0
-        record_worker_heartbeat(uow_factory=self.uow_factory, name=self.name, queue=self.plan.queue, gpus=gpus)
+        record_worker_heartbeat(uow_factory=self.uow_factory, name=self.name, queue=self.plan.queue, gpus=self.plan.gpus)
 
     def run(self) -> None:
         while not self.stop.wait(self.plan.settings.worker_heartbeat_s):
@@ -61,12 +64,22 @@ class Heartbeat:
                 log.exception("worker heartbeat failed; retrying")
 
     def start(self, **_: object) -> None:
-        self.beat()
         threading.Thread(target=self.run, name="kiln-heartbeat", daemon=True).start()
 
     def shutdown(self, **_: object) -> None:
         self.stop.set()
         remove_worker(uow_factory=self.uow_factory, name=self.name)
+
+
+def announce_ready(plan: WorkerPlan) -> None:
+    """In a pool child, once its context is built and torch warmed up: the worker's row, so /readyz and the API's
+    "a worker is there" checks see a worker that can train now."""
+    ctx = worker_context()
+    try:
+        record_worker_heartbeat(uow_factory=ctx.uow_factory, name=plan.name, queue=plan.queue, gpus=plan.gpus)
+    except Exception:  # the database is away: the main process's heartbeat announces it later
+        log.warning("worker not announced by its pool child; the heartbeat will", exc_info=True)
+    log.info("kiln worker: process %d ready to train on %s", os.getpid(), ctx.device)
 
 
 class Sweeper:
@@ -131,8 +144,8 @@ def main() -> None:
     signals.worker_ready.connect(heartbeat.start, weak=False)
     signals.worker_ready.connect(sweeper.start, weak=False)
     signals.worker_shutdown.connect(sweeper.shutdown, weak=False)
-    # Each pool child builds its context (database engine, device, torch warm-up) as it starts.
-    signals.worker_process_init.connect(lambda **_: worker_context(), weak=False)
+    # Each pool child builds its context (database engine, device, torch warm-up) as it starts, then announces the worker.
+    signals.worker_process_init.connect(lambda **_: announce_ready(plan), weak=False)
     signals.worker_shutdown.connect(heartbeat.shutdown, weak=False)
     log.info("kiln worker: queue %s, %d process(es)", plan.queue, plan.concurrency)
     app.worker_main(

@@ -26,6 +26,11 @@ class WorkerPlan:
     settings: Settings
     queue: str  # "gpu" on a host with GPUs, else "cpu"
     concurrency: int  # one process per GPU on a GPU host
+    name: str = ""  # the worker's name in the registry's workers table (its main process's)
+
+    @property
+    def gpus(self) -> int:
+        return self.concurrency if self.queue == "gpu" else 0
 
 
 _plan: WorkerPlan | None = None

@@ -71,8 +71,8 @@ def wait_until_ready(base_url: str, procs: list[subprocess.Popen[bytes]], logs: 
 
 
 def _worker_listening(logs: list[Path]) -> bool:
-    # Celery logs "<name> ready." once the pool children have started (and warmed torch up).
-    return any(" ready." in log.read_text(errors="replace") for log in logs)
+    # A pool child logs this once it has warmed torch up and announced the worker (Celery's own "ready." comes before).
+    return any("ready to train on" in log.read_text(errors="replace") for log in logs)
 
 
 def wait_for_job(client: httpx.Client, location: str, timeout: float = 180) -> dict[str, Any]:
