@@ -28,7 +28,7 @@ class JobWatch:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.followers: dict[str, set[Follower]] = {}
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
 
     def follow(self, job_id: uuid.UUID) -> Follower:
@@ -44,8 +44,13 @@ class JobWatch:
 
     def changed(self, job_id: str | None) -> None:
         """From any thread: `job_id` changed (None: any job may have)."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._wake, job_id)
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake, job_id)
+        except RuntimeError:  # the loop closed just now: the API is stopping
+            pass
 
     def _wake(self, job_id: str | None) -> None:
         groups = list(self.followers.values()) if job_id is None else [self.followers.get(job_id, set())]

@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None) -> KilnApp:
         context.jobs.bind(asyncio.get_running_loop())
         changes = ChangeListener(settings.database_url, context.jobs.changed).start()
         yield
-        changes.close()
+        context.jobs.bind(None)
+        await asyncio.to_thread(changes.close)  # a join: not on the event loop
         context.mirror.close()
         executor.shutdown(wait=False)
         engine.dispose()

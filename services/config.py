@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     broker_url: str = ""  # default: sqla+sqlite:///<data_dir>/broker.db
     # The SQLite broker's fallback poll: a publish wakes its consumers on this machine at once (worker/embedded_broker.py).
     # A Celery worker looks at least every 2 s whatever this says (its loop's own drain timeout).
-    broker_poll_s: float = Field(default=1.0, ge=0.01, le=60)
+    broker_poll_s: float = Field(default=2.0, ge=0.01, le=60)
     artifact_dir: Path | None = None  # default: <data_dir>/artifacts (with an S3 store: this host's cache of it)
     # s3://bucket/prefix keeps artifacts, weights, uploaded datasets and checkpoints in S3 (credentials from the
     # standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); empty: all of them on local disk.

@@ -41,6 +41,7 @@ class Waker:
         self.fd: int | None = None
         self.path: Path | None = None
         self.pid = 0
+        self.deaf = False  # this process could not make its FIFO: it polls, and still wakes others
         self.lock = threading.Lock()
         os.register_at_fork(after_in_child=self._abandon)  # a forked pool child never holds its parent's FIFO open
         atexit.register(self.close)
@@ -66,13 +67,14 @@ class Waker:
             _poke(self.fd)
 
     def wake_all(self) -> None:
-        """Tell every listener of this database on this machine to look now."""
+        """Tell every listener of this database on this machine to look now. Best effort, and never raises: it runs after
+        a commit or a publish that has happened, and a listener that misses it looks at its next poll."""
         if self.folder is None:
             return
         try:
             entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
-            return  # nobody has listened yet
+        except OSError:
+            return  # nobody has listened yet, or the folder is not ours to read
         for entry in entries:
             if entry.name.startswith(PENDING):
                 continue
@@ -98,9 +100,11 @@ class Waker:
     def _listening(self) -> int | None:
         """This process's FIFO, made on first use: created under a pending name, opened, then renamed into place, so a
         writer never takes it for a dead listener's before it is open."""
-        if self.folder is None or (self.fd is not None and self.pid == os.getpid()):
+        if self.folder is None or self.deaf or (self.fd is not None and self.pid == os.getpid()):
             return self.fd
         with self.lock:
+            if self.fd is not None and self.pid == os.getpid():  # another thread made it meanwhile
+                return self.fd
             name = f"{os.getpid()}-{secrets.token_hex(4)}"
             pending, path = self.folder / f"{PENDING}{name}", self.folder / name
             try:
@@ -109,9 +113,9 @@ class Waker:
                 # Read and write end in one: the FIFO always has a writer, so select never sees a hang-up.
                 fd = os.open(pending, os.O_RDWR | os.O_NONBLOCK)
                 os.rename(pending, path)
-            except OSError as err:  # a file system without FIFOs: kombu's polling alone, as before
-                log.warning("broker wake-ups off (%s): jobs are picked up by polling", err)
-                self.folder = None
+            except OSError as err:  # a file system without FIFOs, say: this process polls alone, as before
+                log.warning("wake-ups off for this process (%s): it looks at its poll's interval instead", err)
+                self.deaf = True
                 return None
             self.fd, self.path, self.pid = fd, path, os.getpid()
             return fd
@@ -127,11 +131,20 @@ class Waker:
                 os.close(self.fd)
             except OSError:
                 pass
+        self.lock = threading.Lock()  # a lock another thread held at the fork would never be released here
         self._forget()
 
 
 _wakers: dict[Path | None, Waker] = {}
 _wakers_lock = threading.Lock()
+
+
+def _reset_lock() -> None:
+    global _wakers_lock
+    _wakers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock)
 
 
 def waker_for(folder: Path | None) -> Waker:
@@ -146,5 +159,5 @@ def waker_for(folder: Path | None) -> Waker:
 def _poke(fd: int) -> None:
     try:
         os.write(fd, b"!")
-    except BlockingIOError:  # full: a wake-up is already waiting to be read
+    except OSError:  # full (a wake-up is already waiting to be read), or its listener closed it just now
         pass

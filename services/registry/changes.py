@@ -31,14 +31,14 @@ def announce_commits(sessions: sessionmaker[Session], database_url: str) -> None
     folder = wake_folder(database_url)
     if folder is not None:
         waker = waker_for(folder)
-        event.listen(sessions, "after_commit", lambda _session: waker.wake_all())
+        event.listen(sessions, "after_commit", lambda _session: waker.wake_all())  # never raises: the commit has happened
 
 
 class ChangeListener:
     """A thread that calls `changed` with each job the database says changed, until `close`."""
 
-    def __init__(self, database_url: str, changed: Changed, *, poll_s: float = 1.0, retry_s: float = 2.0) -> None:
-        self.url, self.changed, self.poll_s, self.retry_s = database_url, changed, poll_s, retry_s
+    def __init__(self, database_url: str, changed: Changed, *, poll_s: float = 1.0, retry_s: float = 2.0, gap_s: float = 0.02) -> None:
+        self.url, self.changed, self.poll_s, self.retry_s, self.gap_s = database_url, changed, poll_s, retry_s, gap_s
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -63,20 +63,33 @@ class ChangeListener:
         waker = waker_for(wake_folder(self.url))
         while not self.stop.is_set():
             if waker.wait(self.poll_s):
-                self.changed(None)
+                self._tell(None)
+                self.stop.wait(self.gap_s)  # every commit wakes every follower here: at most one word per gap, for all of them
+
+    def _tell(self, job_id: str | None) -> None:
+        try:
+            self.changed(job_id)
+        except Exception:  # a follower's trouble is not the listener's: it keeps listening
+            log.warning("a job change could not be passed on", exc_info=True)
 
     def _notifications(self) -> None:
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
-        conninfo = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        url = make_url(self.url)
+        conninfo = make_conninfo(**url.translate_connect_args(username="user", database="dbname"), **url.query)  # type: ignore[arg-type]
+        failures = 0
         while not self.stop.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.changed(None)  # what changed while nobody listened
+                    failures = 0
+                    self._tell(None)  # what changed while nobody listened
                     while not self.stop.is_set():
                         for note in conn.notifies(timeout=self.poll_s):
-                            self.changed(note.payload)
-            except Exception:  # the database is away: the followers poll meanwhile
-                log.debug("listening for job changes failed; retrying", exc_info=True)
+                            self._tell(note.payload)
+            except Exception as err:  # the database is away: the followers poll meanwhile
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG  # said once, not every retry
+                log.log(level, "not listening for job changes (%s); event streams poll until it is back", err, exc_info=failures > 1)
                 self.stop.wait(self.retry_s)

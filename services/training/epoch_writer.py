@@ -24,6 +24,7 @@ class EpochWriter:
     def __init__(self, depth: int = 2) -> None:
         self._writes: queue.Queue[Write | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._closing, self._done = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="kiln-epoch-writer", daemon=True)
         self._thread.start()
 
@@ -38,9 +39,21 @@ class EpochWriter:
         self._raise()
 
     def close(self) -> None:
-        """Run what is queued (unless a write failed), then stop the thread."""
-        self._writes.put(None)
-        self._thread.join()
+        """Run what is queued (unless a write failed), then stop the thread. A signal raised meanwhile (Celery's soft time
+        limit) is raised once the writes are done, so none lands after the job has ended."""
+        self._closing.set()
+        interrupted: BaseException | None = None
+        try:
+            self._writes.put(None)  # the thread's cue, after what is queued; the closing flag is its backstop
+        except BaseException as err:
+            interrupted = err
+        while not self._done.is_set():  # not Thread.join: an exception raised into a join can leave it wrong about the thread
+            try:
+                self._done.wait()
+            except BaseException as err:
+                interrupted = interrupted or err
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self) -> EpochWriter:
         return self
@@ -49,7 +62,22 @@ class EpochWriter:
         self.close()  # an error in the training thread is the one raised; the epochs it trained are still written
 
     def _run(self) -> None:
-        while (write := self._writes.get()) is not None:
+        try:
+            self._take()
+        finally:
+            self._done.set()
+
+    def _take(self) -> None:
+        while True:
+            try:
+                write = self._writes.get(timeout=0.5)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            if write is None:
+                self._writes.task_done()
+                return
             try:
                 if self._error is None:
                     write()
@@ -57,7 +85,6 @@ class EpochWriter:
                 self._error = err
             finally:
                 self._writes.task_done()
-        self._writes.task_done()
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -37,7 +37,8 @@ class Recorder:
 
 
 class Crash(BaseException):
-    """The worker process dying mid-job: not an Exception, so nothing on the way catches it."""
+    """The worker process dying mid-job: not an Exception, so nothing on the way handles it (the epoch writer, on whose
+    thread an epoch is recorded, hands it on to the training thread)."""
 
 
 def _policy(ctx: WorkerContext, **overrides: float) -> SweepPolicy:
@@ -88,6 +89,37 @@ def test_a_crashed_attempt_is_taken_back_and_resumes_from_its_checkpoint(ctx: Wo
     # Resumed training is the same computation: the same ONNX file, byte for byte, as the uninterrupted job's.
     assert versions[0].artifact_sha256 == versions[1].artifact_sha256
     assert files_by_job(ctx.checkpoints) == {}  # both attempts' files removed when the job ended
+
+
+def test_a_crash_between_a_checkpoint_and_its_record_resumes_after_the_checkpoint(ctx: WorkerContext,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Epoch records are written behind training, after their checkpoint: a crash can leave the file an epoch ahead of
+    SQL. The next attempt trusts the file, records the epoch it holds, and ends exactly as an uninterrupted run."""
+    body = tiny_job(training={"epochs": 4})
+    straight = queue_job(ctx, body)
+    run_job(straight, ctx)
+    record = training_usecase._record_epoch
+
+    def dying_before_epoch_2_is_recorded(job_id, attempt, model_name, result, ctx) -> None:  # type: ignore[no-untyped-def]
+        if result.epoch == 2:
+            raise Crash
+        record(job_id, attempt, model_name, result, ctx)
+
+    job_id = queue_job(ctx, body)
+    monkeypatch.setattr(training_usecase, "_record_epoch", dying_before_epoch_2_is_recorded)
+    with pytest.raises(Crash):
+        run_job(job_id, ctx)
+    monkeypatch.undo()
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.checkpoint_epoch, [e.epoch for e in job.history]) == (1, [1])  # SQL holds epoch 1...
+    assert checkpoint.load(attempt_file(ctx.checkpoints, job_id, 1))["epoch"] == 2  # ...the file, epoch 2
+    _sweep(ctx, Recorder())
+    run_job(job_id, ctx)
+    job = get_job(job_id, uow_factory=ctx.uow_factory)
+    assert (job.state, job.attempt, [e.epoch for e in job.history]) == (JobState.SUCCEEDED, 2, [1, 2, 3, 4])
+    with ctx.uow_factory() as uow:
+        first, resumed = uow.models.versions("digits-mlp")
+    assert first.artifact_sha256 == resumed.artifact_sha256
 
 
 def test_an_attempt_taken_back_can_change_nothing(ctx: WorkerContext) -> None:

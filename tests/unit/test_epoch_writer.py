@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 
 import pytest
 
@@ -57,3 +59,23 @@ def test_leaving_on_an_error_still_runs_what_was_queued() -> None:
         writer.submit(lambda: done.append(1))
         raise KeyboardInterrupt  # training stopped: the epochs it trained are still written
     assert done == [1]
+
+
+class SoftLimit(Exception):
+    """As Celery's SoftTimeLimitExceeded: raised by a signal handler in the training thread, wherever it is."""
+
+
+def test_a_signal_during_close_is_raised_only_once_the_writes_are_done() -> None:
+    done: list[str] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(SoftLimit()))
+    try:
+        writer = EpochWriter()
+        writer.submit(lambda: (time.sleep(0.5), done.append("record")))
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # lands while close() waits for the write
+        with pytest.raises(SoftLimit):
+            writer.close()
+        assert done == ["record"]  # nothing is written after the job has ended
+        assert writer._done.is_set()  # and the thread has stopped
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

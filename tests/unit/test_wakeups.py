@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.wakeups import Waker, wake_folder, waker_for
+from services.wakeups import Waker, _poke, wake_folder, waker_for
 
 FORK = multiprocessing.get_context("fork")
 
@@ -187,3 +187,17 @@ def test_a_folder_without_fifos_falls_back_to_sleeping(tmp_path: Path, caplog: p
     waker.wake_all()  # and publishing through it is harmless
     waker.wake_self()
     assert folder.read_text() == "not a folder"
+
+
+def test_waking_never_raises_out_of_a_commit_that_has_happened(tmp_path: Path) -> None:
+    """wake_all runs after a commit or a publish: a folder it cannot read, or a listener gone between the open and the
+    write (a broken pipe), must not turn that success into an error."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    Waker(not_a_folder).wake_all()  # scandir: NotADirectoryError
+    read, write = os.pipe()
+    os.close(read)  # the listener closed its end
+    try:
+        _poke(write)  # BrokenPipeError, swallowed
+    finally:
+        os.close(write)
