@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.wakeups import wake_folder, waker_for
+from services.wakeups import Waker, wake_folder, waker_for
 
 log = logging.getLogger(__name__)
 CHANNEL = "kiln_jobs"  # the triggers' NOTIFY channel; its payload is the job's id
@@ -60,11 +60,14 @@ class ChangeListener:
             self.thread.join(timeout=self.poll_s + 1)
 
     def _wakeups(self) -> None:
-        waker = waker_for(wake_folder(self.url))
-        while not self.stop.is_set():
-            if waker.wait(self.poll_s):
-                self._tell(None)
-                self.stop.wait(self.gap_s)  # every commit wakes every follower here: at most one word per gap, for all of them
+        waker = Waker(wake_folder(self.url))  # a FIFO of this listener's own, removed when it stops (not the process's)
+        try:
+            while not self.stop.is_set():
+                if waker.wait(self.poll_s):
+                    self._tell(None)
+                    self.stop.wait(self.gap_s)  # every commit wakes every follower here: one word per gap, for all of them
+        finally:
+            waker.close()
 
     def _tell(self, job_id: str | None) -> None:
         try:

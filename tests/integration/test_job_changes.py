@@ -64,6 +64,8 @@ def test_another_process_writing_a_job_and_its_epoch_is_announced(database_url: 
     finally:
         listener.close()
     assert listener.thread is not None and not listener.thread.is_alive()
+    if sqlite:  # its FIFO goes with it: a stopped API's data folder holds none (shutil.copytree refuses named pipes)
+        assert list(sqlite.iterdir()) == []
 
 
 def test_a_quiet_registry_announces_nothing(database_url: str) -> None:
