@@ -1,5 +1,5 @@
-"""The use cases on the in-memory registry (tests/fakes.py): submit, cancel, register, sweep, dataset deletion and the
-job state machine, each in milliseconds. The SQL repositories keep the same promises on both databases
+"""The use cases on the in-memory registry (tests/fakes.py): submit, cancel, register, sweep and the job state machine,
+each in milliseconds (dataset deletion: test_usecases_fake_datasets.py). The SQL repositories keep the same promises on both databases
 (tests/integration/test_registry.py, test_sweeper.py)."""
 
 from __future__ import annotations
@@ -14,49 +14,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from services.data.store import DatasetStore
 from services.errors import Conflict, InvalidSpec, KilnError, NotFound, Unavailable
 from services.registry import protocols
-from services.registry.entities import DatasetRecord, JobState, NewVersion
+from services.registry.entities import JobState, NewVersion
 from services.registry.job_repository import JobRepository
 from services.registry.repositories import ApiKeyRepository, DatasetRepository, ModelRepository, WorkerRepository
 from services.registry.states import ACTIVE, FINAL, TRANSITIONS, InvalidTransition, allowed, sources
 from services.registry.tables import utcnow
-from services.spec import Budget, JobSpec
 from services.usecases.checkpoint_files import attempt_file
-from services.usecases.datasets import delete_dataset
-from services.usecases.jobs import cancel_job, get_job, submit_job
+from services.usecases.jobs import cancel_job, get_job
 from services.usecases.sweeper import ORPHAN_AGE_S, SweepPolicy, sweep
 from services.usecases.versions import register_version
 from tests.factories import tiny_job
+from tests.fake_broker import Recorder, submit
 from tests.fakes import FakeApiKeys, FakeDatasets, FakeJobs, FakeModels, FakeRegistry, FakeWorkers
-
-BUDGET = Budget(max_parameters=100_000_000, max_training_memory_mb=4096)
-
-
-class Recorder:
-    """The broker: what was sent, and whether the job was already committed when it was."""
-
-    def __init__(self, registry: FakeRegistry, *, fail: bool = False) -> None:
-        self.registry, self.fail = registry, fail
-        self.sent: list[tuple[uuid.UUID, str]] = []
-        self.committed_when_sent: list[bool] = []
-
-    def send(self, job_id: uuid.UUID, *, queue: str) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.committed_when_sent.append(job_id in self.registry.committed.jobs)
-        self.sent.append((job_id, queue))
-
-
-@pytest.fixture
-def registry() -> FakeRegistry:
-    return FakeRegistry()
-
-
-def _submit(registry: FakeRegistry, body: dict | None = None, *, key: str | None = None, dispatcher: Recorder | None = None):
-    return submit_job(JobSpec.model_validate(body or tiny_job()), uow_factory=registry.uow_factory,
-                      dispatcher=dispatcher or Recorder(registry), stale_after_s=30, budget=BUDGET, idempotency_key=key)  # fmt: skip
 
 
 def _queued(registry: FakeRegistry, *, dataset: str = "digits") -> uuid.UUID:
@@ -199,32 +170,32 @@ def test_a_job_is_claimed_once_and_only_when_queued(registry: FakeRegistry) -> N
 
 def test_a_submitted_job_is_committed_as_queued_before_its_message_is_sent(registry: FakeRegistry) -> None:
     recorder = Recorder(registry)
-    job, created = _submit(registry, dispatcher=recorder)
+    job, created = submit(registry, dispatcher=recorder)
     assert created and job.state == JobState.QUEUED and job.attempt == 0
     assert recorder.sent == [(job.id, "cpu")] and recorder.committed_when_sent == [True]
 
 
 def test_auto_picks_the_gpu_queue_only_while_a_gpu_worker_is_alive(registry: FakeRegistry) -> None:
-    assert _submit(registry, tiny_job(device="auto"))[0].queue == "cpu"
+    assert submit(registry, tiny_job(device="auto"))[0].queue == "cpu"
     with registry.uow_factory() as uow:
         uow.workers.heartbeat(name="gpu-1", queue="gpu", gpus=1)
         uow.commit()
-    assert _submit(registry, tiny_job(device="auto"))[0].queue == "gpu"
+    assert submit(registry, tiny_job(device="auto"))[0].queue == "gpu"
 
 
 def test_a_repeated_idempotency_key_returns_the_first_job_and_sends_nothing(registry: FakeRegistry) -> None:
-    first, created = _submit(registry, key="k1")
+    first, created = submit(registry, key="k1")
     recorder = Recorder(registry)
-    again, created_again = _submit(registry, key="k1", dispatcher=recorder)
+    again, created_again = submit(registry, key="k1", dispatcher=recorder)
     assert created and not created_again and again.id == first.id and recorder.sent == []
     with pytest.raises(Conflict, match="another request body") as err:
-        _submit(registry, tiny_job(training={"epochs": 3}), key="k1")
+        submit(registry, tiny_job(training={"epochs": 3}), key="k1")
     assert err.value.field == "Idempotency-Key"
 
 
 def test_a_job_the_broker_cannot_take_fails_and_the_client_is_told(registry: FakeRegistry) -> None:
     with pytest.raises(Unavailable):
-        _submit(registry, dispatcher=Recorder(registry, fail=True))
+        submit(registry, dispatcher=Recorder(registry, fail=True))
     with registry.uow_factory() as uow:
         (job,), _ = uow.jobs.page(limit=10, offset=0)
     assert job.state == JobState.FAILED and "could not enqueue" in (job.error or "")
@@ -233,7 +204,7 @@ def test_a_job_the_broker_cannot_take_fails_and_the_client_is_told(registry: Fak
 def test_a_job_on_an_unknown_upload_is_refused_and_records_nothing(registry: FakeRegistry) -> None:
     missing = str(uuid.uuid4())
     with pytest.raises(InvalidSpec, match="no uploaded dataset") as err:
-        _submit(registry, tiny_job(data={"dataset": missing}))
+        submit(registry, tiny_job(data={"dataset": missing}))
     assert err.value.field == "data.dataset" and registry.commits == 0
 
 
@@ -354,48 +325,3 @@ def test_checkpoints_of_ended_jobs_go_and_those_of_active_jobs_stay(registry: Fa
     report = _sweep(registry, tmp_path, Recorder(registry), stale_after_s=3600)
     assert report.removed_checkpoints == [attempt_file(tmp_path, ended, 1)]
     assert attempt_file(tmp_path, active, 1).exists()
-
-
-# Deleting datasets.
-
-
-def _upload(registry: FakeRegistry) -> DatasetRecord:
-    record = DatasetRecord(uuid.uuid4(), "d.csv", "csv", uuid.uuid4().hex, "s" * 64, 100, 200, (64,), "float32",
-                           {"kind": "classification", "class_names": [str(i) for i in range(10)]}, {}, utcnow())  # fmt: skip
-    with registry.uow_factory() as uow:
-        uow.datasets.add(record)
-        uow.commit()
-    return record
-
-
-def test_a_dataset_an_active_job_uses_cannot_be_deleted_however_the_job_spelt_its_id(registry: FakeRegistry, tmp_path: Path) -> None:
-    record, store = _upload(registry), DatasetStore(tmp_path)
-    job, _ = _submit(registry, tiny_job(data={"dataset": str(record.id).upper().replace("-", "")}))
-    with pytest.raises(Conflict, match="a queued or running job uses"):
-        delete_dataset(str(record.id), uow_factory=registry.uow_factory, store=store)
-    cancel_job(job.id, uow_factory=registry.uow_factory)
-    delete_dataset(str(record.id), uow_factory=registry.uow_factory, store=store)
-    with registry.uow_factory() as uow:
-        assert uow.datasets.get(record.id) is None
-
-
-def test_a_dataset_a_running_study_trains_on_cannot_be_deleted(registry: FakeRegistry, tmp_path: Path) -> None:
-    record, store = _upload(registry), DatasetStore(tmp_path)
-    with registry.uow_factory() as uow:
-        uow.studies.add(study_id=uuid.uuid4(), name="s", model_name="m", spec={"job": tiny_job(data={"dataset": str(record.id)})})
-        uow.commit()
-    with pytest.raises(Conflict, match="a running study trains on"):
-        delete_dataset(str(record.id), uow_factory=registry.uow_factory, store=store)
-
-
-def test_a_dataset_a_version_was_trained_on_or_a_builtin_cannot_be_deleted(registry: FakeRegistry, tmp_path: Path) -> None:
-    record, store = _upload(registry), DatasetStore(tmp_path)
-    with registry.uow_factory() as uow:
-        uow.models.add_version(NewVersion("m", None, "a" * 64, 1, {}, {}, {}, {}, {}, dataset_id=record.id))
-        uow.commit()
-    with pytest.raises(Conflict, match="1 registered model version"):
-        delete_dataset(str(record.id), uow_factory=registry.uow_factory, store=store)
-    with pytest.raises(Conflict, match="built-in"):
-        delete_dataset("digits", uow_factory=registry.uow_factory, store=store)
-    with pytest.raises(NotFound):
-        delete_dataset(str(uuid.uuid4()), uow_factory=registry.uow_factory, store=store)
