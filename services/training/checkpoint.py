@@ -41,9 +41,10 @@ def capture(epoch: int, history: list[EpochResult], kind: JobKind, shuffle: torc
 
 
 def _epoch(result: EpochResult, *, image: bool) -> dict[str, Any]:
-    """One epoch's record; only the last keeps its image (SQL holds the others: a resume re-adds at most the last)."""
+    """One epoch's record; only the last keeps its image (SQL holds the others: a resume re-adds at most the last). No
+    image is None, not an empty tensor: torch.save pays about 30 us a tensor, and the history grows with every epoch."""
     kept = result.image if image else None
-    image_bytes = torch.frombuffer(bytearray(kept), dtype=torch.uint8) if kept else torch.empty(0, dtype=torch.uint8)
+    image_bytes = torch.frombuffer(bytearray(kept), dtype=torch.uint8) if kept else None
     return {"epoch": result.epoch, "metrics": result.metrics, "duration_s": result.duration_s, "samples": result.samples,
             "warnings": list(result.warnings), "image": image_bytes, "stopped": result.stopped}  # fmt: skip
 
@@ -65,9 +66,13 @@ def history(state: dict[str, Any]) -> list[EpochResult]:
     """The epochs a checkpoint covers, as the training loop reported them."""
     return [
         EpochResult(h["epoch"], h["metrics"], h["duration_s"], h["samples"], tuple(h["warnings"]),
-                    h["image"].numpy().tobytes() if len(h["image"]) else None, h["stopped"])
+                    _image(h["image"]), h["stopped"])
         for h in state["history"]
     ]  # fmt: skip
+
+
+def _image(image: torch.Tensor | None) -> bytes | None:
+    return image.numpy().tobytes() if image is not None and len(image) else None  # an empty tensor: an older checkpoint
 
 
 def save(state: dict[str, Any], path: Path) -> None:

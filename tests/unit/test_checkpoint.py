@@ -114,3 +114,24 @@ def test_a_checkpoint_is_replaced_whole(tmp_path: Path) -> None:
     checkpoint.save({"epoch": 2, "w": torch.zeros(3)}, path)
     assert checkpoint.load(path)["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.pt"]  # no temporary file left behind
+
+
+def _tensors(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return 1
+    if isinstance(state, dict):
+        return sum(_tensors(v) for v in state.values())
+    return sum(_tensors(v) for v in state) if isinstance(state, list | tuple) else 0
+
+
+def test_an_epoch_without_an_image_adds_no_tensor_and_an_older_checkpoints_empty_image_still_reads(tmp_path: Path) -> None:
+    """torch.save pays for every tensor and the history grows with each epoch: the history's epochs hold none of their
+    own (a GAN's last image aside); a format-3 checkpoint written with an empty tensor per epoch reads the same."""
+    spec = JobSpec.model_validate(job_body(training={"epochs": 6}))
+    _, reported = _train(spec, tmp_path / "a.onnx", tmp_path / "a.pt")
+    state = checkpoint.load(tmp_path / "a.pt")
+    assert len(state["history"]) == 6 and _tensors(state["history"]) == 0
+    assert _tensors(state) == _tensors(state["kind"]) + 2  # the weights and optimizer, torch's and the shuffle's generators
+    older = state | {"history": [h | {"image": torch.empty(0, dtype=torch.uint8)} for h in state["history"]]}
+    checkpoint.save(older, tmp_path / "older.pt")
+    assert checkpoint.history(checkpoint.load(tmp_path / "older.pt")) == checkpoint.history(state) == reported
