@@ -41,8 +41,8 @@ class FakeJobs:
     def __init__(self, tables: Tables) -> None:
         self.t = tables
 
-    def _job(self, row: JobRow, *, with_history: bool) -> Job:
-        history = self.history(row.id) if with_history else []
+    def _job(self, row: JobRow, *, with_history: bool, history_after: int = 0) -> Job:
+        history = self.history(row.id, after=history_after) if with_history else []
         return Job(**{name: copy.deepcopy(getattr(row, name)) for name in _JOB_FIELDS}, history=history)
 
     def add(self, *, job_id: uuid.UUID, model_name: str, spec: dict, queue: str,
@@ -71,12 +71,12 @@ class FakeJobs:
         row = self.t.jobs.get(job_id)
         return row is not None and row.cancel_requested
 
-    def get(self, job_id: uuid.UUID, *, with_history: bool = True) -> Job | None:
+    def get(self, job_id: uuid.UUID, *, with_history: bool = True, history_after: int = 0) -> Job | None:
         row = self.t.jobs.get(job_id)
-        return self._job(row, with_history=with_history) if row else None
+        return self._job(row, with_history=with_history, history_after=history_after) if row else None
 
-    def history(self, job_id: uuid.UUID) -> list[EpochRecord]:
-        return [record for _, record in sorted(self.t.epochs.get(job_id, {}).items())]
+    def history(self, job_id: uuid.UUID, *, after: int = 0) -> list[EpochRecord]:
+        return [record for epoch, record in sorted(self.t.epochs.get(job_id, {}).items()) if epoch > after]
 
     def page(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
         rows = [r for r in self.t.jobs.values() if state is None or r.state == state]

@@ -96,10 +96,11 @@ async def stream_job_events(
         follower = ctx.jobs.follow(job_id)  # before the first look: a change from then on wakes it
         try:
             while True:
-                job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)
+                # Only the epochs not yet sent: a look costs the same at epoch 1000 as at epoch 1.
+                job = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory, history_after=sent)
                 public = JobPublic.of(job)
-                for epoch in public.history[sent:]:
-                    sent += 1
+                for epoch in public.history:
+                    sent = epoch.epoch
                     yield _event("epoch", epoch.model_dump(), f"{sent}.{warned}.{state or ''}")
                 for warning in public.warnings[warned:]:
                     warned += 1
@@ -108,7 +109,8 @@ async def stream_job_events(
                     state = job.state
                     yield _event("state", {"state": state, "error": job.error, "version": job.version}, f"{sent}.{warned}.{state}")
                 if job.state in FINAL_STATES:
-                    yield _event("end", JobPublic.of(job).model_dump(mode="json"), f"{sent}.{warned}.{state}")
+                    whole = await run_in_threadpool(get_job, job_id, uow_factory=ctx.uow_factory)  # its whole history
+                    yield _event("end", JobPublic.of(whole).model_dump(mode="json"), f"{sent}.{warned}.{state}")
                     return
                 if await request.is_disconnected():
                     return

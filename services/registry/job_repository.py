@@ -85,15 +85,17 @@ class JobRepository:
     def cancel_requested(self, job_id: uuid.UUID) -> bool:
         return bool(self.session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
-    def get(self, job_id: uuid.UUID, *, with_history: bool = True) -> Job | None:
+    def get(self, job_id: uuid.UUID, *, with_history: bool = True, history_after: int = 0) -> Job | None:
+        """The job; its history from epoch `history_after` + 1 on (a stream reads only what it has not sent)."""
         row = self.session.get(JobRow, job_id)
         if row is None:
             return None
-        return _job(row, self.history(job_id) if with_history else [])
+        return _job(row, self.history(job_id, after=history_after) if with_history else [])
 
-    def history(self, job_id: uuid.UUID) -> list[EpochRecord]:
+    def history(self, job_id: uuid.UUID, *, after: int = 0) -> list[EpochRecord]:
         drawn = JobEpochRow.image.is_not(None)  # the image itself stays in the database (a deferred column)
-        rows = self.session.execute(select(JobEpochRow, drawn).where(JobEpochRow.job_id == job_id).order_by(JobEpochRow.epoch))
+        later = (JobEpochRow.job_id == job_id) & (JobEpochRow.epoch > after)
+        rows = self.session.execute(select(JobEpochRow, drawn).where(later).order_by(JobEpochRow.epoch))
         return [_epoch(row, bool(has_image)) for row, has_image in rows]
 
     def page(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:

@@ -149,9 +149,10 @@ def cancel_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
     return get_job(job_id, uow_factory=uow_factory)
 
 
-def get_job(job_id: uuid.UUID, *, uow_factory: UowFactory) -> Job:
+def get_job(job_id: uuid.UUID, *, uow_factory: UowFactory, history_after: int = 0) -> Job:
+    """The job, with its epochs after `history_after` (all by default)."""
     with uow_factory() as uow:
-        job = uow.jobs.get(job_id)
+        job = uow.jobs.get(job_id, history_after=history_after)
     if job is None:
         raise NotFound(f"no job with id {job_id}", field="job_id")
     return job

@@ -63,6 +63,20 @@ def test_a_page_of_jobs_carries_each_ones_last_epoch_without_its_history(uow_fac
     assert count == 2 and {j.id: (j.epoch, j.history) for j in jobs} == {trained: (3, []), fresh: (0, [])}
 
 
+def test_a_job_read_after_an_epoch_carries_only_the_epochs_after_it(uow_factory) -> None:
+    """What an event stream reads each time the job changes: the epochs it has not sent, not the whole history again."""
+    job_id = _add_job(uow_factory)
+    with uow_factory() as uow:
+        for epoch in (1, 2, 3, 4):
+            uow.jobs.add_epoch(job_id, EpochRecord(epoch, 1.0 / epoch, None, {"loss": 1.0 / epoch}, 0.01))
+        uow.commit()
+    with uow_factory() as uow:
+        later, whole, none = (uow.jobs.get(job_id, history_after=after) for after in (2, 0, 4))
+    assert later is not None and whole is not None and none is not None
+    assert [e.epoch for e in later.history] == [3, 4] and [e.train_loss for e in later.history] == [1 / 3, 1 / 4]
+    assert [e.epoch for e in whole.history] == [1, 2, 3, 4] and none.history == []
+
+
 def test_uncommitted_work_is_rolled_back(uow_factory) -> None:
     with uow_factory() as uow:
         uow.jobs.add(job_id=uuid.uuid4(), model_name="m", spec={}, queue="cpu")
