@@ -68,10 +68,11 @@ def _event(name: str, data: object, event_id: str | None = None) -> bytes:
 
 
 def _resume_point(last_event_id: str | None) -> tuple[int, int, str | None]:
-    """Epochs and warnings already sent and the state last told, from a reconnecting client's Last-Event-ID
-    (`<epochs>.<warnings>.<state>`, as each event's id is written); nothing sent for a missing or malformed one."""
+    """The last epoch and the number of warnings sent and the state last told, from a reconnecting client's Last-Event-ID
+    (`<epoch>.<warnings>.<state>`, as each event's id is written); nothing sent for a missing or malformed one (a number
+    past 9 digits too: no job has a billion epochs, and the epoch is compared in SQL, as an INTEGER)."""
     parts = (last_event_id or "").split(".")
-    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 9 for p in parts[:2]):
         return 0, 0, None
     return int(parts[0]), int(parts[1]), parts[2] or None
 

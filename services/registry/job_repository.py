@@ -86,7 +86,8 @@ class JobRepository:
         return bool(self.session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def get(self, job_id: uuid.UUID, *, with_history: bool = True, history_after: int = 0) -> Job | None:
-        """The job; its history from epoch `history_after` + 1 on (a stream reads only what it has not sent)."""
+        """The job; its history from epoch `history_after` + 1 on (a stream reads only what it has not sent). With
+        `history_after`, the job's `epoch` says only the last epoch read: 0 when none came after."""
         row = self.session.get(JobRow, job_id)
         if row is None:
             return None

@@ -22,7 +22,10 @@ import torch
 from services.training.kinds.base import JobKind
 from services.training.loop import EpochResult
 
-FORMAT = 3  # 3: the kind's own state (one network or a GAN's two) under "kind"; 2: weights keyed by layer name
+# 4: an epoch without an image holds None, not an empty tensor (a worker that reads only 3 starts such a job over rather
+# than fail on it); 3: the kind's own state (one network or a GAN's two) under "kind"; 2: weights keyed by layer name
+FORMAT = 4
+READABLE = (3, 4)
 
 
 def capture(epoch: int, history: list[EpochResult], kind: JobKind, shuffle: torch.Generator) -> dict[str, Any]:
@@ -51,8 +54,8 @@ def _epoch(result: EpochResult, *, image: bool) -> dict[str, Any]:
 
 def restore(state: dict[str, Any], kind: JobKind, shuffle: torch.Generator) -> list[EpochResult]:
     """Put `state` back into a freshly built kind and the shuffling generator; return the epochs it covers."""
-    if state.get("format") != FORMAT:
-        raise ValueError(f"checkpoint format {state.get('format')!r}, expected {FORMAT}")
+    if state.get("format") not in READABLE:
+        raise ValueError(f"checkpoint format {state.get('format')!r}, expected one of {READABLE}")
     kind.load_state_dict(state["kind"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])

@@ -180,9 +180,9 @@ def _resume_point(job_id: uuid.UUID, attempt: int, written_by: int | None, ctx: 
         state = None
     else:
         state = checkpoint.load(path)
-        if state.get("format") != checkpoint.FORMAT:  # written by an earlier Kiln: its weights are laid out otherwise
-            log.info("job %s attempt %d: checkpoint format %r is not %d, starting over", job_id, attempt, state.get("format"),
-                     checkpoint.FORMAT)  # fmt: skip
+        if state.get("format") not in checkpoint.READABLE:  # an earlier Kiln's (its weights are laid out otherwise) or a later's
+            log.info("job %s attempt %d: checkpoint format %r is not one of %s, starting over", job_id, attempt, state.get("format"),
+                     checkpoint.READABLE)  # fmt: skip
             state = None
     epoch = state["epoch"] if state else 0
     with ctx.uow_factory() as uow:
